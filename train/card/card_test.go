@@ -1,0 +1,54 @@
+package card
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRoundTripAndValidate(t *testing.T) {
+	good := Card{
+		Name: "m", Version: 1, Task: "regression",
+		Inputs:  []Tensor{{Name: "features", DataType: "FP32", Shape: []int64{-1, 2}, Features: []string{"a", "b"}}},
+		Outputs: []Tensor{{Name: "prediction", DataType: "FP32", Shape: []int64{-1, 1}}},
+		Reference: &Reference{Features: map[string]Histogram{
+			"a": {Edges: []float64{0, 1, 2}, Proportions: []float64{0.5, 0.5}},
+		}},
+	}
+	p := filepath.Join(t.TempDir(), FileName)
+	if err := good.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.FeatureNames()[1] != "b" {
+		t.Fatalf("features %v", got.FeatureNames())
+	}
+
+	cases := []struct {
+		name   string
+		mutate func(c *Card)
+		want   string
+	}{
+		{"no name", func(c *Card) { c.Name = "" }, "name is empty"},
+		{"no inputs", func(c *Card) { c.Inputs = nil }, "inputs is empty"},
+		{"feature count", func(c *Card) { c.Inputs[0].Features = []string{"a"} }, "do not match shape"},
+		{"bad histogram", func(c *Card) {
+			c.Reference.Features["a"] = Histogram{Edges: []float64{0}, Proportions: []float64{1}}
+		}, "edges"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := *got
+			c.Inputs = append([]Tensor(nil), got.Inputs...)
+			c.Reference = &Reference{Features: map[string]Histogram{"a": got.Reference.Features["a"]}}
+			tc.mutate(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
