@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 )
 
@@ -158,4 +159,21 @@ func (c *Card) Write(path string) error {
 		return fmt.Errorf("writing model card: %w", err)
 	}
 	return nil
+}
+
+// Bin returns the index of the bin that holds v: the last i with
+// Edges[i] ≤ v, clamped to [0, len(Proportions)-1]. So bin i holds
+// Edges[i] ≤ v < Edges[i+1], the last bin also its upper edge (and anything
+// above), the first bin anything below Edges[0]. With a repeated last edge
+// (e.g. [0, 1, 1]) the last bin holds exactly that value.
+func (h Histogram) Bin(v float64) int {
+	n := len(h.Proportions)
+	i := sort.Search(len(h.Edges), func(i int) bool { return h.Edges[i] > v }) - 1
+	if i < 0 {
+		return 0
+	}
+	if i >= n {
+		return n - 1
+	}
+	return i
 }
