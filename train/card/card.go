@@ -48,6 +48,7 @@ type Training struct {
 	RunID          string         `json:"run_id,omitempty"`
 	Tracker        string         `json:"tracker,omitempty"` // "mlflow" or "sqlite"
 	Dataset        Dataset        `json:"dataset"`
+	TestDataset    *Dataset       `json:"test_dataset,omitempty"` // the rows the test metrics come from
 	GitCommit      string         `json:"git_commit,omitempty"`
 	TrainerVersion string         `json:"trainer_version,omitempty"`
 }

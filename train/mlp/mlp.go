@@ -89,6 +89,8 @@ type Model struct {
 	Layers []Layer
 	YMean  float64
 	YScale float64
+	// BestEpoch is the epoch whose weights were kept (best validation loss).
+	BestEpoch int
 }
 
 // Predict returns the prediction for one raw feature vector.
@@ -208,6 +210,7 @@ func Fit(ctx context.Context, cfg Config, X [][]float64, y []float64, oneHot, ca
 		}
 	}
 	m.Layers = best
+	m.BestEpoch = bestEpoch
 	return m, history, nil
 }
 
