@@ -3,10 +3,195 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/train"
+	"github.com/flywheel-ml/flywheel/train/dataset"
 )
 
-// runTrain is a placeholder until its issue lands; it reports that plainly.
-func runTrain(_ context.Context, _ []string, _, _ io.Writer) error {
-	return errors.New("not built yet")
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, " ") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+const trainSummary = `Train, evaluate and export a model, then publish it as the next version in the model
+repository (models/<name>/<version>/model.onnx + model.json, written atomically).
+
+--algorithm takes one of ridge, mlp, gbdt, or a comma-separated list: every listed algorithm is
+trained and compared, and the best by test MAE is published. Hyper-parameters come from the
+defaults, then --params (YAML with ridge:, mlp:, gbdt: sections), then each --set key=value.`
+
+func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		dataPath, name, algos, models, paramsFile, gitCommit string
+		trainFrom, trainUntil, testFrom, testUntil           string
+		seed                                                 int64
+		margin                                               float64
+		publish, quiet                                       bool
+		sets                                                 stringList
+	)
+	fs := newFlagSet("train", trainSummary)
+	fs.String(&dataPath, "data", "", "data/chicago/chicago.csv", "dataset CSV file")
+	fs.String(&name, "model-name", "", "ridership", "model name in the repository")
+	fs.String(&algos, "algorithm", "", train.GBDT, "ridge, mlp or gbdt (or a comma-separated list to compare)")
+	fs.String(&trainFrom, "train-from", "", "2001-01-22", "first training day (YYYY-MM-DD, empty = open)")
+	fs.String(&trainUntil, "train-until", "", "2011-12-31", "last training day")
+	fs.String(&testFrom, "test-from", "", "2012-01-01", "first test day")
+	fs.String(&testUntil, "test-until", "", "2012-12-31", "last test day")
+	fs.String(&paramsFile, "params", "", "", "YAML file of hyper-parameters (sections ridge, mlp, gbdt)")
+	fs.fs.Var(&sets, "set", "one hyper-parameter of the chosen algorithm, key=value (repeatable), e.g. learning_rate=0.05")
+	fs.add("set", "")
+	fs.Int64(&seed, "seed", "", 1, "random seed (same data, parameters and seed give a byte-identical model.onnx)")
+	fs.String(&models, "models", "", "models", "model repository directory")
+	fs.Float(&margin, "threshold-margin", "", train.DefaultThresholdMargin, "card thresholds = margin × test MAE / RMSE")
+	fs.String(&gitCommit, "git-commit", "", "", "commit recorded in the card (default: `git rev-parse HEAD`, when available)")
+	fs.Bool(&publish, "publish", "", true, "write the model into the repository (false: evaluate only)")
+	fs.Bool(&quiet, "quiet", "", false, "no progress lines")
+	if err := fs.Parse(args, stdout); err != nil {
+		return err
+	}
+	if len(fs.Args()) > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+
+	// Check everything cheap before touching the data.
+	var list []string
+	for _, a := range strings.Split(algos, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			list = append(list, a)
+		}
+	}
+	if len(list) == 0 {
+		return usageError{errors.New("--algorithm is empty")}
+	}
+	params := train.DefaultParams()
+	if paramsFile != "" {
+		b, err := os.ReadFile(paramsFile)
+		if err != nil {
+			return fmt.Errorf("--params: %w", err)
+		}
+		if err := train.DecodeParams(&params, b); err != nil {
+			return fmt.Errorf("--params %s: %w", paramsFile, err)
+		}
+	}
+	var cfgs []train.Config
+	for _, a := range list {
+		cfg := train.DefaultConfig()
+		cfg.Name, cfg.Algorithm, cfg.Params, cfg.Seed, cfg.ThresholdMargin = name, a, params, seed, margin
+		for _, kv := range sets {
+			if err := cfg.Params.Set(a, kv); err != nil {
+				return usageError{fmt.Errorf("--set: %w", err)}
+			}
+		}
+		if err := cfg.Validate(); err != nil {
+			return usageError{err}
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	var ranges [4]time.Time
+	for i, s := range []struct{ flag, v string }{{"train-from", trainFrom}, {"train-until", trainUntil}, {"test-from", testFrom}, {"test-until", testUntil}} {
+		t, err := dataset.ParseDate(s.v)
+		if err != nil {
+			return usageError{fmt.Errorf("--%s: %w", s.flag, err)}
+		}
+		ranges[i] = t
+	}
+
+	data, err := train.LoadData(dataPath, train.Range{From: ranges[0], Until: ranges[1]}, train.Range{From: ranges[2], Until: ranges[3]})
+	if err != nil {
+		return err
+	}
+	if gitCommit == "" {
+		gitCommit = headCommit(ctx)
+	}
+	fmt.Fprintf(stdout, "dataset %s: %d training rows (%s), %d test rows, digest %s\n",
+		data.Source, len(data.Train), train.Range{From: data.Train[0].Date, Until: data.Train[len(data.Train)-1].Date},
+		len(data.Test), data.TrainDigest)
+
+	var results []*train.Result
+	for _, cfg := range cfgs {
+		cfg.Data = data
+		cfg.GitCommit = gitCommit
+		cfg.TrainerVersion = "flywheel " + version
+		if !quiet {
+			cfg.Progress = progressPrinter(stderr)
+		}
+		r, err := train.Fit(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if !quiet {
+			fmt.Fprintf(stderr, "%s: done in %s, %d iterations run, %d kept\n", r.Algorithm,
+				r.FitDuration.Round(time.Millisecond), len(r.History), r.Iterations)
+		}
+		results = append(results, r)
+	}
+	best := results[0]
+	for _, r := range results[1:] {
+		if r.Metrics["test"]["mae"] < best.Metrics["test"]["mae"] {
+			best = r
+		}
+	}
+	printMetrics(stdout, results, len(data.Train), len(data.Test))
+	if !publish {
+		fmt.Fprintln(stdout, "not published (--publish=false)")
+		return nil
+	}
+	v, dir, err := train.Publish(models, name, best)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, v, best.Algorithm, dir)
+	return nil
+}
+
+// progressPrinter prints at most one line a second, and the last iteration.
+func progressPrinter(w io.Writer) func(train.Progress) {
+	var last time.Time
+	return func(p train.Progress) {
+		if time.Since(last) < time.Second && p.Iteration != p.Total && p.Iteration != 1 {
+			return
+		}
+		last = time.Now()
+		var ms []string
+		for _, k := range []string{"train_rmse", "valid_rmse"} {
+			if v, ok := p.Metrics[k]; ok {
+				ms = append(ms, fmt.Sprintf("%s=%.4f", k, v))
+			}
+		}
+		fmt.Fprintf(w, "%s: %d/%d %s elapsed %s, ETA ≤ %s\n", p.Algorithm, p.Iteration, p.Total,
+			strings.Join(ms, " "), p.Elapsed.Round(10*time.Millisecond), p.ETA.Round(100*time.Millisecond))
+	}
+}
+
+func printMetrics(w io.Writer, results []*train.Result, trainRows, testRows int) {
+	fmt.Fprintf(w, "test metrics (%d rows; trained on %d):\n", testRows, trainRows)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "algorithm\tMAE\tRMSE\tMAPE\tR²\ttrain MAE\titerations\tfit\tmodel.onnx\t")
+	for _, r := range results {
+		m := r.Metrics["test"]
+		fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%.2f%%\t%.4f\t%.4f\t%d\t%s\t%d B\t\n", r.Algorithm,
+			m["mae"], m["rmse"], 100*m["mape"], m["r2"], r.Metrics["train"]["mae"], r.Iterations,
+			r.FitDuration.Round(time.Millisecond), len(r.ONNX))
+	}
+	tw.Flush()
+}
+
+// headCommit returns the checkout's commit, or "" when git or the
+// repository is not available (best effort).
+func headCommit(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }

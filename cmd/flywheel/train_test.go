@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flywheel-ml/flywheel/train/card"
+)
+
+const testCSV = "../../data/chicago/chicago.csv"
+
+func TestTrainCommand(t *testing.T) {
+	models := t.TempDir()
+	params := filepath.Join(t.TempDir(), "params.yaml")
+	if err := os.WriteFile(params, []byte("ridge:\n  alpha: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	args := []string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--params", params, "--git-commit", "abc123"}
+	if err := runTrain(context.Background(), args, &out, &errOut); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"3996 training rows", "366 test rows", "MAE", "ridge", "published ridership version 1"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	c, err := card.Load(filepath.Join(models, "ridership", "1", card.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Training.Params["alpha"] != float64(3) || c.Training.GitCommit != "abc123" || c.Training.TrainerVersion == "" {
+		t.Fatalf("training %+v", c.Training)
+	}
+	if _, err := os.Stat(filepath.Join(models, "ridership", "1", "model.onnx")); err != nil {
+		t.Fatal(err)
+	}
+	// A second run publishes version 2.
+	out.Reset()
+	if err := runTrain(context.Background(), append(args, "--set", "alpha=0.5", "--quiet"), &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "published ridership version 2") {
+		t.Fatalf("%s", out.String())
+	}
+}
+
+func TestTrainCommandBadInput(t *testing.T) {
+	src, err := os.ReadFile(testCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(src), "\n", 4)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	missingCol := write("missing.csv", strings.Replace(string(src), `"humidity",`, "", 1))
+	nonNumeric := write("nonnumeric.csv", lines[0]+"\n"+lines[1]+"\n"+strings.Replace(lines[2], "15.762,", "lots,", 1)+"\n")
+	empty := write("empty.csv", "")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing column", []string{"--data", missingCol}, `missing column(s) "humidity"`},
+		{"non-numeric cell", []string{"--data", nonNumeric}, `line 3 (2001-01-23), column "ridership": "lots" is not a number`},
+		{"empty file", []string{"--data", empty}, "empty file"},
+		{"no such file", []string{"--data", filepath.Join(dir, "nope.csv")}, "no such file"},
+		{"empty training range", []string{"--train-from", "1990-01-01", "--train-until", "1990-12-31"}, "training range 1990-01-01 … 1990-12-31"},
+		{"empty test range", []string{"--test-from", "2030-01-01", "--test-until", "2030-12-31"}, "no rows"},
+		{"bad date", []string{"--test-from", "2012-13-01"}, "--test-from"},
+		{"unknown algorithm", []string{"--algorithm", "xgboost"}, `unknown algorithm "xgboost" (want one of ridge, mlp, gbdt)`},
+		{"unknown parameter", []string{"--algorithm", "gbdt", "--set", "leaves=3"}, "field leaves not found"},
+		{"invalid parameter", []string{"--algorithm", "gbdt", "--set", "max_bins=256"}, "max_bins 256"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			models := filepath.Join(t.TempDir(), "models")
+			args := append([]string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--quiet"}, tc.args...)
+			var out bytes.Buffer
+			err := runTrain(context.Background(), args, &out, &out)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want error containing %q, got %v", tc.want, err)
+			}
+			if _, err := os.Stat(models); !os.IsNotExist(err) {
+				entries, _ := os.ReadDir(filepath.Join(models, "ridership"))
+				t.Fatalf("a model was (partly) written: %v %v", err, entries)
+			}
+		})
+	}
+}
