@@ -429,3 +429,39 @@ func BenchmarkFit(b *testing.B) {
 		})
 	}
 }
+
+// TestCommittedModel checks the default model in the repository: its card is
+// valid and matches the data it names, and ONNX Runtime reproduces its
+// recorded test metrics on the test split.
+func TestCommittedModel(t *testing.T) {
+	d, _ := fitted(t)
+	dir := "../models/ridership/1"
+	c, err := card.Load(filepath.Join(dir, card.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.FeatureNames(), ",") != strings.Join(features.Names(), ",") {
+		t.Fatalf("features %v", c.FeatureNames())
+	}
+	ds := c.Training.Dataset
+	if ds.Digest != d.TrainDigest || ds.From != "2001-01-22" || ds.Until != "2011-12-31" || ds.Rows != len(d.Train) {
+		t.Fatalf("card dataset %+v does not match the data (digest %s)", ds, d.TrainDigest)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ort.Setup(""); err != nil {
+		t.Fatal(err)
+	}
+	got := runORT(t, b, d.Test)
+	var ae float64
+	for i, e := range d.Test {
+		ae += math.Abs(float64(got[i]) - e.Target)
+	}
+	mae := ae / float64(len(d.Test))
+	t.Logf("committed %s model: ONNX Runtime test MAE %.4f (card %.4f, threshold %.4f)", c.Training.Algorithm, mae, c.Metrics["test"]["mae"], c.Thresholds["mae"])
+	if mae > 1.25 || math.Abs(mae-c.Metrics["test"]["mae"]) > 1e-3 {
+		t.Fatalf("ONNX Runtime test MAE %.4f, card says %.4f", mae, c.Metrics["test"]["mae"])
+	}
+}

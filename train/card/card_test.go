@@ -52,3 +52,27 @@ func TestRoundTripAndValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestHistogramBin(t *testing.T) {
+	cases := []struct {
+		edges []float64
+		v     float64
+		want  int
+	}{
+		{[]float64{0, 1, 2}, -5, 0},
+		{[]float64{0, 1, 2}, 0, 0},
+		{[]float64{0, 1, 2}, 0.99, 0},
+		{[]float64{0, 1, 2}, 1, 1},
+		{[]float64{0, 1, 2}, 2, 1},
+		{[]float64{0, 1, 2}, 9, 1},
+		{[]float64{0, 1, 1}, 0, 0},
+		{[]float64{0, 1, 1}, 1, 1},
+		{[]float64{3, 3}, 3, 0},
+	}
+	for _, tc := range cases {
+		h := Histogram{Edges: tc.edges, Proportions: make([]float64, len(tc.edges)-1)}
+		if got := h.Bin(tc.v); got != tc.want {
+			t.Errorf("edges %v: Bin(%v) = %d, want %d", tc.edges, tc.v, got, tc.want)
+		}
+	}
+}

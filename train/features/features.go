@@ -163,3 +163,18 @@ func lastWeekday(y int, m time.Month, wd time.Weekday) time.Time {
 	offset := (int(last.Weekday()) - int(wd) + 7) % 7
 	return last.AddDate(0, 0, -offset)
 }
+
+// Ordered returns values in the order of names (e.g. a model card's feature
+// list), for rows that already carry every feature by name, such as the
+// feedback export's "features" objects. A missing name is an error.
+func Ordered(values map[string]float64, names []string) ([]float64, error) {
+	v := make([]float64, len(names))
+	for i, n := range names {
+		x, ok := values[n]
+		if !ok {
+			return nil, fmt.Errorf("features: missing value for %q", n)
+		}
+		v[i] = x
+	}
+	return v, nil
+}

@@ -89,6 +89,11 @@ func TestVector(t *testing.T) {
 	if err != nil || v2[47] != 47 || v2[HolidayIndex] != 1 {
 		t.Fatalf("FromMap %v %v", v2, err)
 	}
+	m["dow"], m["holiday"] = 3, 1
+	v3, err := Ordered(m, Names())
+	if err != nil || v3[DayOfWeekIndex] != 3 || v3[0] != 0 || len(v3) != Count {
+		t.Fatalf("Ordered %v %v", v3, err)
+	}
 	delete(m, "temp")
 	if _, err := FromMap(m, day("2012-11-22")); err == nil || !strings.Contains(err.Error(), `"temp"`) {
 		t.Fatalf("missing column: %v", err)
