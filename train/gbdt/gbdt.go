@@ -315,6 +315,7 @@ type grower struct {
 	thr  [][]float32 // [feature] thresholds
 	F    int
 	grad []float64
+	pool []hist // histograms of finished trees, reused
 }
 
 type hist struct {
@@ -348,7 +349,14 @@ func (g *grower) leafValue(sumG float64, n int) float64 {
 }
 
 func (g *grower) build(rows []int) hist {
-	h := newHist(g.F)
+	var h hist
+	if n := len(g.pool); n > 0 {
+		h, g.pool = g.pool[n-1], g.pool[:n-1]
+		clear(h.g)
+		clear(h.n)
+	} else {
+		h = newHist(g.F)
+	}
 	for f := 0; f < g.F; f++ {
 		b := g.bins[f]
 		off := f * 256
@@ -453,6 +461,7 @@ func (g *grower) grow() (Tree, []leafRows) {
 	out := make([]leafRows, 0, len(open))
 	for _, c := range open {
 		out = append(out, leafRows{node: c.node, rows: c.rows})
+		g.pool = append(g.pool, c.h)
 	}
 	return t, out
 }
