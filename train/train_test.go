@@ -465,3 +465,42 @@ func TestCommittedModel(t *testing.T) {
 		t.Fatalf("ONNX Runtime test MAE %.4f, card says %.4f", mae, c.Metrics["test"]["mae"])
 	}
 }
+
+func TestPublishConcurrently(t *testing.T) {
+	_, results := fitted(t)
+	repo := t.TempDir()
+	const n = 6
+	versions := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := *results[Ridge]
+			c := *r.Card
+			r.Card = &c
+			v, _, err := Publish(repo, "ridership", &r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			versions <- v
+		}()
+	}
+	wg.Wait()
+	close(versions)
+	seen := map[int]bool{}
+	for v := range versions {
+		if seen[v] {
+			t.Fatalf("version %d published twice", v)
+		}
+		seen[v] = true
+		c, err := card.Load(filepath.Join(repo, "ridership", fmt.Sprint(v), card.FileName))
+		if err != nil || c.Version != v {
+			t.Fatalf("version %d: card %v, %v", v, c, err)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d versions", len(seen))
+	}
+}

@@ -72,7 +72,7 @@ func TestTrainCommandBadInput(t *testing.T) {
 		want string
 	}{
 		{"missing column", []string{"--data", missingCol}, `missing column(s) "humidity"`},
-		{"non-numeric cell", []string{"--data", nonNumeric}, `line 3 (2001-01-23), column "ridership": "lots" is not a number`},
+		{"non-numeric cell", []string{"--data", nonNumeric}, `row 2 (line 3, 2001-01-23), column "ridership": "lots" is not a number`},
 		{"empty file", []string{"--data", empty}, "empty file"},
 		{"no such file", []string{"--data", filepath.Join(dir, "nope.csv")}, "no such file"},
 		{"empty training range", []string{"--train-from", "1990-01-01", "--train-until", "1990-12-31"}, "training range 1990-01-01 … 1990-12-31"},

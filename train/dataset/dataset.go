@@ -66,7 +66,7 @@ func Load(path string) (*Dataset, error) {
 
 // Parse validates CSV bytes: a header with the target, the date and every
 // numeric feature column (extra columns are ignored), then one row a day with
-// a number in every used cell. Errors name the line and the column.
+// a number in every used cell. Errors name the row (and its file line) and the column.
 func Parse(name string, data []byte) (*Dataset, error) {
 	sum := sha256.Sum256(data)
 	d := &Dataset{Name: name, SHA256: hex.EncodeToString(sum[:])}
@@ -109,27 +109,28 @@ func Parse(name string, data []byte) (*Dataset, error) {
 		}
 		line, _ := r.FieldPos(0)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return nil, fmt.Errorf("row %d: %w", len(d.Rows)+1, err)
 		}
+		at := fmt.Sprintf("row %d (line %d", len(d.Rows)+1, line) // closed below, with the date when known
 		row := Row{Values: make([]float64, features.NumNumeric)}
 		ds := strings.TrimSpace(rec[col[features.DateColumn]])
 		if ds == "" || ds == "NA" {
-			return nil, fmt.Errorf("line %d, column %q: missing value", line, features.DateColumn)
+			return nil, fmt.Errorf("%s), column %q: missing value", at, features.DateColumn)
 		}
 		row.Date, err = time.Parse(features.DateLayout, ds)
 		if err != nil {
-			return nil, fmt.Errorf("line %d, column %q: %q is not a date (want YYYY-MM-DD)", line, features.DateColumn, ds)
+			return nil, fmt.Errorf("%s), column %q: %q is not a date (want YYYY-MM-DD)", at, features.DateColumn, ds)
 		}
 		if n := len(d.Rows); n > 0 && !row.Date.After(d.Rows[n-1].Date) {
-			return nil, fmt.Errorf("line %d, column %q: %s does not follow %s (dates must increase)", line,
+			return nil, fmt.Errorf("%s), column %q: %s does not follow %s (dates must increase)", at,
 				features.DateColumn, ds, d.Rows[n-1].Date.Format(features.DateLayout))
 		}
 		if row.Target, err = number(rec[col[features.Target]]); err != nil {
-			return nil, fmt.Errorf("line %d (%s), column %q: %w", line, ds, features.Target, err)
+			return nil, fmt.Errorf("%s, %s), column %q: %w", at, ds, features.Target, err)
 		}
 		for i, ci := range numIdx {
 			if row.Values[i], err = number(rec[ci]); err != nil {
-				return nil, fmt.Errorf("line %d (%s), column %q: %w", line, ds, numNames[i], err)
+				return nil, fmt.Errorf("%s, %s), column %q: %w", at, ds, numNames[i], err)
 			}
 		}
 		d.Rows = append(d.Rows, row)
