@@ -99,6 +99,7 @@ type Server struct {
 	fault     FaultFunc
 	requests  int
 	calls     map[string]int // "METHOD path" → count of processed calls
+	inflight  sync.WaitGroup
 
 	addr string
 	ln   net.Listener
@@ -181,7 +182,13 @@ func (s *Server) Calls(key string) int {
 	return s.calls[key]
 }
 
+// Wait blocks until no request is being handled (e.g. one whose client
+// was killed).
+func (s *Server) Wait() { s.inflight.Wait() }
+
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
 	s.mu.Lock()
 	s.requests++
 	n := s.requests
