@@ -391,7 +391,7 @@ func TestSyncKilledHalfway(t *testing.T) {
 			var n atomic.Int32
 			e.srv.SetFault(func(_ int, _ *http.Request) mlflowtest.Fault {
 				k := int(n.Add(1))
-			if k == cut {
+				if k == cut {
 					cancel() // the process is killed while this request is in flight
 					return mlflowtest.Fault{Kind: mlflowtest.ResetAfter}
 				}
