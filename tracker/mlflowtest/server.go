@@ -311,8 +311,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		p, ok = strings.CutPrefix(r.URL.Path, "/ajax-api/2.0/mlflow/")
 	}
 	ep, found := routes[p]
-	if found && r.Method == "GET" && ep.method != "GET" {
-		ep, found = routes[p+"#GET"]
+	if alt, ok := routes[p+"#GET"]; found && ok && r.Method == "GET" {
+		ep = alt
 	}
 	if !ok || !found {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
