@@ -47,16 +47,16 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	switch sub {
 	case "list":
 		fs = newFlagSet("runs list", "List tracked runs, newest first.")
-		fs.String(&experiment, "experiment", "", "", "only runs of this experiment")
-		fs.String(&filter, "filter", "", "", `MLflow search filter, e.g. "metrics.test_mae < 1.5"`)
-		fs.Int(&max, "max", "", 50, "at most this many runs (0 = all)")
+		fs.String(&experiment, "experiment", "FLYWHEEL_RUNS_EXPERIMENT", "", "only runs of this experiment")
+		fs.String(&filter, "filter", "FLYWHEEL_RUNS_FILTER", "", `MLflow search filter, e.g. "metrics.test_mae < 1.5"`)
+		fs.Int(&max, "max", "FLYWHEEL_RUNS_MAX", 50, "at most this many runs (0 = all)")
 	case "show":
 		fs = newFlagSet("runs show", "Show one run: RUN is an MLflow or local run id.")
 	case "compare":
 		fs = newFlagSet("runs compare", "Compare the params and metrics of two or more runs side by side.")
 	case "sync":
 		fs = newFlagSet("runs sync", "Replay runs recorded in SQLite while MLflow was unreachable (needs --tracking-uri).")
-		fs.Bool(&all, "all", "", false, "re-check mirrored and already synced runs as well")
+		fs.Bool(&all, "all", "FLYWHEEL_RUNS_SYNC_ALL", false, "re-check mirrored and already synced runs as well")
 	default:
 		return usageError{fmt.Errorf("unknown runs subcommand %q (list, show, compare, sync)", sub)}
 	}
@@ -89,7 +89,12 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	switch sub {
 	case "list":
-		return runsList(ctx, stdout, tr, reader, experiment, filter, max)
+		err := runsList(ctx, stdout, tr, reader, experiment, filter, max)
+		if errors.Is(err, tracker.ErrUnavailable) && tr.remote != nil {
+			fmt.Fprintf(stderr, "MLflow unreachable (%v); listing the local store %s instead\n", err, tf.db)
+			return runsList(ctx, stdout, tr, tr.local, experiment, filter, max)
+		}
+		return err
 	case "show":
 		r, err := findRun(ctx, tr, reader, pos[0])
 		if err != nil {
