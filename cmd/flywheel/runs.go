@@ -24,6 +24,7 @@ const runsUsage = `Usage: flywheel runs <list|show|compare|sync> [flags] [RUN...
   show RUN                                            one run: info, params, metrics, tags, datasets, artifacts
   compare RUN RUN...                                  params and metrics side by side; '*' marks differences
   sync [--all]                                        replay runs logged while MLflow was unreachable
+                                                      (--all: also runs recorded without a tracking URI)
 
 With --tracking-uri (or MLFLOW_TRACKING_URI) the commands read MLflow, otherwise the SQLite
 database --tracking-db. Filters use MLflow's syntax, e.g. "metrics.test_mae < 1.5 and params.algorithm = 'gbdt'".
@@ -56,7 +57,7 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs = newFlagSet("runs compare", "Compare the params and metrics of two or more runs side by side.")
 	case "sync":
 		fs = newFlagSet("runs sync", "Replay runs recorded in SQLite while MLflow was unreachable (needs --tracking-uri).")
-		fs.Bool(&all, "all", "FLYWHEEL_RUNS_SYNC_ALL", false, "re-check mirrored and already synced runs as well")
+		fs.Bool(&all, "all", "FLYWHEEL_RUNS_SYNC_ALL", false, "also re-check mirrored and synced runs, and upload runs recorded without a tracking URI")
 	default:
 		return usageError{fmt.Errorf("unknown runs subcommand %q (list, show, compare, sync)", sub)}
 	}

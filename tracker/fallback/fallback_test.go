@@ -446,3 +446,27 @@ func TestBackgroundSyncer(t *testing.T) {
 	}
 	verifyExact(t, e)
 }
+
+// TestSyncAllUploadsLocalRuns uploads runs recorded with SQLite alone.
+func TestSyncAllUploadsLocalRuns(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	run, err := tracker.Start(ctx, e.store, "ridership", tracker.RunOptions{Name: "sqlite-only"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run.Finish(ctx, tracker.Result{Params: map[string]string{"a": "1"}, Metrics: map[string]float64{"m": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := e.tr.Sync(ctx, fallback.SyncOptions{}); err != nil || rep.Runs != 0 {
+		t.Fatalf("plain sync touched a local-only run: %+v %v", rep, err)
+	}
+	if _, err := e.tr.Sync(ctx, fallback.SyncOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The replayed run gained the local id tag in MLflow only.
+	runs := e.srv.Runs()
+	if len(runs) != 1 || runs[0].Tags[tracker.TagLocalRunID] != run.ID() || runs[0].Params["a"] != "1" {
+		t.Fatalf("MLflow holds %+v", runs)
+	}
+}

@@ -34,7 +34,8 @@ func (e RunError) Error() string { return fmt.Sprintf("run %s: %v", e.LocalID, e
 // SyncOptions selects what Sync replays.
 type SyncOptions struct {
 	// All re-checks mirrored and synced runs too (e.g. after a crash
-	// between a local write and its mirror).
+	// between a local write and its mirror) and uploads runs recorded
+	// without a tracking URI (state local).
 	All bool
 }
 
@@ -47,7 +48,7 @@ func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error
 	var rep SyncReport
 	states := []string{sqlite.StateUnsynced}
 	if opts.All {
-		states = append(states, sqlite.StateMirrored, sqlite.StateSynced)
+		states = append(states, sqlite.StateMirrored, sqlite.StateSynced, sqlite.StateLocal)
 	}
 	var ids []string
 	for _, s := range states {
