@@ -128,7 +128,7 @@ func findRun(ctx context.Context, tr *tracking, reader tracker.Tracker, id strin
 		return r, err
 	}
 	if errors.Is(err, tracker.ErrNotFound) || errors.Is(err, tracker.ErrInvalid) {
-		runs, serr := tr.remote.SearchRuns(ctx, tracker.SearchQuery{Filter: fmt.Sprintf("tags.%q = '%s'", tracker.TagLocalRunID, id), MaxResults: 1})
+		runs, serr := tr.remote.SearchRuns(ctx, tracker.SearchQuery{Filter: fmt.Sprintf("tags.`%s` = '%s'", tracker.TagLocalRunID, id), MaxResults: 1})
 		if serr == nil && len(runs) == 1 {
 			return runs[0], nil
 		}

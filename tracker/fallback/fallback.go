@@ -30,6 +30,10 @@ type Options struct {
 	Remote Remote
 	Local  *sqlite.Store
 	Logger *slog.Logger
+	// Cooldown is how long, after MLflow was found unreachable, new runs
+	// and registry calls skip it and go straight to SQLite (default 30s;
+	// Sync always tries).
+	Cooldown time.Duration
 }
 
 // Tracker mirrors a local store to MLflow. Run ids it returns are MLflow's
@@ -40,8 +44,12 @@ type Tracker struct {
 	local  *sqlite.Store
 	log    *slog.Logger
 
-	mu   sync.Mutex
-	runs map[string]*runState // local id → state
+	cooldown time.Duration
+	now      func() time.Time
+
+	mu        sync.Mutex
+	runs      map[string]*runState // local id → state
+	downUntil time.Time
 }
 
 type runState struct {
@@ -60,7 +68,31 @@ func New(opts Options) (*Tracker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Tracker{remote: opts.Remote, local: opts.Local, log: log.With("component", "tracker/fallback"), runs: map[string]*runState{}}, nil
+	cd := opts.Cooldown
+	if cd == 0 {
+		cd = 30 * time.Second
+	}
+	return &Tracker{remote: opts.Remote, local: opts.Local, log: log.With("component", "tracker/fallback"),
+		runs: map[string]*runState{}, cooldown: cd, now: time.Now}, nil
+}
+
+// down reports whether MLflow failed recently.
+func (t *Tracker) down() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.now().Before(t.downUntil)
+}
+
+func (t *Tracker) markDown() {
+	t.mu.Lock()
+	t.downUntil = t.now().Add(t.cooldown)
+	t.mu.Unlock()
+}
+
+func (t *Tracker) markUp() {
+	t.mu.Lock()
+	t.downUntil = time.Time{}
+	t.mu.Unlock()
 }
 
 // Close closes both backends.
@@ -112,6 +144,10 @@ func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracke
 	t.runs[localID] = st
 	t.mu.Unlock()
 	opts.Name = info.Name
+	if t.down() {
+		t.log.Warn("MLflow was unreachable moments ago: the run is tracked in the local store and replayed by `flywheel runs sync`", "local_run_id", localID)
+		return info, nil
+	}
 	exp, err := t.remote.GetOrCreateExperiment(ctx, name)
 	var rinfo tracker.RunInfo
 	if err == nil {
@@ -129,6 +165,7 @@ func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracke
 		t.log.Info("run started", "run_id", rinfo.ID, "local_run_id", localID, "backend", "mlflow")
 		return rinfo, nil
 	case unavailable(err):
+		t.markDown()
 		t.log.Warn("MLflow unreachable: the run continues in the local store and is replayed by `flywheel runs sync`",
 			"local_run_id", localID, "err", err)
 		return info, nil
@@ -181,6 +218,7 @@ func (t *Tracker) mirror(ctx context.Context, localID string, st *runState, op s
 		return errors.Join(err, serr)
 	}
 	if unavailable(err) {
+		t.markDown()
 		t.log.Warn("MLflow unreachable mid-run: the run continues in the local store and is replayed by `flywheel runs sync`",
 			"run_id", remoteID, "local_run_id", localID, "op", op, "err", err)
 		return nil
@@ -292,10 +330,17 @@ func (t *Tracker) CreateRegisteredModel(ctx context.Context, name string) error 
 	if err := t.local.CreateRegisteredModel(ctx, name); err != nil {
 		return err
 	}
-	if err := t.remote.CreateRegisteredModel(ctx, name); err != nil && !unavailable(err) {
+	if t.down() {
+		return nil // replayed with the versions
+	}
+	if err := t.remote.CreateRegisteredModel(ctx, name); err != nil {
+		if unavailable(err) {
+			t.markDown()
+			return nil
+		}
 		return err
 	}
-	return nil // replayed with the versions otherwise
+	return nil
 }
 
 // CreateModelVersion creates the version locally and mirrors it; it returns
@@ -337,11 +382,12 @@ func (t *Tracker) SetAlias(ctx context.Context, name, alias, version string) err
 	if err := t.local.SetAliasPending(ctx, name, alias, lv.Version); err != nil {
 		return err
 	}
-	if lv.RemoteVersion == "" {
+	if lv.RemoteVersion == "" || t.down() {
 		return nil
 	}
 	if err := t.remote.SetAlias(ctx, name, alias, lv.RemoteVersion); err != nil {
 		if unavailable(err) {
+			t.markDown()
 			t.log.Warn("MLflow unreachable: alias recorded locally for sync", "model", name, "alias", alias, "err", err)
 			return nil
 		}
@@ -352,6 +398,9 @@ func (t *Tracker) SetAlias(ctx context.Context, name, alias, version string) err
 
 // GetModelVersionByAlias asks MLflow, falling back to the local registry.
 func (t *Tracker) GetModelVersionByAlias(ctx context.Context, name, alias string) (tracker.ModelVersion, error) {
+	if t.down() {
+		return t.local.GetModelVersionByAlias(ctx, name, alias)
+	}
 	mv, err := t.remote.GetModelVersionByAlias(ctx, name, alias)
 	if err != nil && (unavailable(err) || errors.Is(err, tracker.ErrNotFound)) {
 		return t.local.GetModelVersionByAlias(ctx, name, alias)

@@ -470,3 +470,28 @@ func TestSyncAllUploadsLocalRuns(t *testing.T) {
 		t.Fatalf("MLflow holds %+v", runs)
 	}
 }
+
+// TestCooldown: after MLflow failed, the next run goes straight to SQLite
+// instead of waiting for retries again; sync replays both.
+func TestCooldown(t *testing.T) {
+	e := newEnv(t)
+	var requests atomic.Int32
+	e.srv.SetFault(func(int, *http.Request) mlflowtest.Fault {
+		requests.Add(1)
+		return mlflowtest.Fault{Kind: mlflowtest.Unavailable}
+	})
+	workload(t, e, "first", nil)
+	if requests.Load() == 0 {
+		t.Fatal("the first run never tried MLflow")
+	}
+	requests.Store(0)
+	workload(t, e, "second", nil)
+	if n := requests.Load(); n != 0 {
+		t.Errorf("second run sent %d requests during the cooldown", n)
+	}
+	e.srv.SetFault(nil)
+	if _, err := e.tr.Sync(context.Background(), fallback.SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	verifyExact(t, e)
+}

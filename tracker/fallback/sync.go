@@ -74,6 +74,9 @@ func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error
 	if err := t.syncAliases(ctx, &rep); err != nil {
 		return rep, err
 	}
+	if len(rep.Failed) == 0 {
+		t.markUp()
+	}
 	if len(rep.Failed) > 0 {
 		errs := make([]error, len(rep.Failed))
 		for i, f := range rep.Failed {
@@ -96,7 +99,7 @@ func (t *Tracker) findRemoteRun(ctx context.Context, lr sqlite.LocalRun, expID s
 	}
 	runs, err := t.remote.SearchRuns(ctx, tracker.SearchQuery{
 		ExperimentIDs: []string{expID},
-		Filter:        fmt.Sprintf("tags.%q = '%s'", tracker.TagLocalRunID, lr.Info.ID),
+		Filter:        fmt.Sprintf("tags.`%s` = '%s'", tracker.TagLocalRunID, lr.Info.ID),
 	})
 	if err != nil {
 		return "", err
