@@ -28,22 +28,20 @@ func ExampleStart() {
 	if err != nil {
 		panic(err)
 	}
-	onIteration := func(step int, trainRMSE, validRMSE float64) error { // the trainer's callback
-		return run.Iteration(ctx, tracker.Iteration{Step: int64(step), Metrics: map[string]float64{"train_rmse": trainRMSE, "valid_rmse": validRMSE}})
-	}
-	for step := 0; step < 3; step++ {
-		if err := onIteration(step, 3-float64(step), 3.5-float64(step)); err != nil {
-			panic(err)
-		}
+	// The trainer's per-iteration callback (errors surface in Finish).
+	progress := func(iteration int, metrics map[string]float64) { run.Step(ctx, int64(iteration), metrics) }
+	for it := 0; it < 3; it++ {
+		progress(it, map[string]float64{"train_rmse": 3 - float64(it), "valid_rmse": 3.5 - float64(it)})
 	}
 	model := filepath.Join(dir, "model.onnx")
 	os.WriteFile(model, []byte("onnx bytes"), 0o644)
 	mv, err := run.Finish(ctx, tracker.Result{
-		Params:    map[string]string{"algorithm": "gbdt", "learning_rate": "0.1"},
-		Metrics:   map[string]float64{"test_mae": 1.2},
+		Params:    tracker.Params(map[string]any{"algorithm": "gbdt", "learning_rate": 0.1}),
+		Metrics:   tracker.FlattenMetrics(map[string]map[string]float64{"test": {"mae": 1.2}}),
 		FinalStep: 2,
 		Datasets:  []tracker.Dataset{{Name: "chicago", Digest: "sha256:…", SourceType: "local", Source: "data/chicago.csv", Context: "training"}},
 		Artifacts: map[string]string{"model/model.onnx": model},
+		Files:     map[string][]byte{"model/model.json": []byte(`{"name":"ridership"}`)},
 		Model:     "ridership", ModelPath: "model", Alias: "champion",
 	})
 	if err != nil {

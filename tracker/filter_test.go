@@ -58,3 +58,14 @@ func TestValidateKey(t *testing.T) {
 		}
 	}
 }
+
+func TestParamsAndFlatten(t *testing.T) {
+	p := Params(map[string]any{"lr": 0.1, "depth": 6, "name": "gbdt", "on": true})
+	if p["lr"] != "0.1" || p["depth"] != "6" || p["name"] != "gbdt" || p["on"] != "true" {
+		t.Errorf("Params: %v", p)
+	}
+	f := FlattenMetrics(map[string]map[string]float64{"test": {"mae": 1.2}, "train": {"r2": 0.9}})
+	if len(f) != 2 || f["test_mae"] != 1.2 || f["train_r2"] != 0.9 {
+		t.Errorf("FlattenMetrics: %v", f)
+	}
+}

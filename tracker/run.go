@@ -1,12 +1,15 @@
 package tracker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -24,6 +27,9 @@ type ActiveRun struct {
 	t    Recorder
 	Info RunInfo
 	now  func() time.Time
+
+	mu      sync.Mutex
+	stepErr error // first error of Step, returned by Finish
 }
 
 // Start gets or creates the experiment and starts a run in it.
@@ -73,6 +79,23 @@ func (r *ActiveRun) Iteration(ctx context.Context, it Iteration) error {
 	return r.LogMetrics(ctx, it.Step, it.Metrics)
 }
 
+// Step logs one iteration from a callback that cannot return an error
+// (e.g. train.Config.Progress); the first error is kept and returned by
+// Finish. After an error further steps are skipped.
+func (r *ActiveRun) Step(ctx context.Context, step int64, metrics map[string]float64) {
+	r.mu.Lock()
+	failed := r.stepErr != nil
+	r.mu.Unlock()
+	if failed {
+		return
+	}
+	if err := r.LogMetrics(ctx, step, metrics); err != nil {
+		r.mu.Lock()
+		r.stepErr = fmt.Errorf("logging step %d: %w", step, err)
+		r.mu.Unlock()
+	}
+}
+
 // Result is a finished training run.
 type Result struct {
 	Params  map[string]string
@@ -82,6 +105,8 @@ type Result struct {
 	Datasets  []Dataset
 	// Artifacts maps artifact paths (e.g. "model/model.onnx") to local files.
 	Artifacts map[string]string
+	// Files maps artifact paths to in-memory contents.
+	Files map[string][]byte
 	// Model, when set, registers ModelPath (an artifact directory or file)
 	// as a new version of Model and points Alias (if set) at it.
 	Model     string
@@ -100,6 +125,12 @@ func (r *ActiveRun) Finish(ctx context.Context, res Result) (ModelVersion, error
 }
 
 func (r *ActiveRun) finish(ctx context.Context, res Result) (ModelVersion, error) {
+	r.mu.Lock()
+	stepErr := r.stepErr
+	r.mu.Unlock()
+	if stepErr != nil {
+		return ModelVersion{}, stepErr
+	}
 	if len(res.Params) > 0 {
 		if err := r.LogParams(ctx, res.Params); err != nil {
 			return ModelVersion{}, err
@@ -118,6 +149,11 @@ func (r *ActiveRun) finish(ctx context.Context, res Result) (ModelVersion, error
 	for _, p := range sortedKeys(res.Artifacts) {
 		if err := r.LogArtifactFile(ctx, res.Artifacts[p], p); err != nil {
 			return ModelVersion{}, err
+		}
+	}
+	for _, p := range sortedKeys(res.Files) {
+		if err := r.t.LogArtifact(ctx, r.Info.ID, p, bytes.NewReader(res.Files[p])); err != nil {
+			return ModelVersion{}, fmt.Errorf("artifact %s: %w", p, err)
 		}
 	}
 	if res.Model == "" {
@@ -170,4 +206,33 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// Params renders hyper-parameters of any type as MLflow param strings.
+func Params(m map[string]any) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		switch x := v.(type) {
+		case string:
+			out[k] = x
+		case float64:
+			out[k] = strconv.FormatFloat(x, 'g', -1, 64)
+		case float32:
+			out[k] = strconv.FormatFloat(float64(x), 'g', -1, 32)
+		default:
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out
+}
+
+// FlattenMetrics turns {"test": {"mae": 1.2}} into {"test_mae": 1.2}.
+func FlattenMetrics(m map[string]map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for split, ms := range m {
+		for k, v := range ms {
+			out[split+"_"+k] = v
+		}
+	}
+	return out
 }

@@ -247,3 +247,24 @@ func TestMigrationsIdempotent(t *testing.T) {
 		t.Errorf("artifact dir beside the database: %v", err)
 	}
 }
+
+// TestStepErrorFailsRun: an error in a progress callback surfaces in Finish
+// and the run ends FAILED.
+func TestStepErrorFailsRun(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	run, err := tracker.Start(ctx, s, "exp", tracker.RunOptions{Name: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Step(ctx, 1, map[string]float64{"ok": 1})
+	run.Step(ctx, 2, map[string]float64{"bad*key": 1})
+	run.Step(ctx, 3, map[string]float64{"ok": 3})
+	if _, err := run.Finish(ctx, tracker.Result{}); !errors.Is(err, tracker.ErrInvalid) {
+		t.Fatalf("Finish: %v, want ErrInvalid", err)
+	}
+	r, _ := s.GetRun(ctx, run.ID())
+	if r.Info.Status != tracker.StatusFailed || r.Metrics["ok"].Step != 1 {
+		t.Errorf("run %+v", r.Info)
+	}
+}
