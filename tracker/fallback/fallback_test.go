@@ -495,3 +495,49 @@ func TestCooldown(t *testing.T) {
 	}
 	verifyExact(t, e)
 }
+
+// TestWriteDuringAndAfterSync: data written to a run while it is being
+// replayed, or after it was synced, is replayed by the next sync.
+func TestWriteDuringAndAfterSync(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.srv.Stop()
+	run := workload(t, e, "late-writes", nil)
+	if err := e.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	e.srv.SetFault(func(_ int, r *http.Request) mlflowtest.Fault {
+		if strings.HasSuffix(r.URL.Path, "runs/update") {
+			once.Do(func() {
+				if err := e.tr.LogBatch(ctx, run.ID(), nil, nil, []tracker.Tag{{Key: "note", Value: "during sync"}}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return mlflowtest.Fault{}
+	})
+	rep, err := e.tr.Sync(ctx, fallback.SyncOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Synced != 0 {
+		t.Fatalf("run marked synced although written during the sync: %+v", rep)
+	}
+	e.srv.SetFault(nil)
+	if _, err := e.tr.Sync(ctx, fallback.SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	verifyExact(t, e)
+	// After the run is synced, a late tag makes it unsynced again.
+	if err := e.tr.LogBatch(ctx, run.ID(), nil, nil, []tracker.Tag{{Key: "note", Value: "after sync"}}); err != nil {
+		t.Fatal(err)
+	}
+	if lr, _ := e.store.GetLocalRun(ctx, run.ID()); lr.SyncState != sqlite.StateUnsynced {
+		t.Fatalf("state %s after a late write", lr.SyncState)
+	}
+	if _, err := e.tr.Sync(ctx, fallback.SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	verifyExact(t, e)
+}

@@ -290,10 +290,13 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 		}
 	}
 	if terminal {
-		if err := t.local.SetSyncState(ctx, localID, "", sqlite.StateSynced); err != nil {
+		ok, err := t.local.MarkSynced(ctx, localID, lr.Rev)
+		if err != nil {
 			return err
 		}
-		rep.Synced++
+		if ok {
+			rep.Synced++
+		} // else written meanwhile: it stays unsynced for the next sync
 	}
 	t.mu.Lock()
 	if st, ok := t.runs[localID]; ok {

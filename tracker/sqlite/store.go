@@ -139,6 +139,9 @@ var migrations = []string{
 		PRIMARY KEY (name, alias),
 		FOREIGN KEY (name, version) REFERENCES model_versions(name, version)
 	);`,
+	// rev counts a run's writes so a sync marks it synced only if nothing
+	// was written after the snapshot it replayed.
+	`ALTER TABLE runs ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the number of migrations this build knows.
@@ -336,6 +339,20 @@ func upsertTags(ctx context.Context, tx *sql.Tx, runID string, tags map[string]s
 	return nil
 }
 
+// touch records a write to a run: rev+1, and a synced run becomes unsynced
+// again so the new data is replayed.
+func touch(ctx context.Context, tx *sql.Tx, runID string) error {
+	res, err := tx.ExecContext(ctx, `UPDATE runs SET rev = rev + 1,
+		sync_state = CASE WHEN sync_state = 'synced' THEN 'unsynced' ELSE sync_state END WHERE id = ?`, runID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return tracker.Errorf(tracker.ErrNotFound, "run %s", runID)
+	}
+	return nil
+}
+
 func (s *Store) runExists(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, id string) error {
@@ -369,7 +386,7 @@ func (s *Store) LogBatch(ctx context.Context, runID string, metrics []tracker.Me
 		}
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.runExists(ctx, tx, runID); err != nil {
+		if err := touch(ctx, tx, runID); err != nil {
 			return err
 		}
 		for _, p := range params {
@@ -430,7 +447,7 @@ func (s *Store) LogInputs(ctx context.Context, runID string, datasets []tracker.
 		}
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.runExists(ctx, tx, runID); err != nil {
+		if err := touch(ctx, tx, runID); err != nil {
 			return err
 		}
 		for _, d := range datasets {
@@ -485,6 +502,9 @@ func (s *Store) LogArtifact(ctx context.Context, runID, rel string, r io.Reader)
 		return err
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := touch(ctx, tx, runID); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO artifacts(run_id, path, size, sha256) VALUES (?,?,?,?)
 			ON CONFLICT(run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256`, runID, rel, n, hex.EncodeToString(h.Sum(nil)))
 		return err
@@ -497,14 +517,11 @@ func (s *Store) EndRun(ctx context.Context, runID string, status tracker.RunStat
 		return tracker.Errorf(tracker.ErrInvalid, "run status %q", status)
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE runs SET status = ?, end_time = ? WHERE id = ?", status, tracker.NowMillis(end), runID)
-		if err != nil {
+		if err := touch(ctx, tx, runID); err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return tracker.Errorf(tracker.ErrNotFound, "run %s", runID)
-		}
-		return nil
+		_, err := tx.ExecContext(ctx, "UPDATE runs SET status = ?, end_time = ? WHERE id = ?", status, tracker.NowMillis(end), runID)
+		return err
 	})
 }
 
@@ -516,6 +533,7 @@ type LocalRun struct {
 	ExperimentName string
 	RemoteID       string
 	SyncState      string
+	Rev            int64 // write counter, see MarkSynced
 }
 
 // Resolve maps a local or remote run id onto the local id.
@@ -551,7 +569,7 @@ func (s *Store) GetLocalRun(ctx context.Context, runID string) (LocalRun, error)
 }
 
 func (s *Store) loadRuns(ctx context.Context, where string, args ...any) ([]LocalRun, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT r.id, r.experiment_id, e.name, r.name, r.status, r.start_time, r.end_time, COALESCE(r.remote_id, ''), r.sync_state
+	rows, err := s.db.QueryContext(ctx, `SELECT r.id, r.experiment_id, e.name, r.name, r.status, r.start_time, r.end_time, COALESCE(r.remote_id, ''), r.sync_state, r.rev
 		FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE `+where+` ORDER BY r.start_time DESC, r.id`, args...)
 	if err != nil {
 		return nil, err
@@ -561,7 +579,7 @@ func (s *Store) loadRuns(ctx context.Context, where string, args ...any) ([]Loca
 	for rows.Next() {
 		var lr LocalRun
 		var st string
-		if err := rows.Scan(&lr.Info.ID, &lr.Info.ExperimentID, &lr.ExperimentName, &lr.Info.Name, &st, &lr.Info.StartTime, &lr.Info.EndTime, &lr.RemoteID, &lr.SyncState); err != nil {
+		if err := rows.Scan(&lr.Info.ID, &lr.Info.ExperimentID, &lr.ExperimentName, &lr.Info.Name, &st, &lr.Info.StartTime, &lr.Info.EndTime, &lr.RemoteID, &lr.SyncState, &lr.Rev); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -825,6 +843,9 @@ func (s *Store) CreateModelVersion(ctx context.Context, name, runID, artifactPat
 		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?", name).Scan(&version); err != nil {
 			return err
 		}
+		if err := touch(ctx, tx, id); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, "INSERT INTO model_versions(name, version, run_id, artifact_path, created) VALUES (?,?,?,?,?)",
 			name, version, id, artifactPath, s.now().UnixMilli())
 		return err
@@ -990,6 +1011,21 @@ func (s *Store) SetSyncState(ctx context.Context, localID, from, to string) erro
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	})
+}
+
+// MarkSynced marks a run synced if nothing was written to it since the
+// snapshot with revision rev; it reports whether it did.
+func (s *Store) MarkSynced(ctx context.Context, localID string, rev int64) (bool, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE runs SET sync_state = ? WHERE id = ? AND rev = ?", StateSynced, localID, rev)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n == 1, err
 }
 
 // RunsInState lists local run ids in a sync state, oldest first.
