@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -286,6 +287,13 @@ func TestFaultScenarios(t *testing.T) {
 	}{
 		{name: "healthy"},
 		{name: "503 burst within retries", fault: nth("log-batch", 2, 4, mlflowtest.Fault{Kind: mlflowtest.Unavailable})},
+		{name: "every third request 503 (within retries)", fault: func(n int, _ *http.Request) mlflowtest.Fault {
+			if n%3 == 0 {
+				return mlflowtest.Fault{Kind: mlflowtest.Unavailable}
+			}
+			return mlflowtest.Fault{}
+		}},
+		{name: "429 burst with Retry-After within retries", fault: nth("log-batch", 1, 3, mlflowtest.Fault{Kind: mlflowtest.TooManyRequests})},
 		{name: "503 burst on artifact upload within retries", fault: nth("artifacts", 1, 2, mlflowtest.Fault{Kind: mlflowtest.Unavailable})},
 		{name: "503 longer than the retries", fault: nth("log-batch", 5, 100, mlflowtest.Fault{Kind: mlflowtest.Unavailable}), wantLocal: true},
 		{name: "slow log-batch beyond the timeout (applied, answer lost)", fault: nth("log-batch", 6, 6, slow), wantLocal: true},
@@ -535,6 +543,32 @@ func TestWriteDuringAndAfterSync(t *testing.T) {
 	}
 	if lr, _ := e.store.GetLocalRun(ctx, run.ID()); lr.SyncState != sqlite.StateUnsynced {
 		t.Fatalf("state %s after a late write", lr.SyncState)
+	}
+	if _, err := e.tr.Sync(ctx, fallback.SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	verifyExact(t, e)
+}
+
+// TestSyncWhileDown: a sync while MLflow is still down fails fast, loses
+// nothing and the runs stay unsynced.
+func TestSyncWhileDown(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.srv.Stop()
+	a := workload(t, e, "a", nil)
+	b := workload(t, e, "b", nil)
+	rep, err := e.tr.Sync(ctx, fallback.SyncOptions{})
+	if !errors.Is(err, tracker.ErrUnavailable) || rep.Runs != 1 {
+		t.Fatalf("sync while down: %+v %v (want it to stop after the first run)", rep, err)
+	}
+	for _, id := range []string{a.ID(), b.ID()} {
+		if lr, _ := e.store.GetLocalRun(ctx, id); lr.SyncState != sqlite.StateUnsynced {
+			t.Errorf("run %s: %s", id, lr.SyncState)
+		}
+	}
+	if err := e.srv.Start(); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := e.tr.Sync(ctx, fallback.SyncOptions{}); err != nil {
 		t.Fatal(err)

@@ -69,6 +69,10 @@ func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error
 			}
 			t.log.Warn("run not replayed; it stays unsynced", "local_run_id", id, "err", err)
 			rep.Failed = append(rep.Failed, RunError{id, err})
+			if unavailable(err) {
+				t.markDown()
+				return rep, fmt.Errorf("MLflow unreachable, sync stopped after %d of %d runs: %w", rep.Runs, len(ids), err)
+			}
 		}
 	}
 	if err := t.syncAliases(ctx, &rep); err != nil {

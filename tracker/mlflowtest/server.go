@@ -37,6 +37,9 @@ const (
 	// ResetAfter processes the request, then closes the connection (RST)
 	// without answering.
 	ResetAfter
+	// TooManyRequests answers 429 REQUEST_LIMIT_EXCEEDED with Retry-After: 0
+	// without processing.
+	TooManyRequests
 )
 
 // Fault is the fault for one request.
@@ -205,6 +208,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	case ResetBefore:
 		reset(w)
+		return
+	case TooManyRequests:
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Retry-After", "0")
+		writeError(w, http.StatusTooManyRequests, "REQUEST_LIMIT_EXCEEDED", "injected: too many requests")
 		return
 	}
 	rec := httptest.NewRecorder()
