@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -441,5 +442,34 @@ func TestArtifactAPIPath(t *testing.T) {
 		if got != tc.want || err != nil {
 			t.Errorf("%s + %s = %q %v, want %q", tc.uri, tc.rel, got, err, tc.want)
 		}
+	}
+}
+
+// TestDefensiveDecoding reads answers with numbers as strings, ids as
+// numbers, "NaN" and the huge float MLflow uses for +Inf.
+func TestDefensiveDecoding(t *testing.T) {
+	body := `{"run":{"info":{"run_uuid":"r1","experiment_id":7,"status":"FINISHED","start_time":"1700000000000","end_time":1700000001000,
+		"artifact_uri":"mlflow-artifacts:/7/r1/artifacts","lifecycle_stage":"active"},
+		"data":{"metrics":[{"key":"nan","value":"NaN","timestamp":"1","step":"5"},{"key":"inf","value":1.7976931348623157e308,"timestamp":1},
+		{"key":"ninf","value":-1.7976931348623157e308,"timestamp":1},{"key":"s","value":"-Infinity","timestamp":1},{"key":"x","value":0.5,"timestamp":1,"step":2}],
+		"params":[{"key":"p","value":"1"}],"tags":[{"key":"mlflow.runName","value":"named-by-tag"}]},"inputs":{}}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	cfg := mlflow.DefaultConfig()
+	cfg.TrackingURI = srv.URL
+	c, _ := mlflow.New(mlflow.Options{Config: cfg})
+	r, err := c.GetRun(context.Background(), "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Info.ID != "r1" || r.Info.ExperimentID != "7" || r.Info.StartTime != 1700000000000 || r.Info.EndTime != 1700000001000 || r.Info.Name != "named-by-tag" {
+		t.Errorf("info %+v", r.Info)
+	}
+	m := r.Metrics
+	if !math.IsNaN(m["nan"].Value) || m["nan"].Step != 5 || !math.IsInf(m["inf"].Value, 1) || !math.IsInf(m["ninf"].Value, -1) || !math.IsInf(m["s"].Value, -1) || m["x"].Value != 0.5 {
+		t.Errorf("metrics %+v", m)
 	}
 }
