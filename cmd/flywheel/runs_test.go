@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
@@ -129,5 +130,20 @@ func TestRunsSyncAgainstMLflow(t *testing.T) {
 	out, err = runCLI(t, "sync", "--tracking-uri", srv.URL, "--tracking-db", db)
 	if err != nil || !strings.Contains(out, "0 checked") {
 		t.Errorf("second sync: %v\n%s", err, out)
+	}
+}
+
+func TestRunSyncerWithoutURIWaits(t *testing.T) {
+	clearTrackingEnv(t)
+	tf := trackingFlags{db: filepath.Join(t.TempDir(), "t.db")}
+	tr, err := tf.open(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tr.runSyncer(ctx, time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -74,3 +74,14 @@ func (f *trackingFlags) open(ctx context.Context, log *slog.Logger) (*tracking, 
 	}
 	return &tracking{Tracker: fb, kind: "mlflow", local: local, remote: remote, fb: fb}, nil
 }
+
+// runSyncer replays unsynced runs every interval until ctx ends (an actor
+// for long-running services such as the trainer); without a tracking URI
+// there is nothing to replay and it just waits for ctx.
+func (t *tracking) runSyncer(ctx context.Context, interval time.Duration) error {
+	if t.fb == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return (&fallback.Syncer{Tracker: t.fb, Interval: interval}).Run(ctx)
+}
