@@ -100,7 +100,7 @@ func TestRunsSyncAgainstMLflow(t *testing.T) {
 	}
 	defer srv.Close()
 	db := filepath.Join(t.TempDir(), "tracking.db")
-	tf := trackingFlags{uri: srv.URL, db: db, timeout: 300e6, retries: 1}
+	tf := trackingFlags{uri: srv.URL, db: db, timeout: 2 * time.Second, retries: 1}
 	srv.Stop()
 	tr, err := tf.open(context.Background(), nil)
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 )
 
-const testTimeout = 300 * time.Millisecond
+const testTimeout = time.Second // generous: a loaded CI machine must not time out healthy requests
 
 type env struct {
 	srv   *mlflowtest.Server

@@ -28,7 +28,7 @@ func newClient(t *testing.T, mod func(*mlflow.Config)) (*mlflow.Client, *mlflowt
 	t.Cleanup(srv.Close)
 	cfg := mlflow.DefaultConfig()
 	cfg.TrackingURI = srv.URL
-	cfg.Timeout = 300 * time.Millisecond
+	cfg.Timeout = time.Second
 	cfg.RetryMax = 3
 	cfg.RetryWaitMin = 5 * time.Millisecond
 	cfg.RetryWaitMax = 20 * time.Millisecond
@@ -310,7 +310,7 @@ func TestRetryPolicy(t *testing.T) {
 		}, func(c *mlflow.Client) error { _, err := c.GetExperimentByName(ctx, "Default"); return err }, nil, 2},
 		{"slow answer times out, then succeeds", func(n int) mlflowtest.Fault {
 			if n == 1 {
-				return mlflowtest.Fault{Kind: mlflowtest.SlowAfter, Delay: time.Second}
+				return mlflowtest.Fault{Kind: mlflowtest.SlowAfter, Delay: 2 * time.Second}
 			}
 			return mlflowtest.Fault{}
 		}, func(c *mlflow.Client) error { _, err := c.GetExperimentByName(ctx, "Default"); return err }, nil, 2},
