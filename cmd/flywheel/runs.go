@@ -181,10 +181,8 @@ func runsList(ctx context.Context, w io.Writer, tr *tracking, reader tracker.Tra
 	if len(runs) == 0 {
 		fmt.Fprintln(w, "(no runs)")
 	}
-	if tr.remote == nil && tr.fb == nil {
-		if pending, _ := tr.local.RunsInState(ctx, sqlite.StateUnsynced); len(pending) > 0 {
-			fmt.Fprintf(w, "\n%d run(s) are waiting for `flywheel runs sync --tracking-uri …`\n", len(pending))
-		}
+	if pending, _ := tr.local.RunsInState(ctx, sqlite.StateUnsynced); len(pending) > 0 {
+		fmt.Fprintf(w, "\n%d run(s) in %s were logged while MLflow was unreachable and wait for `flywheel runs sync`\n", len(pending), tr.local.Path())
 	}
 	return nil
 }
