@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/tracker"
+	"github.com/flywheel-ml/flywheel/tracker/fallback"
+	"github.com/flywheel-ml/flywheel/tracker/mlflow"
+	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+)
+
+// trackingFlags selects the experiment tracker: MLflow (with the SQLite
+// fallback) when a tracking URI is set, SQLite alone otherwise. Commands that
+// track runs (runs, train, trainer) register these flags.
+type trackingFlags struct {
+	uri, token, username, password string
+	db                             string
+	timeout                        time.Duration
+	retries                        int
+}
+
+func (f *trackingFlags) register(fs *flagSet) {
+	fs.String(&f.uri, "tracking-uri", "MLFLOW_TRACKING_URI", "", "MLflow tracking server URL (e.g. http://127.0.0.1:5000); empty = track in the local SQLite database only")
+	fs.String(&f.token, "tracking-token", "MLFLOW_TRACKING_TOKEN", "", "bearer token for the MLflow server")
+	fs.String(&f.username, "tracking-username", "MLFLOW_TRACKING_USERNAME", "", "basic-auth user for the MLflow server")
+	fs.String(&f.password, "tracking-password", "MLFLOW_TRACKING_PASSWORD", "", "basic-auth password for the MLflow server")
+	fs.String(&f.db, "tracking-db", "", sqlite.DefaultConfig().Path, "SQLite tracking database (the store without MLflow, the fallback with it; artifacts go to <name>-artifacts/ beside it)")
+	fs.Duration(&f.timeout, "tracking-timeout", "", mlflow.DefaultConfig().Timeout, "timeout of one MLflow request attempt")
+	fs.Int(&f.retries, "tracking-retries", "", mlflow.DefaultConfig().RetryMax, "retries of a failed MLflow request (connection errors, 429, 5xx) with exponential backoff and jitter")
+}
+
+// tracking is an opened tracker.
+type tracking struct {
+	tracker.Tracker
+	kind   string // "mlflow" or "sqlite", as recorded in model cards
+	local  *sqlite.Store
+	remote *mlflow.Client    // nil without a tracking URI
+	fb     *fallback.Tracker // nil without a tracking URI
+}
+
+func (f *trackingFlags) mlflowConfig() mlflow.Config {
+	cfg := mlflow.DefaultConfig()
+	cfg.TrackingURI = f.uri
+	cfg.Token = mlflow.Secret(f.token)
+	cfg.Username = f.username
+	cfg.Password = mlflow.Secret(f.password)
+	cfg.Timeout = f.timeout
+	cfg.RetryMax = f.retries
+	return cfg
+}
+
+func (f *trackingFlags) open(ctx context.Context, log *slog.Logger) (*tracking, error) {
+	cfg := sqlite.DefaultConfig()
+	cfg.Path = f.db
+	local, err := sqlite.Open(ctx, sqlite.Options{Config: cfg, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--tracking-db=%q: %w", f.db, err)
+	}
+	if f.uri == "" {
+		return &tracking{Tracker: local, kind: "sqlite", local: local}, nil
+	}
+	remote, err := mlflow.New(mlflow.Options{Config: f.mlflowConfig(), Logger: log})
+	if err != nil {
+		local.Close()
+		return nil, usageError{fmt.Errorf("--tracking-uri=%q: %w", f.uri, err)}
+	}
+	fb, err := fallback.New(fallback.Options{Remote: remote, Local: local, Logger: log})
+	if err != nil {
+		local.Close()
+		return nil, err
+	}
+	return &tracking{Tracker: fb, kind: "mlflow", local: local, remote: remote, fb: fb}, nil
+}
+
+// runSyncer replays unsynced runs every interval until ctx ends (an actor
+// for long-running services such as the trainer); without a tracking URI
+// there is nothing to replay and it just waits for ctx.
+func (t *tracking) runSyncer(ctx context.Context, interval time.Duration) error {
+	if t.fb == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return (&fallback.Syncer{Tracker: t.fb, Interval: interval}).Run(ctx)
+}
