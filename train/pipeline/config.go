@@ -87,3 +87,15 @@ type Overrides struct {
 	WindowDays *int           `json:"window_days,omitempty"`
 	Margin     *float64       `json:"margin,omitempty"`
 }
+
+// Validate checks the overrides.
+func (o Overrides) Validate() error {
+	var errs []error
+	if o.WindowDays != nil && *o.WindowDays < 0 {
+		errs = append(errs, fmt.Errorf("window_days %d is negative", *o.WindowDays))
+	}
+	if o.Margin != nil && (*o.Margin < 0 || *o.Margin >= 1) {
+		errs = append(errs, fmt.Errorf("margin %v must be in [0, 1)", *o.Margin))
+	}
+	return errors.Join(errs...)
+}
