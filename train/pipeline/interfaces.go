@@ -35,8 +35,8 @@ type Base struct {
 type Feedback struct {
 	ID          string             `json:"id"`
 	Model       string             `json:"model"`
-	Version     string             `json:"version"`
-	PredictedAt time.Time          `json:"predicted_at"`
+	Version     *int64             `json:"version"` // null when the prediction was not logged
+	PredictedAt time.Time          `json:"predicted_at"` // zero when null
 	LabelledAt  time.Time          `json:"labelled_at"`
 	Features    map[string]float64 `json:"features"`
 	Label       float64            `json:"label"`

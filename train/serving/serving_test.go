@@ -51,6 +51,23 @@ func TestExportAndReady(t *testing.T) {
 	}
 }
 
+// TestExportNulls decodes a row the way serve writes one for a label whose
+// prediction was not logged.
+func TestExportNulls(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"id":"a","model":"m","version":null,"predicted_at":null,"labelled_at":"2026-01-01T00:00:00Z","features":null,"label":2.5,"prediction":null,"parameters":null}` + "\n" +
+			`{"id":"b","model":"m","version":2,"predicted_at":"2025-12-31T00:00:00Z","labelled_at":"2026-01-01T00:00:00Z","features":{"x":1},"label":1,"prediction":0.5,"parameters":{"date":"2015-01-01"}}` + "\n"))
+	}))
+	defer srv.Close()
+	got, err := (&serving.Client{BaseURL: srv.URL}).Export(context.Background(), "m", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Version != nil || !got[0].PredictedAt.IsZero() || got[0].Label != 2.5 || *got[1].Version != 2 || got[1].Prediction != 0.5 {
+		t.Errorf("rows = %+v", got)
+	}
+}
+
 func TestExportErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, body string

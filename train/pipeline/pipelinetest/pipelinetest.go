@@ -64,11 +64,12 @@ func WriteBase(t testing.TB, path string, days int) {
 // shifted by shift, as serve's export would hold them after a replay.
 func Feedback(model string, from, n int, shift float64) []pipeline.Feedback {
 	out := make([]pipeline.Feedback, 0, n)
+	v1 := int64(1)
 	for i := from; i < from+n; i++ {
 		d, x := row(i)
 		ds := d.Format(pipeline.DateLayout)
 		out = append(out, pipeline.Feedback{
-			ID: "replay-" + ds, Model: model, Version: "1", PredictedAt: d, LabelledAt: d.Add(24 * time.Hour),
+			ID: "replay-" + ds, Model: model, Version: &v1, PredictedAt: d, LabelledAt: d.Add(24 * time.Hour),
 			Features: map[string]float64{"a": x[0], "b": x[1], "weekend": x[2]},
 			Label:    Truth(i, x[0], x[1], x[2], shift), Parameters: map[string]any{"date": ds},
 		})
