@@ -35,7 +35,7 @@ type Base struct {
 type Feedback struct {
 	ID          string             `json:"id"`
 	Model       string             `json:"model"`
-	Version     *int64             `json:"version"` // null when the prediction was not logged
+	Version     *int64             `json:"version"`      // null when the prediction was not logged
 	PredictedAt time.Time          `json:"predicted_at"` // zero when null
 	LabelledAt  time.Time          `json:"labelled_at"`
 	Features    map[string]float64 `json:"features"`
