@@ -5,36 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"time"
 
 	"github.com/flywheel-ml/flywheel/train/replay"
 )
-
-// replayFeatures builds the feature function replay sends. TODO(merge):
-// return features.FromMap (train/features, the shared feature function) so
-// replay sends exactly the training features; until then it sends the raw
-// numeric columns in name order, which only fits models trained on those.
-func replayFeatures(rows []replay.Record) replay.FeatureFunc {
-	var names []string
-	if len(rows) > 0 {
-		for n := range rows[0].Values {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-	}
-	return func(values map[string]float64, _ time.Time) ([]float64, error) {
-		x := make([]float64, len(names))
-		for i, n := range names {
-			v, ok := values[n]
-			if !ok {
-				return nil, fmt.Errorf("missing value for %q", n)
-			}
-			x[i] = v
-		}
-		return x, nil
-	}
-}
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := replay.DefaultConfig()

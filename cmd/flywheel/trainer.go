@@ -33,7 +33,7 @@ type trainerFlags struct {
 	shutdown                         time.Duration
 	maxAttempts, windowDays, holdout int
 	minHoldout                       int
-	margin                           float64
+	margin, threshold                float64
 	metric, baseUntil, externalCmd   string
 	experiment, ortLib               string
 	logLevel, logFormat              string
@@ -60,6 +60,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.Int(&f.holdout, "holdout-days", "", d.HoldoutDays, "freshest labelled days held out to compare candidate and champion")
 	fs.Int(&f.minHoldout, "min-holdout", "", d.MinHoldout, "fewest holdout rows to evaluate on")
 	fs.Float(&f.margin, "margin", "", d.Margin, "fraction by which the candidate must beat the champion (0.02 = 2 %)")
+	fs.Float(&f.threshold, "threshold", "", 0, "absolute ceiling of the gate metric (0 = the champion card's threshold)")
 	fs.String(&f.metric, "metric", "", d.Metric, "gate metric, lower is better: mae or rmse")
 	fs.String(&f.baseUntil, "base-until", "", "", "last base-dataset date used (YYYY-MM-DD); default: the champion's training end")
 	fs.String(&f.externalCmd, "external-cmd", "", "", "external trainer command (split on spaces); the dataset path and output dir are appended")
@@ -135,16 +136,18 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	cfg.Model, cfg.ModelsDir, cfg.WorkDir, cfg.Experiment = f.model, f.models, f.work, f.experiment
 	cfg.WindowDays, cfg.HoldoutDays, cfg.MinHoldout = f.windowDays, f.holdout, f.minHoldout
 	cfg.Margin, cfg.Metric, cfg.BaseUntil, cfg.ReadyWait = f.margin, f.metric, f.baseUntil, f.ready
+	cfg.Threshold = f.threshold
 	if err := cfg.Validate(); err != nil {
 		return nil, usageError{err}
 	}
-	// The built-in Go trainer (train) plugs in here once merged; until then an
-	// external command is required.
-	cmd := strings.Fields(f.externalCmd)
-	if len(cmd) == 0 {
-		return nil, usageError{errors.New("--external-cmd is required (the built-in trainer is not wired yet)")}
+	trainer, err := loopTrainer(f)
+	if err != nil {
+		return nil, err
 	}
-	trainer := &external.Trainer{Command: cmd, Timeout: f.externalTimeout}
+	tracker, err := loopTracker(ctx, f)
+	if err != nil {
+		return nil, err
+	}
 	lib, ortVersion, err := ort.Setup(f.ortLib)
 	if err != nil {
 		return nil, err
@@ -173,11 +176,11 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	serveClient := &serving.Client{BaseURL: f.serveURL, Token: adminToken}
 	p, err := pipeline.New(pipeline.Options{
 		Config:    cfg,
-		Base:      pipeline.CSVBase{Path: f.data, Target: f.target}, // TODO(merge): train/dataset + train/features
+		Base:      loopBase(f),
 		Feedback:  serveClient,
 		Trainer:   trainer,
 		Predictor: pipeline.ONNXPredictor{},
-		Tracker:   nil, // TODO(merge): tracker adapter (tracker/sqlite or tracker/mlflow)
+		Tracker:   tracker,
 		Serving:   serveClient,
 		Logger:    logger.With("component", "pipeline"),
 	})

@@ -17,6 +17,7 @@ type Config struct {
 	MinHoldout  int           `yaml:"min_holdout"`  // fewest holdout rows to evaluate on
 	Metric      string        `yaml:"metric"`       // gate metric, lower is better: mae or rmse
 	Margin      float64       `yaml:"margin"`       // the candidate must beat the champion by this fraction (0.02 = 2 %)
+	Threshold   float64       `yaml:"threshold"`    // absolute ceiling of the gate metric; 0 = the champion card's threshold
 	BaseUntil   string        `yaml:"base_until"`   // last base-dataset date to use (YYYY-MM-DD); default: the champion's training window end
 	ReadyWait   time.Duration `yaml:"ready_wait"`   // how long to wait for serve to report the new version ready
 	ReadyPoll   time.Duration `yaml:"ready_poll"`
@@ -66,6 +67,9 @@ func (c Config) Validate() error {
 	if c.Margin < 0 || c.Margin >= 1 {
 		errs = append(errs, fmt.Errorf("margin %v must be in [0, 1)", c.Margin))
 	}
+	if c.Threshold < 0 {
+		errs = append(errs, fmt.Errorf("threshold %v is negative", c.Threshold))
+	}
 	if c.BaseUntil != "" {
 		if _, err := time.Parse(DateLayout, c.BaseUntil); err != nil {
 			errs = append(errs, fmt.Errorf("base_until %q is not YYYY-MM-DD", c.BaseUntil))
@@ -86,6 +90,7 @@ type Overrides struct {
 	Params     map[string]any `json:"params,omitempty"`
 	WindowDays *int           `json:"window_days,omitempty"`
 	Margin     *float64       `json:"margin,omitempty"`
+	Threshold  *float64       `json:"threshold,omitempty"`
 }
 
 // Validate checks the overrides.
@@ -93,6 +98,9 @@ func (o Overrides) Validate() error {
 	var errs []error
 	if o.WindowDays != nil && *o.WindowDays < 0 {
 		errs = append(errs, fmt.Errorf("window_days %d is negative", *o.WindowDays))
+	}
+	if o.Threshold != nil && *o.Threshold < 0 {
+		errs = append(errs, fmt.Errorf("threshold %v is negative", *o.Threshold))
 	}
 	if o.Margin != nil && (*o.Margin < 0 || *o.Margin >= 1) {
 		errs = append(errs, fmt.Errorf("margin %v must be in [0, 1)", *o.Margin))

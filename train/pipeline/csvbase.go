@@ -12,15 +12,19 @@ import (
 	"time"
 )
 
-// CSVBase reads a base dataset whose columns already are the model's
-// features: a date column, the target column and numeric feature columns
-// (any other column must be listed in Ignore). Ridership needs derived
-// features (day of week, holiday), so it plugs train/features in instead.
+// CSVBase reads a base dataset CSV: a date column, the target column and
+// numeric columns (any other column must be listed in Ignore). Without
+// Features the numeric columns are the features, in file order; with it,
+// Features derives the vector from the named values and the date (for
+// ridership: train/features.FromMap, which adds day of week and holiday) and
+// Names names its elements.
 type CSVBase struct {
 	Path       string
 	DateColumn string // default "date"
 	Target     string
 	Ignore     []string
+	Names      []string
+	Features   func(values map[string]float64, date time.Time) ([]float64, error)
 }
 
 var _ BaseData = CSVBase{}
@@ -63,6 +67,9 @@ func (b CSVBase) Load(ctx context.Context) (*Base, error) {
 	if di < 0 || ti < 0 {
 		return nil, fmt.Errorf("%s: need columns %q and %q", b.Path, dateCol, b.Target)
 	}
+	if b.Features != nil {
+		out.Names = b.Names
+	}
 	for line := 2; ; line++ {
 		if line%1024 == 0 && ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -86,6 +93,18 @@ func (b CSVBase) Load(ctx context.Context) (*Base, error) {
 		for k, i := range fi {
 			if x[k], err = strconv.ParseFloat(rec[i], 64); err != nil {
 				return nil, fmt.Errorf("%s:%d: %s %q: %w", b.Path, line, header[i], rec[i], err)
+			}
+		}
+		if b.Features != nil {
+			values := make(map[string]float64, len(fi))
+			for k, i := range fi {
+				values[header[i]] = x[k]
+			}
+			if x, err = b.Features(values, d); err != nil {
+				return nil, fmt.Errorf("%s:%d: features: %w", b.Path, line, err)
+			}
+			if len(x) != len(b.Names) {
+				return nil, fmt.Errorf("%s:%d: %d features for %d names", b.Path, line, len(x), len(b.Names))
 			}
 		}
 		out.Rows = append(out.Rows, Row{Date: d, Features: x, Label: y})

@@ -117,6 +117,9 @@ func (p *Pipeline) Run(ctx context.Context, job jobs.Job, rec *jobs.Recorder) er
 	if r.over.Margin != nil {
 		r.cfg.Margin = *r.over.Margin
 	}
+	if r.over.Threshold != nil {
+		r.cfg.Threshold = *r.over.Threshold
+	}
 	if r.over.WindowDays != nil {
 		r.cfg.WindowDays = *r.over.WindowDays
 	}
@@ -375,10 +378,14 @@ func (p *Pipeline) gate(_ context.Context, r *run, log io.Writer) (string, error
 	if !(cand <= need) {
 		problems = append(problems, "not better than the champion by the margin")
 	}
-	if th, ok := r.champ.Thresholds[m]; ok {
+	th, ok := r.champ.Thresholds[m]
+	if r.cfg.Threshold > 0 {
+		th, ok = r.cfg.Threshold, true
+	}
+	if ok {
 		figures += fmt.Sprintf(", threshold %.4f", th)
 		if !(cand <= th) {
-			problems = append(problems, fmt.Sprintf("above the card's %s threshold %.4f", m, th))
+			problems = append(problems, fmt.Sprintf("above the %s threshold %.4f", m, th))
 		}
 	} else {
 		fmt.Fprintf(log, "champion card has no %s threshold: absolute check skipped\n", m)

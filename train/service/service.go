@@ -211,7 +211,7 @@ func (s *Service) retrain(c *fiber.Ctx) error {
 		req.Model = s.o.DefaultModel
 	}
 	var params json.RawMessage
-	if o := req.Overrides; o.Algorithm != "" || o.Params != nil || o.WindowDays != nil || o.Margin != nil {
+	if o := req.Overrides; o.Algorithm != "" || o.Params != nil || o.WindowDays != nil || o.Margin != nil || o.Threshold != nil {
 		params, _ = json.Marshal(o)
 	}
 	j, _, err := s.o.Store.Enqueue(c.UserContext(), jobs.Request{Model: req.Model, Trigger: jobs.TriggerManual, Params: params})
