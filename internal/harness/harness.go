@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flywheel-ml/flywheel/server/ort"
 )
 
 // Binaries of the Debian packages prometheus and prometheus-alertmanager.
@@ -275,11 +277,20 @@ func BuildFlywheel(t testing.TB) string {
 	return bin
 }
 
-// StartFlywheel runs `flywheel <sub> args...` and waits for readyPath on addr.
+// StartFlywheel runs `flywheel <sub> args...` in a temporary directory with
+// FLYWHEEL_ORT_LIB pointing at the repository's ONNX Runtime library, and
+// waits for readyPath on addr.
 func StartFlywheel(t testing.TB, bin, sub, addr, readyPath string, args ...string) *Process {
 	t.Helper()
+	lib, err := ort.FindLibrary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(lib) {
+		lib = filepath.Join(RepoRoot(t), lib)
+	}
 	p := Start(t, Spec{Name: "flywheel " + sub, Path: bin, Dir: t.TempDir(), Args: append([]string{sub}, args...),
-		ReadyURL: "http://" + addr + readyPath})
+		Env: []string{ort.EnvVar + "=" + lib}, ReadyURL: "http://" + addr + readyPath})
 	p.Addr, p.URL = addr, "http://"+addr
 	return p
 }
