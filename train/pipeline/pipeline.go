@@ -252,6 +252,23 @@ func (p *Pipeline) snapshot(ctx context.Context, r *run, log io.Writer) (string,
 		return "", fmt.Errorf("exporting feedback: %w", err)
 	}
 	fbRows, skipped := feedbackRows(fb, names)
+	// A day labelled through feedback replaces the base row of that day.
+	fbDays := make(map[time.Time]bool, len(fbRows))
+	for _, row := range fbRows {
+		fbDays[row.Date] = true
+	}
+	kept, replaced := baseRows[:0], 0
+	for _, row := range baseRows {
+		if fbDays[row.Date] {
+			replaced++
+			continue
+		}
+		kept = append(kept, row)
+	}
+	baseRows = kept
+	if replaced > 0 {
+		fmt.Fprintf(log, "%d base rows replaced by feedback rows of the same day\n", replaced)
+	}
 	fmt.Fprintf(log, "base %s: %d rows; feedback: %d labelled rows (%d skipped: no date or missing features)\n", base.Name, len(baseRows), len(fbRows), skipped)
 	train, holdout, all, pool := split(baseRows, fbRows, r.cfg, r.cfg.WindowDays)
 	if len(holdout) < r.cfg.MinHoldout {

@@ -299,6 +299,23 @@ func TestRetryAfterInterrupt(t *testing.T) {
 	}
 }
 
+// TestFeedbackOverlapsBase feeds labels for days the base dataset already
+// has: they replace the base rows instead of counting twice.
+func TestFeedbackOverlapsBase(t *testing.T) {
+	e := newEnv(t, 4)
+	e.cfg.WindowDays = 0
+	e.serve.AddFeedback(pipelinetest.Feedback(model, baseDays-30, 150, 8)...)
+	j := e.runJob(t, "")
+	t.Logf("%s: %s", j.State, j.Reason)
+	if j.State == jobs.StateFailed {
+		t.Fatalf("%s: %s", j.State, j.Reason)
+	}
+	// 336 base rows + 150 feedback rows = 486, of which 28 are held out.
+	if j.Result["train_rows"] != 458.0 || !strings.Contains(j.Steps[0].Log, "30 base rows replaced by feedback rows of the same day") {
+		t.Errorf("result %v, log %q", j.Result, j.Steps[0].Log)
+	}
+}
+
 func TestNoTrackerAndConfig(t *testing.T) {
 	e := newEnv(t, 4)
 	e.serve.AddFeedback(pipelinetest.Feedback(model, baseDays, 120, 8)...)
