@@ -329,7 +329,7 @@ func TestWorkerShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	started := make(chan struct{})
-	w, _ := NewWorker(WorkerOptions{Store: s, Poll: 10 * time.Millisecond, Runner: RunnerFunc(func(ctx context.Context, job Job, rec *Recorder) error {
+	w, _ := NewWorker(WorkerOptions{Store: s, Poll: 10 * time.Millisecond, LogFlush: 10 * time.Millisecond, Runner: RunnerFunc(func(ctx context.Context, job Job, rec *Recorder) error {
 		return rec.Step(ctx, "train", func(ctx context.Context, log io.Writer) (string, error) {
 			fmt.Fprintln(log, "epoch 1")
 			close(started)
@@ -344,6 +344,20 @@ func TestWorkerShutdown(t *testing.T) {
 	<-started
 	if w.Current() != j.ID {
 		t.Errorf("Current = %q", w.Current())
+	}
+	// The running step's log is visible before the step ends.
+	for {
+		got, err := s.Get(ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Steps) == 1 && got.Steps[0].State == StepRunning && got.Steps[0].Log == "epoch 1\n" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("live log never saved: %+v", got.Steps)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	wcancel()
 	<-done

@@ -439,6 +439,16 @@ func (s *Store) FinishStep(ctx context.Context, jobID, name, state, detail, log 
 	return now, nil
 }
 
+// UpdateStepLog stores the log so far of the job's running step name.
+func (s *Store) UpdateStepLog(ctx context.Context, jobID, name, log string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE job_steps SET log = ? WHERE job_id = ? AND name = ? AND state = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ?)`,
+		log, jobID, name, StepRunning, jobID)
+	if err != nil {
+		return fmt.Errorf("saving the log of step %s of job %s: %w", name, jobID, err)
+	}
+	return nil
+}
+
 // MergeResult adds keys to the job's result (figures the API shows).
 func (s *Store) MergeResult(ctx context.Context, jobID string, add map[string]any) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {

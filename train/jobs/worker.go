@@ -29,15 +29,19 @@ type Rejection struct{ Reason string }
 
 func (r *Rejection) Error() string { return "rejected: " + r.Reason }
 
+// DefaultLogFlush is how often a running step's log is saved by default.
+const DefaultLogFlush = 2 * time.Second
+
 // MaxStepLog bounds the log kept per step (the tail is kept).
 const MaxStepLog = 64 << 10
 
 // Recorder records the steps of one running job.
 type Recorder struct {
-	store   *Store
-	job     string
-	metrics *Metrics
-	logger  *slog.Logger
+	store    *Store
+	job      string
+	metrics  *Metrics
+	logger   *slog.Logger
+	logFlush time.Duration // how often a running step's log is saved; 0 = only at the end
 }
 
 // Step runs fn as the step called name: it persists the start, hands fn a log
@@ -50,7 +54,9 @@ func (r *Recorder) Step(ctx context.Context, name string, fn func(ctx context.Co
 	}
 	r.logger.Info("step started", "job_id", r.job, "step", name)
 	log := &tailBuffer{max: MaxStepLog}
+	stopFlush := r.flushLog(ctx, name, log)
 	detail, err := fn(ctx, log)
+	stopFlush()
 	state := StepSucceeded
 	var rej *Rejection
 	switch {
@@ -75,6 +81,38 @@ func (r *Recorder) Step(ctx context.Context, name string, fn func(ctx context.Co
 	r.metrics.observeStep(name, d)
 	r.logger.Info("step finished", "job_id", r.job, "step", name, "state", state, "seconds", d.Seconds())
 	return err
+}
+
+// flushLog saves the step's log every logFlush while it runs, so the job API
+// shows a long training run's output live. The returned func stops it.
+func (r *Recorder) flushLog(ctx context.Context, name string, log *tailBuffer) func() {
+	if r.logFlush <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(r.logFlush)
+		defer t.Stop()
+		saved := 0
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if n := log.written(); n != saved {
+				saved = n
+				if err := r.store.UpdateStepLog(ctx, r.job, name, log.String()); err != nil && ctx.Err() == nil {
+					r.logger.Warn("saving a step log", "job_id", r.job, "step", name, "err", err)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // Skip records a step that did not need to run (for example on a retry).
@@ -117,6 +155,12 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (b *tailBuffer) written() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lost + len(b.buf)
+}
+
 func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -128,11 +172,14 @@ func (b *tailBuffer) String() string {
 
 // WorkerOptions configures the worker.
 type WorkerOptions struct {
-	Store   *Store
-	Runner  Runner
-	Poll    time.Duration // how often to look for work without a Wake; 1s when zero
-	Metrics *Metrics      // optional
-	Logger  *slog.Logger
+	Store  *Store
+	Runner Runner
+	Poll   time.Duration // how often to look for work without a Wake; 1s when zero
+	// LogFlush is how often a running step's log is saved (DefaultLogFlush
+	// when zero, never when negative).
+	LogFlush time.Duration
+	Metrics  *Metrics // optional
+	Logger   *slog.Logger
 }
 
 // Worker runs queued jobs one at a time.
@@ -151,6 +198,9 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 	}
 	if o.Poll <= 0 {
 		o.Poll = time.Second
+	}
+	if o.LogFlush == 0 {
+		o.LogFlush = DefaultLogFlush
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -214,7 +264,7 @@ func (w *Worker) runOne(ctx context.Context, job Job) {
 	}()
 	log := w.o.Logger.With("job_id", job.ID)
 	log.Info("job started", "attempt", job.Attempt, "trigger", job.Trigger, "group_key", job.GroupKey)
-	rec := &Recorder{store: w.o.Store, job: job.ID, metrics: w.o.Metrics, logger: w.o.Logger}
+	rec := &Recorder{store: w.o.Store, job: job.ID, metrics: w.o.Metrics, logger: w.o.Logger, logFlush: w.o.LogFlush}
 	err := w.o.Runner.Run(ctx, job, rec)
 	if ctx.Err() != nil && err != nil {
 		log.Warn("job interrupted by shutdown; it will be recovered on the next start", "err", err)
