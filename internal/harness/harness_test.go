@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,9 @@ import (
 // Alertmanager once with trivial configs: an always-firing rule labelled
 // action="retrain" reaches a webhook with the bearer token, and the payload
 // decodes with train/alert.
+// firedAt is the earliest startsAt of the retrain alerts of m.
+func firedAt(m *alert.Message) time.Time { return alert.FiredAt(m.Retrain()) }
+
 func TestPrometheusToAlertmanagerWebhook(t *testing.T) {
 	var mu sync.Mutex
 	var got []*alert.Message
@@ -107,6 +111,21 @@ scrape_configs:
 		t.Errorf("message = %+v", m)
 	}
 	t.Logf("groupKey %s", m.GroupKey)
+	ctx := context.Background()
+	alerts, err := Alerts(ctx, prom.URL)
+	if err != nil || len(alerts) != 1 || alerts[0].State != "firing" || alerts[0].ActiveAt.IsZero() || alerts[0].Labels["alertname"] != "HarnessRetrain" {
+		t.Errorf("alerts = %+v, %v", alerts, err)
+	}
+	if got := firedAt(m); !got.IsZero() && got.Sub(alerts[0].ActiveAt).Abs() > 2*time.Second {
+		t.Errorf("webhook startsAt %s vs Prometheus activeAt %s", got, alerts[0].ActiveAt)
+	}
+	samples, err := Query(ctx, prom.URL, `ALERTS{alertstate="firing"}`)
+	if err != nil || len(samples) != 1 || samples[0].Value != 1 || samples[0].Labels["model"] != "ridership" {
+		t.Errorf("query = %+v, %v", samples, err)
+	}
+	if _, err := Query(ctx, prom.URL, `sum(`); err == nil {
+		t.Error("a bad query must fail")
+	}
 	for _, p := range []*Process{prom, am} {
 		if err := p.Stop(15 * time.Second); err != nil {
 			t.Errorf("%s: %v", p.Name, err)
