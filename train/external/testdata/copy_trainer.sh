@@ -1,0 +1,16 @@
+#!/bin/sh
+# A minimal external trainer: copies a known ONNX model and writes its card.
+# Usage: copy_trainer.sh DATASET OUTPUT_DIR (MODEL_SRC and CARD_SRC in env).
+set -eu
+out="$2"
+echo "dataset $1 has $(($(wc -l < "$1") - 1)) rows"
+echo "params $FLYWHEEL_PARAMS" >&2
+if [ -n "${LEAK_CHECK:-}" ]; then env | grep -E 'TOKEN|FLYWHEEL_ADMIN' && exit 3; fi
+case "${MODE:-ok}" in
+  fail) echo "boom: out of memory" >&2; exit 7 ;;
+  sleep) sh -c 'sleep 30' ; exit 0 ;;
+  nothing) exit 0 ;;
+esac
+cp "$MODEL_SRC" "$out/model.onnx"
+cp "$CARD_SRC" "$out/model.json"
+echo "done"

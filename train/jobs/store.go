@@ -1,0 +1,608 @@
+// Package jobs is the trainer's durable job queue: one job per Alertmanager
+// alert group within a cooldown, one worker, steps with timings, and crash
+// recovery, stored in SQLite.
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
+)
+
+// Job states. queued and running are live; the other three are final.
+const (
+	StateQueued    = "queued"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateRejected  = "rejected"
+	StateFailed    = "failed"
+)
+
+// Step states.
+const (
+	StepRunning     = "running"
+	StepSucceeded   = "succeeded"
+	StepFailed      = "failed"
+	StepRejected    = "rejected"
+	StepSkipped     = "skipped"
+	StepInterrupted = "interrupted"
+)
+
+// Triggers.
+const (
+	TriggerAlert  = "alert"
+	TriggerManual = "manual"
+)
+
+// ErrNotFound is returned for an unknown job id.
+var ErrNotFound = errors.New("job not found")
+
+// Job is one retraining job with its steps.
+type Job struct {
+	ID         string          `json:"id"`
+	Model      string          `json:"model"`
+	Trigger    string          `json:"trigger"`
+	GroupKey   string          `json:"group_key"`
+	Alerts     []string        `json:"alerts,omitempty"`
+	Params     json.RawMessage `json:"params,omitempty"`
+	State      string          `json:"state"`
+	Attempt    int             `json:"attempt"`
+	Step       string          `json:"step,omitempty"` // the step running or last run
+	Reason     string          `json:"reason,omitempty"`
+	Result     map[string]any  `json:"result,omitempty"`
+	Deliveries int             `json:"deliveries"` // notifications folded into this job
+	CreatedAt  time.Time       `json:"created_at"`
+	FiredAt    *time.Time      `json:"fired_at,omitempty"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	Steps      []Step          `json:"steps,omitempty"`
+}
+
+// Final reports whether the job reached a final state.
+func (j *Job) Final() bool {
+	return j.State == StateSucceeded || j.State == StateRejected || j.State == StateFailed
+}
+
+// Step is one pipeline step of one attempt.
+type Step struct {
+	Attempt    int        `json:"attempt"`
+	Name       string     `json:"name"`
+	State      string     `json:"state"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Seconds    float64    `json:"seconds"`
+	Detail     string     `json:"detail,omitempty"`
+	Log        string     `json:"log,omitempty"`
+}
+
+// Request asks for a job.
+type Request struct {
+	Model    string
+	Trigger  string // TriggerAlert or TriggerManual
+	GroupKey string // Alertmanager groupKey; empty for a manual job = always a new job
+	Alerts   []string
+	FiredAt  time.Time // earliest startsAt of the alerts; zero for manual jobs
+	Params   json.RawMessage
+}
+
+// Options configures a Store.
+type Options struct {
+	Path        string           // SQLite file
+	Cooldown    time.Duration    // a group key seen within this long maps to the same job
+	MaxAttempts int              // attempts per job, counting the first (2 = retried once after a crash)
+	Now         func() time.Time // clock; time.Now when nil
+	NewID       func() string    // job ids; random when nil
+	Logger      *slog.Logger
+}
+
+// DefaultCooldown and DefaultMaxAttempts are the defaults of Options.
+const (
+	DefaultCooldown    = time.Hour
+	DefaultMaxAttempts = 2
+)
+
+// Store is the SQLite-backed job queue. Its methods are safe for concurrent use.
+type Store struct {
+	db     *sql.DB
+	opts   Options
+	logger *slog.Logger
+}
+
+var migrations = []string{
+	`CREATE TABLE jobs (
+		id          TEXT PRIMARY KEY,
+		model       TEXT NOT NULL,
+		trigger     TEXT NOT NULL,
+		group_key   TEXT NOT NULL,
+		alerts      TEXT NOT NULL DEFAULT '[]',
+		params      TEXT,
+		state       TEXT NOT NULL,
+		attempt     INTEGER NOT NULL DEFAULT 0,
+		step        TEXT NOT NULL DEFAULT '',
+		reason      TEXT NOT NULL DEFAULT '',
+		result      TEXT NOT NULL DEFAULT '{}',
+		deliveries  INTEGER NOT NULL DEFAULT 1,
+		created_at  INTEGER NOT NULL,
+		fired_at    INTEGER,
+		started_at  INTEGER,
+		finished_at INTEGER
+	);
+	CREATE INDEX jobs_state ON jobs(state, created_at);
+	CREATE INDEX jobs_group ON jobs(group_key, created_at);
+	CREATE TABLE job_steps (
+		job_id      TEXT NOT NULL REFERENCES jobs(id),
+		attempt     INTEGER NOT NULL,
+		seq         INTEGER NOT NULL,
+		name        TEXT NOT NULL,
+		state       TEXT NOT NULL,
+		started_at  INTEGER NOT NULL,
+		finished_at INTEGER,
+		detail      TEXT NOT NULL DEFAULT '',
+		log         TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (job_id, attempt, seq)
+	);`,
+}
+
+// Open opens (creating and migrating) the store. Call Recover before the
+// worker starts.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if o.Path == "" {
+		return nil, errors.New("jobs: Path is empty")
+	}
+	if o.Cooldown < 0 {
+		return nil, fmt.Errorf("jobs: cooldown %s is negative", o.Cooldown)
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.MaxAttempts < 1 {
+		return nil, fmt.Errorf("jobs: max attempts %d must be at least 1", o.MaxAttempts)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.NewID == nil {
+		o.NewID = RandomID
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	dsn := "file:" + o.Path + "?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_txlock=immediate"
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening job store %s: %w", o.Path, err)
+	}
+	db.SetMaxOpenConns(1) // one writer; the queue is small and serialising keeps it simple
+	s := &Store{db: db, opts: o, logger: o.Logger}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// RandomID returns "job-" and 12 random hex digits.
+func RandomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "job-" + hex.EncodeToString(b[:])
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("job store migrations table: %w", err)
+	}
+	var have int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("job store schema version: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("job store schema version %d is newer than this binary (%d)", have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, v, s.now().UnixMilli())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("job store migration %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) now() time.Time { return s.opts.Now().UTC() }
+
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Enqueue creates a job for r, or returns the job it folds into: the job
+// created for the same group key within the cooldown (an Alertmanager re-send
+// or retry), or a job for the same model that is still queued (a second alert
+// group before work started). created is true for a new job.
+func (s *Store) Enqueue(ctx context.Context, r Request) (job Job, created bool, err error) {
+	if r.Model == "" {
+		return Job{}, false, errors.New("jobs: request without a model")
+	}
+	if r.Trigger == "" {
+		r.Trigger = TriggerManual
+	}
+	now := s.now()
+	var id string
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if r.GroupKey != "" {
+			err := tx.QueryRowContext(ctx, `SELECT id FROM jobs WHERE group_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1`,
+				r.GroupKey, now.Add(-s.opts.Cooldown).UnixMilli()).Scan(&id)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `UPDATE jobs SET deliveries = deliveries + 1 WHERE id = ?`, id)
+				return err
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			err = tx.QueryRowContext(ctx, `SELECT id FROM jobs WHERE model = ? AND state = ? ORDER BY created_at LIMIT 1`, r.Model, StateQueued).Scan(&id)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `UPDATE jobs SET deliveries = deliveries + 1 WHERE id = ?`, id)
+				return err
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		id = s.opts.NewID()
+		key := r.GroupKey
+		if key == "" {
+			key = r.Trigger + ":" + id
+		}
+		alerts, _ := json.Marshal(nonNil(r.Alerts))
+		var params any
+		if len(r.Params) > 0 {
+			params = string(r.Params)
+		}
+		var fired any
+		if !r.FiredAt.IsZero() {
+			fired = r.FiredAt.UTC().UnixMilli()
+		}
+		created = true
+		_, err := tx.ExecContext(ctx, `INSERT INTO jobs(id, model, trigger, group_key, alerts, params, state, created_at, fired_at) VALUES (?,?,?,?,?,?,?,?,?)`,
+			id, r.Model, r.Trigger, key, string(alerts), params, StateQueued, now.UnixMilli(), fired)
+		return err
+	})
+	if err != nil {
+		return Job{}, false, fmt.Errorf("enqueueing job: %w", err)
+	}
+	job, err = s.Get(ctx, id)
+	return job, created, err
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Recover resolves jobs left running by a process that died: each is queued
+// again if it has attempts left, else failed with the reason. Steps that were
+// running are marked interrupted. It returns the jobs it touched.
+func (s *Store) Recover(ctx context.Context) ([]Job, error) {
+	var ids []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, attempt, step FROM jobs WHERE state = ?`, StateRunning)
+		if err != nil {
+			return err
+		}
+		type stale struct {
+			id      string
+			attempt int
+			step    string
+		}
+		var list []stale
+		for rows.Next() {
+			var st stale
+			if err := rows.Scan(&st.id, &st.attempt, &st.step); err != nil {
+				rows.Close()
+				return err
+			}
+			list = append(list, st)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		now := s.now().UnixMilli()
+		for _, st := range list {
+			if _, err := tx.ExecContext(ctx, `UPDATE job_steps SET state = ?, finished_at = ?, detail = CASE WHEN detail = '' THEN 'process stopped during this step' ELSE detail END WHERE job_id = ? AND state = ?`,
+				StepInterrupted, now, st.id, StepRunning); err != nil {
+				return err
+			}
+			where := "before any step"
+			if st.step != "" {
+				where = "during step " + st.step
+			}
+			if st.attempt < s.opts.MaxAttempts {
+				reason := fmt.Sprintf("attempt %d interrupted %s; retrying", st.attempt, where)
+				if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ? WHERE id = ?`, StateQueued, reason, st.id); err != nil {
+					return err
+				}
+				s.logger.Warn("requeued interrupted job", "job_id", st.id, "attempt", st.attempt, "step", st.step)
+			} else {
+				reason := fmt.Sprintf("attempt %d of %d interrupted %s; no attempts left", st.attempt, s.opts.MaxAttempts, where)
+				if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, finished_at = ? WHERE id = ?`, StateFailed, reason, now, st.id); err != nil {
+					return err
+				}
+				s.logger.Warn("failed interrupted job", "job_id", st.id, "attempt", st.attempt, "step", st.step)
+			}
+			ids = append(ids, st.id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recovering jobs: %w", err)
+	}
+	out := make([]Job, 0, len(ids))
+	for _, id := range ids {
+		j, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// Claim moves the oldest queued job to running and counts the attempt; it
+// returns ErrNotFound when the queue is empty.
+func (s *Store) Claim(ctx context.Context) (Job, error) {
+	var id string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT id FROM jobs WHERE state = ? ORDER BY created_at, id LIMIT 1`, StateQueued).Scan(&id); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, attempt = attempt + 1, step = '', started_at = COALESCE(started_at, ?) WHERE id = ?`,
+			StateRunning, s.now().UnixMilli(), id)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Job{}, ErrNotFound
+		}
+		return Job{}, fmt.Errorf("claiming job: %w", err)
+	}
+	return s.Get(ctx, id)
+}
+
+// StartStep records that a step of the job's current attempt began.
+func (s *Store) StartStep(ctx context.Context, jobID, name string) (time.Time, error) {
+	now := s.now()
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var attempt int
+		if err := tx.QueryRowContext(ctx, `SELECT attempt FROM jobs WHERE id = ?`, jobID).Scan(&attempt); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO job_steps(job_id, attempt, seq, name, state, started_at)
+			VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_steps WHERE job_id = ? AND attempt = ?), ?, ?, ?)`,
+			jobID, attempt, jobID, attempt, name, StepRunning, now.UnixMilli()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE jobs SET step = ? WHERE id = ?`, name, jobID)
+		return err
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("starting step %s of job %s: %w", name, jobID, err)
+	}
+	return now, nil
+}
+
+// FinishStep records the end of the job's running step called name.
+func (s *Store) FinishStep(ctx context.Context, jobID, name, state, detail, log string) (time.Time, error) {
+	now := s.now()
+	res, err := s.db.ExecContext(ctx, `UPDATE job_steps SET state = ?, finished_at = ?, detail = ?, log = ?
+		WHERE job_id = ? AND name = ? AND state = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ?)`,
+		state, now.UnixMilli(), detail, log, jobID, name, StepRunning, jobID)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("finishing step %s of job %s: %w", name, jobID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return time.Time{}, fmt.Errorf("finishing step %s of job %s: no such running step", name, jobID)
+	}
+	return now, nil
+}
+
+// UpdateStepLog stores the log so far of the job's running step name.
+func (s *Store) UpdateStepLog(ctx context.Context, jobID, name, log string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE job_steps SET log = ? WHERE job_id = ? AND name = ? AND state = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ?)`,
+		log, jobID, name, StepRunning, jobID)
+	if err != nil {
+		return fmt.Errorf("saving the log of step %s of job %s: %w", name, jobID, err)
+	}
+	return nil
+}
+
+// MergeResult adds keys to the job's result (figures the API shows).
+func (s *Store) MergeResult(ctx context.Context, jobID string, add map[string]any) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var raw string
+		if err := tx.QueryRowContext(ctx, `SELECT result FROM jobs WHERE id = ?`, jobID).Scan(&raw); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		m := map[string]any{}
+		if err := json.Unmarshal([]byte(raw), &m); err != nil {
+			return fmt.Errorf("job %s result: %w", jobID, err)
+		}
+		for k, v := range add {
+			m[k] = v
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("encoding job result: %w", err)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE jobs SET result = ? WHERE id = ?`, string(b), jobID)
+		return err
+	})
+}
+
+// Finish moves a running job to a final state with a reason.
+func (s *Store) Finish(ctx context.Context, jobID, state, reason string) (Job, error) {
+	switch state {
+	case StateSucceeded, StateRejected, StateFailed:
+	default:
+		return Job{}, fmt.Errorf("finishing job %s: %q is not a final state", jobID, state)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, finished_at = ? WHERE id = ? AND state = ?`,
+		state, reason, s.now().UnixMilli(), jobID, StateRunning)
+	if err != nil {
+		return Job{}, fmt.Errorf("finishing job %s: %w", jobID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return Job{}, fmt.Errorf("finishing job %s: not running", jobID)
+	}
+	return s.Get(ctx, jobID)
+}
+
+const jobColumns = `id, model, trigger, group_key, alerts, COALESCE(params, ''), state, attempt, step, reason, result, deliveries, created_at, fired_at, started_at, finished_at`
+
+type scanner interface{ Scan(...any) error }
+
+func scanJob(r scanner) (Job, error) {
+	var (
+		j                        Job
+		alerts, params, result   string
+		created                  int64
+		fired, started, finished sql.NullInt64
+	)
+	if err := r.Scan(&j.ID, &j.Model, &j.Trigger, &j.GroupKey, &alerts, &params, &j.State, &j.Attempt, &j.Step, &j.Reason, &result, &j.Deliveries, &created, &fired, &started, &finished); err != nil {
+		return Job{}, err
+	}
+	_ = json.Unmarshal([]byte(alerts), &j.Alerts)
+	if params != "" {
+		j.Params = json.RawMessage(params)
+	}
+	_ = json.Unmarshal([]byte(result), &j.Result)
+	j.CreatedAt = time.UnixMilli(created).UTC()
+	j.FiredAt, j.StartedAt, j.FinishedAt = msPtr(fired), msPtr(started), msPtr(finished)
+	return j, nil
+}
+
+func msPtr(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := time.UnixMilli(v.Int64).UTC()
+	return &t
+}
+
+// Get returns a job with its steps, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Job, error) {
+	j, err := scanJob(s.db.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Job{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("reading job %s: %w", id, err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT attempt, name, state, started_at, finished_at, detail, log FROM job_steps WHERE job_id = ? ORDER BY attempt, seq`, id)
+	if err != nil {
+		return Job{}, fmt.Errorf("reading steps of job %s: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			st       Step
+			started  int64
+			finished sql.NullInt64
+		)
+		if err := rows.Scan(&st.Attempt, &st.Name, &st.State, &started, &finished, &st.Detail, &st.Log); err != nil {
+			return Job{}, fmt.Errorf("reading steps of job %s: %w", id, err)
+		}
+		st.StartedAt = time.UnixMilli(started).UTC()
+		st.FinishedAt = msPtr(finished)
+		if st.FinishedAt != nil {
+			st.Seconds = st.FinishedAt.Sub(st.StartedAt).Seconds()
+		}
+		j.Steps = append(j.Steps, st)
+	}
+	return j, rows.Err()
+}
+
+// ListOptions filters List.
+type ListOptions struct {
+	State string // empty for all
+	Limit int    // 0 for 100
+}
+
+// List returns jobs newest first, without their steps' logs.
+func (s *Store) List(ctx context.Context, o ListOptions) ([]Job, error) {
+	if o.Limit <= 0 {
+		o.Limit = 100
+	}
+	q := `SELECT ` + jobColumns + ` FROM jobs`
+	args := []any{}
+	if o.State != "" {
+		q += ` WHERE state = ?`
+		args = append(args, o.State)
+	}
+	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	args = append(args, o.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing jobs: %w", err)
+	}
+	defer rows.Close()
+	out := []Job{}
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// CountState returns how many jobs are in a state.
+func (s *Store) CountState(ctx context.Context, state string) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE state = ?`, state).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting %s jobs: %w", state, err)
+	}
+	return n, nil
+}
+
+// ValidState reports whether s names a job state.
+func ValidState(s string) bool {
+	return strings.Contains(" queued running succeeded rejected failed ", " "+s+" ") && s != ""
+}

@@ -1,0 +1,109 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config tunes the pipeline. Zero values mean the defaults of DefaultConfig.
+type Config struct {
+	Model       string        `yaml:"model"`        // the model name in the repository, e.g. ridership
+	ModelsDir   string        `yaml:"models_dir"`   // the model repository serve watches
+	WorkDir     string        `yaml:"work_dir"`     // per-job snapshots and candidates: <work_dir>/<job id>/
+	Experiment  string        `yaml:"experiment"`   // tracker experiment
+	WindowDays  int           `yaml:"window_days"`  // training window before the holdout; 0 = all rows
+	HoldoutDays int           `yaml:"holdout_days"` // the freshest labelled days held out for evaluation
+	MinHoldout  int           `yaml:"min_holdout"`  // fewest holdout rows to evaluate on
+	Metric      string        `yaml:"metric"`       // gate metric, lower is better: mae or rmse
+	Margin      float64       `yaml:"margin"`       // the candidate must beat the champion by this fraction (0.02 = 2 %)
+	Threshold   float64       `yaml:"threshold"`    // absolute ceiling of the gate metric; 0 = the champion card's threshold
+	BaseUntil   string        `yaml:"base_until"`   // last base-dataset date to use (YYYY-MM-DD); default: the champion's training window end
+	ReadyWait   time.Duration `yaml:"ready_wait"`   // how long to wait for serve to report the new version ready
+	ReadyPoll   time.Duration `yaml:"ready_poll"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Model:       "ridership",
+		ModelsDir:   "models",
+		WorkDir:     "data/trainer",
+		Experiment:  "flywheel-retraining",
+		WindowDays:  0,
+		HoldoutDays: 28,
+		MinHoldout:  7,
+		Metric:      "mae",
+		Margin:      0.02,
+		ReadyWait:   2 * time.Minute,
+		ReadyPoll:   250 * time.Millisecond,
+	}
+}
+
+// Validate checks the config and names the bad key.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Model == "" {
+		errs = append(errs, errors.New("model is empty"))
+	}
+	if c.ModelsDir == "" {
+		errs = append(errs, errors.New("models_dir is empty"))
+	}
+	if c.WorkDir == "" {
+		errs = append(errs, errors.New("work_dir is empty"))
+	}
+	if c.WindowDays < 0 {
+		errs = append(errs, fmt.Errorf("window_days %d is negative", c.WindowDays))
+	}
+	if c.HoldoutDays < 1 {
+		errs = append(errs, fmt.Errorf("holdout_days %d must be at least 1", c.HoldoutDays))
+	}
+	if c.MinHoldout < 1 {
+		errs = append(errs, fmt.Errorf("min_holdout %d must be at least 1", c.MinHoldout))
+	}
+	if c.Metric != "mae" && c.Metric != "rmse" {
+		errs = append(errs, fmt.Errorf("metric %q is not one of mae, rmse", c.Metric))
+	}
+	if c.Margin < 0 || c.Margin >= 1 {
+		errs = append(errs, fmt.Errorf("margin %v must be in [0, 1)", c.Margin))
+	}
+	if c.Threshold < 0 {
+		errs = append(errs, fmt.Errorf("threshold %v is negative", c.Threshold))
+	}
+	if c.BaseUntil != "" {
+		if _, err := time.Parse(DateLayout, c.BaseUntil); err != nil {
+			errs = append(errs, fmt.Errorf("base_until %q is not YYYY-MM-DD", c.BaseUntil))
+		}
+	}
+	if c.ReadyWait <= 0 || c.ReadyPoll <= 0 {
+		errs = append(errs, fmt.Errorf("ready_wait %s and ready_poll %s must be positive", c.ReadyWait, c.ReadyPoll))
+	}
+	return errors.Join(errs...)
+}
+
+// DateLayout is the date format of datasets and of the replay's "date" parameter.
+const DateLayout = "2006-01-02"
+
+// Overrides are the per-job knobs a manual request may set (job params JSON).
+type Overrides struct {
+	Algorithm  string         `json:"algorithm,omitempty"`
+	Params     map[string]any `json:"params,omitempty"`
+	WindowDays *int           `json:"window_days,omitempty"`
+	Margin     *float64       `json:"margin,omitempty"`
+	Threshold  *float64       `json:"threshold,omitempty"`
+}
+
+// Validate checks the overrides.
+func (o Overrides) Validate() error {
+	var errs []error
+	if o.WindowDays != nil && *o.WindowDays < 0 {
+		errs = append(errs, fmt.Errorf("window_days %d is negative", *o.WindowDays))
+	}
+	if o.Threshold != nil && *o.Threshold < 0 {
+		errs = append(errs, fmt.Errorf("threshold %v is negative", *o.Threshold))
+	}
+	if o.Margin != nil && (*o.Margin < 0 || *o.Margin >= 1) {
+		errs = append(errs, fmt.Errorf("margin %v must be in [0, 1)", *o.Margin))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,107 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/train/card"
+)
+
+// Row is one labelled example: its date, its feature vector in the
+// champion card's feature order, and the true label.
+type Row struct {
+	Date     time.Time
+	Features []float64
+	Label    float64
+}
+
+// BaseData is the base training dataset (for ridership: data/chicago with
+// the shared feature function). Names are the feature names of Rows' vectors.
+type BaseData interface {
+	Load(ctx context.Context) (*Base, error)
+}
+
+// Base is a loaded base dataset.
+type Base struct {
+	Name   string // e.g. "chicago"
+	Source string // path or URI, for lineage
+	Names  []string
+	Rows   []Row
+}
+
+// Feedback is one labelled prediction exported by serve
+// (GET /v1/feedback/export, one NDJSON object per line).
+type Feedback struct {
+	ID          string             `json:"id"`
+	Model       string             `json:"model"`
+	Version     *int64             `json:"version"`      // null when the prediction was not logged
+	PredictedAt time.Time          `json:"predicted_at"` // zero when null
+	LabelledAt  time.Time          `json:"labelled_at"`
+	Features    map[string]float64 `json:"features"`
+	Label       float64            `json:"label"`
+	Prediction  float64            `json:"prediction"`
+	Parameters  map[string]any     `json:"parameters"`
+}
+
+// FeedbackSource returns the labelled feedback of a model since a time (zero
+// for all).
+type FeedbackSource interface {
+	Export(ctx context.Context, model string, since time.Time) ([]Feedback, error)
+}
+
+// FitRequest asks a Trainer for a candidate.
+type FitRequest struct {
+	// Dataset is a CSV file with a header: "date", the features in order,
+	// then the target. Rows are in date order.
+	Dataset   string
+	OutputDir string // exists and is empty; the trainer writes model.onnx and model.json here
+	Model     string // the model's name in the repository (the card's name)
+	Features  []string
+	Target    string
+	Algorithm string
+	Params    map[string]any
+	Seed      int64
+	Champion  *card.Card
+	Log       io.Writer // trainer output, kept in the job and the tracker
+}
+
+// Trainer fits a candidate: on success OutputDir holds model.onnx and
+// model.json (a card with at least the signature and the training metrics).
+type Trainer interface {
+	Fit(ctx context.Context, req FitRequest) error
+}
+
+// Predictor runs a model version directory on feature rows.
+type Predictor interface {
+	Predict(ctx context.Context, modelDir string, c *card.Card, x [][]float64) ([]float64, error)
+}
+
+// Tracker is what the pipeline needs from experiment tracking; the
+// tracker package's backends satisfy it through a small adapter.
+type Tracker interface {
+	// StartRun starts a run named name in the experiment and returns its id.
+	StartRun(ctx context.Context, experiment, name string, tags map[string]string) (runID string, err error)
+	LogParams(ctx context.Context, runID string, params map[string]string) error
+	LogMetrics(ctx context.Context, runID string, metrics map[string]float64) error
+	LogDataset(ctx context.Context, runID string, d DatasetRef) error
+	LogArtifact(ctx context.Context, runID, path string, r io.Reader) error
+	EndRun(ctx context.Context, runID string, ok bool) error
+	// RegisterVersion registers the run's artifact directory as a new
+	// version of model and returns the registry's version.
+	RegisterVersion(ctx context.Context, model, runID, artifactPath string) (version string, err error)
+	SetAlias(ctx context.Context, model, alias, version string) error
+	// Kind names the backend for the card ("mlflow" or "sqlite").
+	Kind() string
+}
+
+// DatasetRef identifies a dataset input of a run.
+type DatasetRef struct {
+	Name, Digest, Source, Context string
+	Rows                          int
+}
+
+// Serving answers whether serve has a model version ready.
+type Serving interface {
+	VersionReady(ctx context.Context, model string, version int) (bool, error)
+}

@@ -1,0 +1,574 @@
+// Package pipeline is the retraining pipeline the trainer service runs for
+// each job: snapshot the data, train a candidate, evaluate it against the
+// champion on the freshest labelled rows, gate, track, publish atomically
+// into the model repository and wait until serve reports it ready.
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/train/jobs"
+)
+
+// Step names, in order; they label flywheel_trainer_step_duration_seconds.
+const (
+	StepSnapshot = "snapshot"
+	StepTrain    = "train"
+	StepEvaluate = "evaluate"
+	StepGate     = "gate"
+	StepTrack    = "track"
+	StepPublish  = "publish"
+	StepConfirm  = "confirm"
+)
+
+// Steps lists the step names in order.
+var Steps = []string{StepSnapshot, StepTrain, StepEvaluate, StepGate, StepTrack, StepPublish, StepConfirm}
+
+// ChampionAlias is the registry alias moved to a promoted version.
+const ChampionAlias = "champion"
+
+// Options are the pipeline's parts. Tracker may be nil (the track step is
+// then recorded as skipped); the others are required.
+type Options struct {
+	Config    Config
+	Base      BaseData
+	Feedback  FeedbackSource
+	Trainer   Trainer
+	Predictor Predictor
+	Tracker   Tracker
+	Serving   Serving
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// Pipeline runs jobs; it implements jobs.Runner.
+type Pipeline struct {
+	o Options
+}
+
+var _ jobs.Runner = (*Pipeline)(nil)
+
+// New checks the options.
+func New(o Options) (*Pipeline, error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("pipeline config: %w", err)
+	}
+	var missing []string
+	for name, v := range map[string]any{"Base": o.Base, "Feedback": o.Feedback, "Trainer": o.Trainer, "Predictor": o.Predictor, "Serving": o.Serving} {
+		if v == nil || reflect.ValueOf(v).Kind() == reflect.Pointer && reflect.ValueOf(v).IsNil() {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("pipeline: missing %s", strings.Join(missing, ", "))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{o: o}, nil
+}
+
+// run is the state of one job attempt, filled step by step.
+type run struct {
+	job        jobs.Job
+	cfg        Config
+	over       Overrides
+	dir        string // work dir of the job
+	modelDir   string
+	champVer   int
+	champ      *card.Card
+	snap       *snapshot
+	candDir    string
+	cand       *card.Card
+	candScore  Scores
+	champScore Scores
+	trainLog   bytes.Buffer
+	runID      string
+	version    int
+	registered string
+}
+
+// Run runs the pipeline for one job.
+func (p *Pipeline) Run(ctx context.Context, job jobs.Job, rec *jobs.Recorder) error {
+	r := &run{job: job, cfg: p.o.Config, modelDir: filepath.Join(p.o.Config.ModelsDir, job.Model)}
+	if len(job.Params) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(job.Params))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r.over); err != nil {
+			return fmt.Errorf("job params: %w", err)
+		}
+	}
+	if r.over.Margin != nil {
+		r.cfg.Margin = *r.over.Margin
+	}
+	if r.over.Threshold != nil {
+		r.cfg.Threshold = *r.over.Threshold
+	}
+	if r.over.WindowDays != nil {
+		r.cfg.WindowDays = *r.over.WindowDays
+	}
+	if err := r.cfg.Validate(); err != nil {
+		return fmt.Errorf("job params: %w", err)
+	}
+	r.dir = filepath.Join(p.o.Config.WorkDir, job.ID, "attempt-"+strconv.Itoa(job.Attempt))
+	if err := os.RemoveAll(r.dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return fmt.Errorf("job work directory: %w", err)
+	}
+	// A retried job whose earlier attempt already published skips to confirm.
+	if v, err := publishedBy(r.modelDir, job.ID); err != nil {
+		return err
+	} else if v > 0 {
+		r.version = v
+		for _, s := range Steps[:len(Steps)-1] {
+			if err := rec.Skip(ctx, s, fmt.Sprintf("version %d was already published by an earlier attempt of this job", v)); err != nil {
+				return err
+			}
+		}
+		_ = rec.Result(ctx, map[string]any{"version": v})
+		return rec.Step(ctx, StepConfirm, func(ctx context.Context, log io.Writer) (string, error) { return p.confirm(ctx, r, log) })
+	}
+
+	steps := []struct {
+		name string
+		fn   func(context.Context, *run, io.Writer) (string, error)
+	}{
+		{StepSnapshot, p.snapshot},
+		{StepTrain, p.train},
+		{StepEvaluate, p.evaluate},
+		{StepGate, p.gate},
+		{StepTrack, p.track},
+		{StepPublish, p.publish},
+		{StepConfirm, p.confirm},
+	}
+	var err error
+	for _, s := range steps {
+		if s.name == StepTrack && p.o.Tracker == nil {
+			if err = rec.Skip(ctx, s.name, "no tracker configured"); err != nil {
+				break
+			}
+			continue
+		}
+		err = rec.Step(ctx, s.name, func(ctx context.Context, log io.Writer) (string, error) { return s.fn(ctx, r, log) })
+		_ = rec.Result(ctx, r.result())
+		if err != nil {
+			break
+		}
+	}
+	if r.runID != "" && p.o.Tracker != nil {
+		if eerr := p.o.Tracker.EndRun(context.WithoutCancel(ctx), r.runID, err == nil); eerr != nil {
+			p.o.Logger.Warn("ending tracker run", "job_id", job.ID, "run_id", r.runID, "err", eerr)
+		}
+	}
+	return err
+}
+
+func (r *run) result() map[string]any {
+	m := map[string]any{}
+	if r.champ != nil {
+		m["champion_version"] = r.champVer
+	}
+	if s := r.snap; s != nil {
+		m["dataset_digest"] = s.Digest
+		m["train_rows"] = len(s.Train)
+		m["holdout_rows"] = len(s.Holdout)
+		m["feedback_rows"] = s.FeedbackRows
+	}
+	if r.candScore.Rows > 0 {
+		m["candidate_"+r.cfg.Metric] = r.candScore.get(r.cfg.Metric)
+		m["champion_"+r.cfg.Metric] = r.champScore.get(r.cfg.Metric)
+		m["candidate"] = r.candScore
+		m["champion"] = r.champScore
+	}
+	if r.runID != "" {
+		m["run_id"] = r.runID
+	}
+	if r.registered != "" {
+		m["registered_version"] = r.registered
+	}
+	if r.version > 0 {
+		m["version"] = r.version
+	}
+	return m
+}
+
+// (1) snapshot: base rows up to the champion's training end + labelled feedback.
+func (p *Pipeline) snapshot(ctx context.Context, r *run, log io.Writer) (string, error) {
+	var err error
+	r.champVer, r.champ, err = champion(r.modelDir)
+	if err != nil {
+		return "", err
+	}
+	names := r.champ.FeatureNames()
+	if len(names) == 0 {
+		return "", fmt.Errorf("champion version %d has no feature names in its card", r.champVer)
+	}
+	base, err := p.o.Base.Load(ctx)
+	if err != nil {
+		return "", fmt.Errorf("loading base dataset: %w", err)
+	}
+	baseRows, err := reorder(base, names)
+	if err != nil {
+		return "", err
+	}
+	until := r.cfg.BaseUntil
+	if until == "" {
+		until = r.champ.Training.Dataset.Until
+	}
+	if until != "" {
+		u, err := time.Parse(DateLayout, until)
+		if err != nil {
+			return "", fmt.Errorf("base dataset end %q: %w", until, err)
+		}
+		kept := baseRows[:0]
+		for _, row := range baseRows {
+			if !row.Date.After(u) {
+				kept = append(kept, row)
+			}
+		}
+		baseRows = kept
+		fmt.Fprintf(log, "base rows up to %s (the champion's training end)\n", until)
+	}
+	fb, err := p.o.Feedback.Export(ctx, r.job.Model, time.Time{})
+	if err != nil {
+		return "", fmt.Errorf("exporting feedback: %w", err)
+	}
+	fbRows, skipped := feedbackRows(fb, names)
+	// A day labelled through feedback replaces the base row of that day.
+	fbDays := make(map[time.Time]bool, len(fbRows))
+	for _, row := range fbRows {
+		fbDays[row.Date] = true
+	}
+	kept, replaced := baseRows[:0], 0
+	for _, row := range baseRows {
+		if fbDays[row.Date] {
+			replaced++
+			continue
+		}
+		kept = append(kept, row)
+	}
+	baseRows = kept
+	if replaced > 0 {
+		fmt.Fprintf(log, "%d base rows replaced by feedback rows of the same day\n", replaced)
+	}
+	fmt.Fprintf(log, "base %s: %d rows; feedback: %d labelled rows (%d skipped: no date or missing features)\n", base.Name, len(baseRows), len(fbRows), skipped)
+	train, holdout, all, pool := split(baseRows, fbRows, r.cfg, r.cfg.WindowDays)
+	if len(holdout) < r.cfg.MinHoldout {
+		return "", fmt.Errorf("only %d labelled rows to hold out, need %d", len(holdout), r.cfg.MinHoldout)
+	}
+	if len(train) == 0 {
+		return "", errors.New("no training rows before the holdout")
+	}
+	s := &snapshot{Names: names, Train: train, Holdout: holdout, BaseRows: len(baseRows), FeedbackRows: len(fbRows), SkippedRows: skipped, HoldoutSource: pool,
+		Path: filepath.Join(r.dir, "snapshot.csv"), TrainPath: filepath.Join(r.dir, "train.csv")}
+	target := r.champ.Target
+	if target == "" {
+		target = "target"
+	}
+	if s.Digest, err = writeSnapshot(s.Path, names, target, all); err != nil {
+		return "", fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := writeRows(s.TrainPath, names, target, train); err != nil {
+		return "", fmt.Errorf("writing training rows: %w", err)
+	}
+	r.snap = s
+	return fmt.Sprintf("%s; %d training rows %s..%s, %d holdout rows from %s %s..%s", s.Digest,
+		len(train), day(train[0].Date), day(train[len(train)-1].Date),
+		len(holdout), pool, day(holdout[0].Date), day(holdout[len(holdout)-1].Date)), nil
+}
+
+func day(t time.Time) string { return t.Format(DateLayout) }
+
+// (2) train a candidate with the champion's algorithm and params, overridable.
+func (p *Pipeline) train(ctx context.Context, r *run, log io.Writer) (string, error) {
+	r.candDir = filepath.Join(r.dir, "candidate")
+	if err := os.MkdirAll(r.candDir, 0o755); err != nil {
+		return "", err
+	}
+	algo, params := r.champ.Training.Algorithm, map[string]any{}
+	for k, v := range r.champ.Training.Params {
+		params[k] = v
+	}
+	if r.over.Algorithm != "" {
+		algo = r.over.Algorithm
+	}
+	for k, v := range r.over.Params {
+		params[k] = v
+	}
+	req := FitRequest{Dataset: r.snap.TrainPath, OutputDir: r.candDir, Model: r.job.Model, Features: r.snap.Names, Target: r.champ.Target,
+		Algorithm: algo, Params: params, Seed: r.champ.Training.Seed, Champion: r.champ, Log: io.MultiWriter(log, &r.trainLog)}
+	if err := p.o.Trainer.Fit(ctx, req); err != nil {
+		return "", fmt.Errorf("training the candidate: %w", err)
+	}
+	c, err := card.Load(filepath.Join(r.candDir, card.FileName))
+	if err != nil {
+		return "", fmt.Errorf("candidate card: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.candDir, ModelFile)); err != nil {
+		return "", fmt.Errorf("candidate model: %w", err)
+	}
+	if got := c.FeatureNames(); got != nil && !reflect.DeepEqual(got, r.snap.Names) {
+		return "", fmt.Errorf("candidate features %v differ from the champion's %v", got, r.snap.Names)
+	}
+	r.cand = c
+	if r.cand.Training.Algorithm == "" {
+		r.cand.Training.Algorithm = algo
+	}
+	if r.cand.Training.Params == nil {
+		r.cand.Training.Params = params
+	}
+	return fmt.Sprintf("algorithm %s on %d rows", r.cand.Training.Algorithm, len(r.snap.Train)), nil
+}
+
+func features(rows []Row) (x [][]float64, y []float64) {
+	x = make([][]float64, len(rows))
+	y = make([]float64, len(rows))
+	for i, r := range rows {
+		x[i], y[i] = r.Features, r.Label
+	}
+	return x, y
+}
+
+// (3) evaluate candidate and champion on the holdout with ONNX Runtime.
+func (p *Pipeline) evaluate(ctx context.Context, r *run, log io.Writer) (string, error) {
+	x, y := features(r.snap.Holdout)
+	champDir := filepath.Join(r.modelDir, strconv.Itoa(r.champVer))
+	champPred, err := p.o.Predictor.Predict(ctx, champDir, r.champ, x)
+	if err != nil {
+		return "", fmt.Errorf("champion v%d on the holdout: %w", r.champVer, err)
+	}
+	candPred, err := p.o.Predictor.Predict(ctx, r.candDir, r.cand, x)
+	if err != nil {
+		return "", fmt.Errorf("candidate on the holdout: %w", err)
+	}
+	r.champScore, r.candScore = score(y, champPred), score(y, candPred)
+	fmt.Fprintf(log, "holdout %d rows: candidate mae %.4f rmse %.4f; champion v%d mae %.4f rmse %.4f\n",
+		len(y), r.candScore.MAE, r.candScore.RMSE, r.champVer, r.champScore.MAE, r.champScore.RMSE)
+	// The candidate's drift reference: its training distribution.
+	if r.cand.Reference == nil {
+		tx, _ := features(r.snap.Train)
+		pred, err := p.o.Predictor.Predict(ctx, r.candDir, r.cand, tx)
+		if err != nil {
+			return "", fmt.Errorf("candidate on the training rows: %w", err)
+		}
+		ref := &card.Reference{Features: map[string]card.Histogram{}}
+		col := make([]float64, len(tx))
+		for j, n := range r.snap.Names {
+			for i := range tx {
+				col[i] = tx[i][j]
+			}
+			ref.Features[n] = histogram(col)
+		}
+		ph := histogram(pred)
+		ref.Prediction = &ph
+		r.cand.Reference = ref
+	}
+	m := r.cfg.Metric
+	return fmt.Sprintf("%s: candidate %.4f, champion v%d %.4f on %d holdout rows", m, r.candScore.get(m), r.champVer, r.champScore.get(m), len(y)), nil
+}
+
+// (4) gate: beat the champion by the margin and meet the card's threshold.
+func (p *Pipeline) gate(_ context.Context, r *run, log io.Writer) (string, error) {
+	m := r.cfg.Metric
+	cand, champ := r.candScore.get(m), r.champScore.get(m)
+	need := champ * (1 - r.cfg.Margin)
+	figures := fmt.Sprintf("candidate %s %.4f vs champion v%d %.4f (needs ≤ %.4f: %.1f%% margin)", m, cand, r.champVer, champ, need, 100*r.cfg.Margin)
+	var problems []string
+	if !(cand <= need) {
+		problems = append(problems, "not better than the champion by the margin")
+	}
+	th, ok := r.champ.Thresholds[m]
+	if r.cfg.Threshold > 0 {
+		th, ok = r.cfg.Threshold, true
+	}
+	if ok {
+		figures += fmt.Sprintf(", threshold %.4f", th)
+		if !(cand <= th) {
+			problems = append(problems, fmt.Sprintf("above the %s threshold %.4f", m, th))
+		}
+	} else {
+		fmt.Fprintf(log, "champion card has no %s threshold: absolute check skipped\n", m)
+	}
+	if len(problems) > 0 {
+		return figures, &jobs.Rejection{Reason: figures + ": " + strings.Join(problems, "; ")}
+	}
+	return figures, nil
+}
+
+// (4b) finish the candidate's card for version v.
+func (p *Pipeline) finishCard(r *run) {
+	c := r.cand
+	c.Name = r.job.Model
+	c.Version = r.version
+	c.CreatedAt = p.o.Now().UTC()
+	if c.Task == "" {
+		c.Task = r.champ.Task
+	}
+	if c.Target == "" {
+		c.Target = r.champ.Target
+	}
+	if c.Thresholds == nil && r.champ.Thresholds != nil {
+		c.Thresholds = r.champ.Thresholds
+	}
+	train := r.snap.Train
+	c.Training.Dataset = card.Dataset{Name: r.champ.Training.Dataset.Name + "+feedback", Digest: r.snap.Digest, Rows: len(train),
+		From: day(train[0].Date), Until: day(train[len(train)-1].Date), Source: "trainer job " + r.job.ID}
+	c.Training.RunID = r.runID
+	if p.o.Tracker != nil {
+		c.Training.Tracker = p.o.Tracker.Kind()
+	}
+	if c.Metrics == nil {
+		c.Metrics = map[string]map[string]float64{}
+	}
+	c.Metrics["holdout"] = map[string]float64{"mae": r.candScore.MAE, "rmse": r.candScore.RMSE, "rows": float64(r.candScore.Rows)}
+	c.Metrics["holdout_champion"] = map[string]float64{"mae": r.champScore.MAE, "rmse": r.champScore.RMSE, "version": float64(r.champVer)}
+}
+
+func (p *Pipeline) nextVersion(r *run) error {
+	vs, err := versions(r.modelDir)
+	if err != nil {
+		return err
+	}
+	r.version = 1
+	if len(vs) > 0 {
+		r.version = vs[len(vs)-1] + 1
+	}
+	return nil
+}
+
+// (5) track: run with params, metrics, dataset and artifacts; register; alias.
+func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, error) {
+	t := p.o.Tracker
+	if err := p.nextVersion(r); err != nil {
+		return "", err
+	}
+	id, err := t.StartRun(ctx, r.cfg.Experiment, r.job.ID, map[string]string{
+		"flywheel.job_id": r.job.ID, "flywheel.trigger": r.job.Trigger, "flywheel.alerts": strings.Join(r.job.Alerts, ","),
+		"flywheel.model": r.job.Model, "flywheel.champion_version": strconv.Itoa(r.champVer),
+	})
+	if err != nil {
+		return "", fmt.Errorf("starting run: %w", err)
+	}
+	r.runID = id
+	p.finishCard(r)
+	params := map[string]string{"algorithm": r.cand.Training.Algorithm, "window_days": strconv.Itoa(r.cfg.WindowDays),
+		"holdout_days": strconv.Itoa(r.cfg.HoldoutDays), "margin": formatFloat(r.cfg.Margin), "gate_metric": r.cfg.Metric,
+		"job_attempt": strconv.Itoa(r.job.Attempt)}
+	for k, v := range r.cand.Training.Params {
+		params["param."+k] = fmt.Sprint(v)
+	}
+	if err := t.LogParams(ctx, id, params); err != nil {
+		return "", fmt.Errorf("logging params: %w", err)
+	}
+	metrics := map[string]float64{"holdout_mae": r.candScore.MAE, "holdout_rmse": r.candScore.RMSE,
+		"champion_holdout_mae": r.champScore.MAE, "champion_holdout_rmse": r.champScore.RMSE,
+		"train_rows": float64(len(r.snap.Train)), "holdout_rows": float64(len(r.snap.Holdout))}
+	for split, ms := range r.cand.Metrics {
+		if split == "holdout" || split == "holdout_champion" {
+			continue
+		}
+		for k, v := range ms {
+			metrics[split+"_"+k] = v
+		}
+	}
+	if err := t.LogMetrics(ctx, id, metrics); err != nil {
+		return "", fmt.Errorf("logging metrics: %w", err)
+	}
+	if err := t.LogDataset(ctx, id, DatasetRef{Name: r.cand.Training.Dataset.Name, Digest: r.snap.Digest, Source: r.snap.Path,
+		Context: "training", Rows: len(r.snap.Train)}); err != nil {
+		return "", fmt.Errorf("logging dataset: %w", err)
+	}
+	cardJSON, _ := json.MarshalIndent(r.cand, "", "  ")
+	onnx, err := os.Open(filepath.Join(r.candDir, ModelFile))
+	if err != nil {
+		return "", err
+	}
+	defer onnx.Close()
+	for _, a := range []struct {
+		path string
+		r    io.Reader
+	}{
+		{"model/" + ModelFile, onnx},
+		{"model/" + card.FileName, bytes.NewReader(cardJSON)},
+		{"trainer.log", bytes.NewReader(r.trainLog.Bytes())},
+	} {
+		if err := t.LogArtifact(ctx, id, a.path, a.r); err != nil {
+			return "", fmt.Errorf("logging artifact %s: %w", a.path, err)
+		}
+	}
+	mv, err := t.RegisterVersion(ctx, r.job.Model, id, "model")
+	if err != nil {
+		return "", fmt.Errorf("registering the model version: %w", err)
+	}
+	r.registered = mv
+	if err := t.SetAlias(ctx, r.job.Model, ChampionAlias, mv); err != nil {
+		return "", fmt.Errorf("moving alias %s: %w", ChampionAlias, err)
+	}
+	return fmt.Sprintf("run %s; registered %s version %s, alias %s; repository version %d", id, r.job.Model, mv, ChampionAlias, r.version), nil
+}
+
+// (6) publish atomically to models/<name>/<next>/.
+func (p *Pipeline) publish(_ context.Context, r *run, log io.Writer) (string, error) {
+	if r.runID == "" { // no tracker: the card is finished here
+		if err := p.nextVersion(r); err != nil {
+			return "", err
+		}
+		p.finishCard(r)
+	}
+	if err := r.cand.Validate(); err != nil {
+		return "", fmt.Errorf("candidate card: %w", err)
+	}
+	if err := publish(r.modelDir, r.version, filepath.Join(r.candDir, ModelFile), r.cand,
+		provenance{JobID: r.job.ID, Attempt: r.job.Attempt, RunID: r.runID}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("published %s", filepath.Join(r.modelDir, strconv.Itoa(r.version))), nil
+}
+
+// (7) confirm serve reports the new version ready.
+func (p *Pipeline) confirm(ctx context.Context, r *run, log io.Writer) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReadyWait)
+	defer cancel()
+	t := time.NewTicker(r.cfg.ReadyPoll)
+	defer t.Stop()
+	var last error
+	for polls := 1; ; polls++ {
+		ok, err := p.o.Serving.VersionReady(ctx, r.job.Model, r.version)
+		if err == nil && ok {
+			return fmt.Sprintf("serve reports %s version %d ready after %d polls", r.job.Model, r.version, polls), nil
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if parent := context.Cause(ctx); errors.Is(parent, context.DeadlineExceeded) {
+				msg := fmt.Sprintf("serve did not report %s version %d ready within %s", r.job.Model, r.version, r.cfg.ReadyWait)
+				if last != nil {
+					msg += " (last error: " + last.Error() + ")"
+				}
+				return "", errors.New(msg)
+			}
+			return "", ctx.Err()
+		case <-t.C:
+		}
+	}
+}

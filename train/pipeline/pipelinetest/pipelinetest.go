@@ -1,0 +1,267 @@
+// Package pipelinetest has fixtures for tests of the retraining pipeline and
+// the trainer service: a synthetic drifting dataset, a champion trained by
+// the example external trainer, and an in-memory Tracker that records calls.
+package pipelinetest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/train/pipeline"
+)
+
+// Features of the synthetic dataset.
+var Features = []string{"a", "b", "weekend"}
+
+// Target of the synthetic dataset.
+const Target = "y"
+
+// Start is the first day of the synthetic dataset.
+var Start = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Truth is the synthetic relation for day i: level grows by shift after the
+// drift day; a deterministic noise term keeps fits imperfect.
+func Truth(i int, a, b, weekend, shift float64) float64 {
+	return 3*a - 2*b - 6*weekend + 10 + shift + 0.6*math.Sin(float64(i)*1.7)
+}
+
+func row(i int) (time.Time, []float64) {
+	d := Start.AddDate(0, 0, i)
+	wk := 0.0
+	if d.Weekday() == time.Saturday || d.Weekday() == time.Sunday {
+		wk = 1
+	}
+	return d, []float64{float64(i%7) + 0.5*math.Sin(float64(i)), float64(i % 5), wk}
+}
+
+// WriteBase writes days rows (no drift) as date,a,b,weekend,y to path.
+func WriteBase(t testing.TB, path string, days int) {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteString("date,a,b,weekend,y\n")
+	for i := 0; i < days; i++ {
+		d, x := row(i)
+		fmt.Fprintf(&b, "%s,%g,%g,%g,%g\n", d.Format(pipeline.DateLayout), x[0], x[1], x[2], Truth(i, x[0], x[1], x[2], 0))
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Feedback returns labelled rows for days [from, from+n) with the level
+// shifted by shift, as serve's export would hold them after a replay.
+func Feedback(model string, from, n int, shift float64) []pipeline.Feedback {
+	out := make([]pipeline.Feedback, 0, n)
+	v1 := int64(1)
+	for i := from; i < from+n; i++ {
+		d, x := row(i)
+		ds := d.Format(pipeline.DateLayout)
+		out = append(out, pipeline.Feedback{
+			ID: "replay-" + ds, Model: model, Version: &v1, PredictedAt: d, LabelledAt: d.Add(24 * time.Hour),
+			Features: map[string]float64{"a": x[0], "b": x[1], "weekend": x[2]},
+			Label:    Truth(i, x[0], x[1], x[2], shift), Parameters: map[string]any{"date": ds},
+		})
+	}
+	return out
+}
+
+// ExampleTrainer returns the command of the example external trainer.
+func ExampleTrainer() []string {
+	_, file, _, _ := runtime.Caller(0)
+	return []string{"/usr/bin/python3", filepath.Join(filepath.Dir(file), "..", "..", "external", "testdata", "linear_trainer.py")}
+}
+
+// Champion trains version 1 of model on the base CSV with trainer and
+// publishes it to modelsDir/model/1 with an MAE threshold and the base's end
+// date as its training window.
+func Champion(t testing.TB, trainer pipeline.Trainer, modelsDir, model, baseCSV string, baseDays int, maeThreshold float64) *card.Card {
+	t.Helper()
+	dir := filepath.Join(modelsDir, model, "1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	if err := trainer.Fit(context.Background(), pipeline.FitRequest{Dataset: baseCSV, OutputDir: dir, Model: model, Features: Features,
+		Target: Target, Algorithm: "linear", Params: map[string]any{"l2": 0.01}, Log: &log}); err != nil {
+		t.Fatalf("training the champion: %v\n%s", err, log.String())
+	}
+	c, err := card.Load(filepath.Join(dir, card.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Version = 1
+	c.Thresholds = map[string]float64{"mae": maeThreshold}
+	c.Training.Dataset.Until = Start.AddDate(0, 0, baseDays-1).Format(pipeline.DateLayout)
+	if err := c.Write(filepath.Join(dir, card.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// MemoryTracker is a Tracker that keeps everything in memory.
+type MemoryTracker struct {
+	mu      sync.Mutex
+	Runs    map[string]*Run
+	Order   []string
+	Models  map[string][]string          // model → registered versions (run ids)
+	Aliases map[string]map[string]string // model → alias → version
+}
+
+// Run is one recorded run.
+type Run struct {
+	Experiment, Name string
+	Tags, Params     map[string]string
+	Metrics          map[string]float64
+	Datasets         []pipeline.DatasetRef
+	Artifacts        map[string][]byte
+	Ended, OK        bool
+}
+
+// NewMemoryTracker returns an empty tracker.
+func NewMemoryTracker() *MemoryTracker {
+	return &MemoryTracker{Runs: map[string]*Run{}, Models: map[string][]string{}, Aliases: map[string]map[string]string{}}
+}
+
+var _ pipeline.Tracker = (*MemoryTracker)(nil)
+
+func (m *MemoryTracker) run(id string) (*Run, error) {
+	r, ok := m.Runs[id]
+	if !ok {
+		return nil, fmt.Errorf("run %q not found", id)
+	}
+	if r.Ended {
+		return nil, fmt.Errorf("run %q already ended", id)
+	}
+	return r, nil
+}
+
+// Kind implements pipeline.Tracker.
+func (m *MemoryTracker) Kind() string { return "memory" }
+
+// StartRun implements pipeline.Tracker.
+func (m *MemoryTracker) StartRun(_ context.Context, exp, name string, tags map[string]string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := "run-" + strconv.Itoa(len(m.Order)+1)
+	m.Runs[id] = &Run{Experiment: exp, Name: name, Tags: tags, Params: map[string]string{}, Metrics: map[string]float64{}, Artifacts: map[string][]byte{}}
+	m.Order = append(m.Order, id)
+	return id, nil
+}
+
+// LogParams implements pipeline.Tracker.
+func (m *MemoryTracker) LogParams(_ context.Context, id string, p map[string]string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.run(id)
+	if err != nil {
+		return err
+	}
+	for k, v := range p {
+		if old, ok := r.Params[k]; ok && old != v {
+			return fmt.Errorf("param %s is immutable", k)
+		}
+		r.Params[k] = v
+	}
+	return nil
+}
+
+// LogMetrics implements pipeline.Tracker.
+func (m *MemoryTracker) LogMetrics(_ context.Context, id string, ms map[string]float64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.run(id)
+	if err != nil {
+		return err
+	}
+	for k, v := range ms {
+		r.Metrics[k] = v
+	}
+	return nil
+}
+
+// LogDataset implements pipeline.Tracker.
+func (m *MemoryTracker) LogDataset(_ context.Context, id string, d pipeline.DatasetRef) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.run(id)
+	if err != nil {
+		return err
+	}
+	r.Datasets = append(r.Datasets, d)
+	return nil
+}
+
+// LogArtifact implements pipeline.Tracker.
+func (m *MemoryTracker) LogArtifact(_ context.Context, id, path string, rd io.Reader) error {
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.run(id)
+	if err != nil {
+		return err
+	}
+	r.Artifacts[path] = b
+	return nil
+}
+
+// EndRun implements pipeline.Tracker.
+func (m *MemoryTracker) EndRun(_ context.Context, id string, ok bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.run(id)
+	if err != nil {
+		return err
+	}
+	r.Ended, r.OK = true, ok
+	return nil
+}
+
+// RegisterVersion implements pipeline.Tracker.
+func (m *MemoryTracker) RegisterVersion(_ context.Context, model, runID, _ string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.Runs[runID]; !ok {
+		return "", fmt.Errorf("run %q not found", runID)
+	}
+	m.Models[model] = append(m.Models[model], runID)
+	return strconv.Itoa(len(m.Models[model])), nil
+}
+
+// SetAlias implements pipeline.Tracker.
+func (m *MemoryTracker) SetAlias(_ context.Context, model, alias, version string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := strconv.Atoi(version)
+	if err != nil || n < 1 || n > len(m.Models[model]) {
+		return fmt.Errorf("model %s has no version %q", model, version)
+	}
+	if m.Aliases[model] == nil {
+		m.Aliases[model] = map[string]string{}
+	}
+	m.Aliases[model][alias] = version
+	return nil
+}
+
+// RunIDs returns the run ids in order.
+func (m *MemoryTracker) RunIDs() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := append([]string(nil), m.Order...)
+	sort.Strings(out)
+	return out
+}
