@@ -77,7 +77,7 @@ type Options struct {
 	Config     Config
 	Repository *repository.Repository
 	Logger     *slog.Logger
-	Metrics    *metrics.Metrics   // nil: no inference metrics
+	Metrics    *metrics.Metrics    // nil: no inference metrics
 	Gatherer   prometheus.Gatherer // serves /metrics when set
 	Observers  []Observer
 	Name       string // server name in GET /v2
