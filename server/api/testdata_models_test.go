@@ -38,9 +38,9 @@ type tdInput struct {
 
 // tdModels lists every .onnx file in test_data with the inputs it is served.
 var tdModels = []struct {
-	file   string
-	model  string
-	inputs []tdInput
+	file    string
+	model   string
+	inputs  []tdInput
 	noInfer string // why the model is only loaded and described
 }{
 	{file: "example ż 大 김.onnx", model: "odd_name", inputs: []tdInput{{"in", tensor.Int32, []int64{1, 2}, []int32{3, -4}}}},

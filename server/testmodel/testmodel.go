@@ -187,7 +187,6 @@ func mlp(graphName string, sizes []int, seed uint64) []byte {
 	return m
 }
 
-
 // MLPSmall returns the bytes of mlp_small.onnx (identical to the shared
 // benchmark's file).
 func MLPSmall() []byte { return mlp("mlp_small", []int{16, 64, 64, 3}, 1) }
