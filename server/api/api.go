@@ -275,6 +275,13 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 			msg = fmt.Sprintf("no route for %s %s", c.Method(), c.Path())
 		}
 	}
+	if requestID(c) == "" { // errors raised before the middleware ran (413)
+		rid := c.Get(fiber.HeaderXRequestID)
+		if rid == "" || len(rid) > 128 {
+			rid = s.newID()
+		}
+		c.Set(fiber.HeaderXRequestID, rid)
+	}
 	if code >= 500 && code != fiber.StatusServiceUnavailable {
 		s.log.Error("request failed", ridKey, requestID(c), "err", err)
 	}
