@@ -126,6 +126,7 @@ type entry struct {
 	retired atomic.Bool
 	once    sync.Once
 	log     *slog.Logger
+	at      time.Time
 }
 
 func (e *entry) close() {
@@ -483,7 +484,7 @@ func (r *Repository) loadVersion(ctx context.Context, name string, v int64, cfg 
 			return fail(fmt.Errorf("warm-up run: %w", err))
 		}
 	}
-	return &entry{model: name, version: v, loaded: l, card: c, log: r.log}, nil
+	return &entry{model: name, version: v, loaded: l, card: c, log: r.log, at: time.Now()}, nil
 }
 
 func checkCard(c *card.Card, inputs []tensor.Spec) error {
@@ -576,6 +577,7 @@ type VersionInfo struct {
 	Inputs  []tensor.Spec // set when loaded
 	Outputs []tensor.Spec
 	Card    *card.Card
+	Loaded  time.Time // when the serving session was loaded (zero when none)
 }
 
 // Index lists every model version known, sorted by model then version. A
@@ -595,7 +597,7 @@ func (r *Repository) Index() []VersionInfo {
 		for _, v := range m.versions {
 			vi := VersionInfo{Model: m.name, Version: v.n, State: v.state, Reason: v.reason}
 			if v.live != nil {
-				vi.Inputs, vi.Outputs, vi.Card = v.live.loaded.Inputs(), v.live.loaded.Outputs(), v.live.card
+				vi.Inputs, vi.Outputs, vi.Card, vi.Loaded = v.live.loaded.Inputs(), v.live.loaded.Outputs(), v.live.card, v.live.at
 			}
 			out = append(out, vi)
 		}
