@@ -218,14 +218,16 @@ func (s *Server) middleware(c *fiber.Ctx) error {
 			c.Status(fiber.StatusInternalServerError)
 		}
 	}
+	// Labels must not alias fasthttp's request buffers: the route's pattern
+	// and method are strings owned by the router.
 	route := c.Route()
-	path := route.Path
-	if route.Method == "USE" {
-		path = "unmatched"
+	path, method := route.Path, route.Method
+	if method == "USE" {
+		path, method = "unmatched", knownMethod(c.Method())
 	}
 	code := c.Response().StatusCode()
 	d := time.Since(start)
-	s.metrics.ObserveHTTP(path, c.Method(), code, d.Seconds())
+	s.metrics.ObserveHTTP(path, method, code, d.Seconds())
 	lvl := slog.LevelDebug
 	if code >= 500 {
 		lvl = slog.LevelError
@@ -236,6 +238,17 @@ func (s *Server) middleware(c *fiber.Ctx) error {
 		s.log.Log(c.UserContext(), lvl, "request", ridKey, c.Locals(ridKey), "method", c.Method(), "route", path, "status", code, "duration", d)
 	}
 	return nil
+}
+
+// knownMethod maps a request method to a constant string (bounded labels).
+func knownMethod(m string) string {
+	for _, k := range []string{fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodDelete,
+		fiber.MethodPatch, fiber.MethodOptions, fiber.MethodConnect, fiber.MethodTrace} {
+		if m == k {
+			return k
+		}
+	}
+	return "OTHER"
 }
 
 func requestID(c *fiber.Ctx) string {
