@@ -596,6 +596,9 @@ func (r *Repository) Index() []VersionInfo {
 		}
 		for _, v := range m.versions {
 			vi := VersionInfo{Model: m.name, Version: v.n, State: v.state, Reason: v.reason}
+			if m.cfgErr != nil && vi.Reason == "" {
+				vi.Reason = "invalid " + ConfigFileName + ", serving with defaults: " + m.cfgErr.Error()
+			}
 			if v.live != nil {
 				vi.Inputs, vi.Outputs, vi.Card, vi.Loaded = v.live.loaded.Inputs(), v.live.loaded.Outputs(), v.live.card, v.live.at
 			}
