@@ -243,7 +243,7 @@ func TestReplacedFileThatFailsKeepsServing(t *testing.T) {
 func TestModelConfig(t *testing.T) {
 	cases := []struct {
 		name, yaml, err string
-		check       func(ModelConfig) bool
+		check           func(ModelConfig) bool
 	}{
 		{"empty", "", "", func(c ModelConfig) bool { return c.VersionPolicy.Latest == 1 && c.warmup() }},
 		{"session", "session:\n  intra_op_threads: 2\n  graph_optimization_level: basic\nwarmup: false\n", "", func(c ModelConfig) bool {
