@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -81,6 +82,11 @@ type Options struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
 	Loader  Loader // default ORTLoader
+	// Wrap, when set, wraps the runner of every version once it has passed
+	// validation (a dynamic batcher slots in here); all leases of that
+	// version use the wrapper. A wrapper that implements io.Closer is closed
+	// when the version retires, before its session.
+	Wrap func(model string, version int64, cfg ModelConfig, r Runner) Runner
 }
 
 // Repository is the set of served model versions.
@@ -89,6 +95,7 @@ type Repository struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	load    Loader
+	wrap    func(string, int64, ModelConfig, Runner) Runner
 
 	reconcileMu sync.Mutex      // serialises scans, loads and unloads
 	unloaded    map[string]bool // models unloaded through the API; guarded by reconcileMu
@@ -121,6 +128,8 @@ type entry struct {
 	model   string
 	version int64
 	loaded  Loaded
+	runner  Runner // loaded, or its wrapper
+	wrapped bool
 	card    *card.Card
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -131,6 +140,11 @@ type entry struct {
 
 func (e *entry) close() {
 	e.once.Do(func() {
+		if c, ok := e.runner.(io.Closer); ok && e.wrapped {
+			if err := c.Close(); err != nil {
+				e.log.Warn("closing runner", "model", e.model, "version", e.version, "err", err)
+			}
+		}
 		if err := e.loaded.Close(); err != nil {
 			e.log.Warn("closing session", "model", e.model, "version", e.version, "err", err)
 		}
@@ -184,7 +198,7 @@ func New(o Options) (*Repository, error) {
 	if o.Config.WarmupTimeout == 0 {
 		o.Config.WarmupTimeout = DefaultConfig().WarmupTimeout
 	}
-	return &Repository{cfg: o.Config, log: o.Logger, metrics: o.Metrics, load: o.Loader,
+	return &Repository{cfg: o.Config, log: o.Logger, metrics: o.Metrics, load: o.Loader, wrap: o.Wrap,
 		unloaded: map[string]bool{}, models: map[string]*modelState{}, kick: make(chan struct{}, 1)}, nil
 }
 
@@ -484,7 +498,11 @@ func (r *Repository) loadVersion(ctx context.Context, name string, v int64, cfg 
 			return fail(fmt.Errorf("warm-up run: %w", err))
 		}
 	}
-	return &entry{model: name, version: v, loaded: l, card: c, log: r.log, at: time.Now()}, nil
+	var runner Runner = l
+	if r.wrap != nil {
+		runner = r.wrap(name, v, cfg, l)
+	}
+	return &entry{model: name, version: v, loaded: l, runner: runner, wrapped: r.wrap != nil, card: c, log: r.log, at: time.Now()}, nil
 }
 
 func checkCard(c *card.Card, inputs []tensor.Spec) error {
@@ -553,7 +571,7 @@ func (r *Repository) Acquire(model string, version int64) (*Lease, error) {
 	}
 	e := vs.live
 	e.refs.Add(1)
-	return &Lease{Model: model, Version: vs.n, Card: e.card, Inputs: e.loaded.Inputs(), Outputs: e.loaded.Outputs(), Runner: e.loaded, e: e}, nil
+	return &Lease{Model: model, Version: vs.n, Card: e.card, Inputs: e.loaded.Inputs(), Outputs: e.loaded.Outputs(), Runner: e.runner, e: e}, nil
 }
 
 func (m *modelState) reasons() string {

@@ -308,3 +308,40 @@ func TestScanErrors(t *testing.T) {
 		t.Fatal("empty config accepted")
 	}
 }
+
+type closingRunner struct {
+	Runner
+	closed *int
+}
+
+func (c closingRunner) Close() error { *c.closed++; return nil }
+
+func TestWrapRunner(t *testing.T) {
+	root := t.TempDir()
+	put(t, root, "m", 1, "ok")
+	fl := &fakeLoader{}
+	c := DefaultConfig()
+	c.Root = root
+	closed, wrapped := 0, 0
+	r, err := New(Options{Config: c, Loader: fl.load, Wrap: func(model string, v int64, cfg ModelConfig, in Runner) Runner {
+		wrapped++
+		return closingRunner{Runner: in, closed: &closed}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r.Scan(ctx)
+	l, err := r.Acquire("m", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.Runner.(closingRunner); !ok || wrapped != 1 {
+		t.Fatalf("lease runner %T, wrapped %d", l.Runner, wrapped)
+	}
+	l.Release()
+	r.Unload(ctx, "m")
+	if closed != 1 || fl.open() != 0 {
+		t.Fatalf("closed %d, open %d", closed, fl.open())
+	}
+}
