@@ -222,7 +222,7 @@ func (s *Server) middleware(c *fiber.Ctx) error {
 	// and method are strings owned by the router.
 	route := c.Route()
 	path, method := route.Path, route.Method
-	if method == "USE" {
+	if path == "/" { // only the middleware is mounted at "/": no route matched
 		path, method = "unmatched", knownMethod(c.Method())
 	}
 	code := c.Response().StatusCode()

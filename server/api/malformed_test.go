@@ -112,5 +112,18 @@ func TestMalformedRequests(t *testing.T) {
 			}
 		})
 	}
+	// The failed model shows as UNAVAILABLE with its reason in the index and the metrics.
+	idx := ts.post(t, "/v2/repository/index", "")
+	if !strings.Contains(string(idx.body), `{"name":"broken","version":"1","state":"UNAVAILABLE","reason":"reading model signature`) {
+		t.Errorf("index: %s", idx.body)
+	}
+	m := ts.do(t, "GET", "/metrics", "", nil)
+	for _, want := range []string{`flywheel_model_version_state{model="broken",state="UNAVAILABLE",version="1"} 1`,
+		`flywheel_model_version_ready{model="broken",version="1"} 0`, `flywheel_model_load_attempts_total{model="broken",outcome="failure"} 1`,
+		`flywheel_http_requests_total{code="404",method="GET",route="unmatched"}`} {
+		if !strings.Contains(string(m.body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	t.Logf("%d malformed requests rejected with 4xx, each followed by a served request", len(cases))
 }
