@@ -120,7 +120,9 @@ func TestMalformedRequests(t *testing.T) {
 	m := ts.do(t, "GET", "/metrics", "", nil)
 	for _, want := range []string{`flywheel_model_version_state{model="broken",state="UNAVAILABLE",version="1"} 1`,
 		`flywheel_model_version_ready{model="broken",version="1"} 0`, `flywheel_model_load_attempts_total{model="broken",outcome="failure"} 1`,
-		`flywheel_http_requests_total{code="404",method="GET",route="unmatched"}`} {
+		`flywheel_http_requests_total{code="404",method="GET",route="unmatched"}`,
+		`flywheel_model_load_attempts_total{model="mlp",outcome="failure"} 0`,
+		`flywheel_inference_requests_total{model="mlp",outcome="failure",version="1"}`} {
 		if !strings.Contains(string(m.body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -93,6 +93,10 @@ func (m *Metrics) SetVersionState(model string, version int64, state string) {
 		ready = 1
 	}
 	m.VersionReady.WithLabelValues(model, v).Set(ready)
+	if ready == 1 { // pre-create the request outcomes at zero (see InitModel)
+		m.Requests.WithLabelValues(model, v, "success")
+		m.Requests.WithLabelValues(model, v, "failure")
+	}
 	for _, s := range States {
 		val := 0.0
 		if s == state {
@@ -112,6 +116,16 @@ func (m *Metrics) DeleteVersion(model string, version int64) {
 	for _, s := range States {
 		m.VersionState.DeleteLabelValues(model, v, s)
 	}
+}
+
+// InitModel pre-creates a model's load-attempt series at zero, so that
+// alerts on increase() see the first failure.
+func (m *Metrics) InitModel(model string) {
+	if m == nil {
+		return
+	}
+	m.LoadAttempts.WithLabelValues(model, "success")
+	m.LoadAttempts.WithLabelValues(model, "failure")
 }
 
 // LoadAttempt counts a load attempt.

@@ -299,6 +299,7 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 	if m == nil {
 		m = &modelState{name: name, versions: map[int64]*versionState{}}
 		r.models[name] = m
+		r.metrics.InitModel(name)
 	}
 	if (cfgErr == nil) != (m.cfgErr == nil) || (cfgErr != nil && cfgErr.Error() != m.cfgErr.Error()) {
 		if cfgErr != nil {
