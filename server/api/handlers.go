@@ -136,11 +136,18 @@ func (s *Server) unload(c *fiber.Ctx) error {
 func (s *Server) run(c *fiber.Ctx, l *repository.Lease, start time.Time, rid, protocol string, inputs []tensor.Tensor, p map[string]any) ([]tensor.Tensor, error) {
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.InferTimeout)
 	defer cancel()
-	t0 := time.Now()
-	outs, err := l.Runner.Run(ctx, inputs)
-	compute := time.Since(t0)
-	rec := metrics.Inference{Model: l.Model, Version: l.Version, OK: err == nil, Executions: 1,
-		Request: time.Since(start).Seconds(), Compute: compute.Seconds()} // Queue stays 0: no queue without a batcher
+	var outs []tensor.Tensor
+	var err error
+	var tm repository.Timing
+	if tr, ok := l.Runner.(repository.TimedRunner); ok {
+		outs, tm, err = tr.RunTimed(ctx, inputs)
+	} else {
+		t0 := time.Now()
+		outs, err = l.Runner.Run(ctx, inputs)
+		tm = repository.Timing{Compute: time.Since(t0), Executions: 1} // no queue without a batcher
+	}
+	rec := metrics.Inference{Model: l.Model, Version: l.Version, OK: err == nil, Executions: tm.Executions,
+		Request: time.Since(start).Seconds(), Queue: tm.Queue.Seconds(), Compute: tm.Compute.Seconds()}
 	if len(inputs) > 0 {
 		rec.Rows = inputs[0].Rows()
 	}

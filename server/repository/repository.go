@@ -56,6 +56,23 @@ type Runner interface {
 	Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Tensor, error)
 }
 
+// Timing is what a queueing Runner (a dynamic batcher) reports for one
+// request: time waiting before the session run, the run's duration, and
+// the session runs to count for this request (a run shared by several
+// requests is counted once, by one of them).
+type Timing struct {
+	Queue      time.Duration
+	Compute    time.Duration
+	Executions int
+}
+
+// TimedRunner is optionally implemented by runners that queue; the API
+// then records their queue and compute times and execution counts instead
+// of timing Run itself.
+type TimedRunner interface {
+	RunTimed(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Tensor, Timing, error)
+}
+
 // Loaded is a model version in memory: its runner, signature and Close.
 type Loaded interface {
 	Runner
