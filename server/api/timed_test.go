@@ -26,9 +26,13 @@ func (echo) Run(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) 
 	out.Name = "y"
 	return []tensor.Tensor{out}, nil
 }
-func (echo) Inputs() []tensor.Spec  { return []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}}} }
-func (echo) Outputs() []tensor.Spec { return []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1, 2}}} }
-func (echo) Close() error           { return nil }
+func (echo) Inputs() []tensor.Spec {
+	return []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}}}
+}
+func (echo) Outputs() []tensor.Spec {
+	return []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1, 2}}}
+}
+func (echo) Close() error { return nil }
 
 // queued reports a queue time the way a batcher would.
 type queued struct{ repository.Runner }
