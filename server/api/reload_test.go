@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
@@ -51,7 +52,8 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "multi", "config.yaml"), []byte("version_policy:\n  all: true\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ts := startServer(t, root)
+	// A long rescan interval: every pickup below must come from fsnotify.
+	ts := startServer(t, root, func(c *repository.Config, _ *api.Options) { c.RescanInterval = time.Minute })
 	body, _ := json.Marshal(refRequest())
 
 	var live atomic.Value // []int64 of multi versions clients may name

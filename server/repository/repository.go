@@ -120,6 +120,27 @@ type Repository struct {
 	models      map[string]*modelState
 	scanned     atomic.Bool
 	kick        chan struct{}
+
+	watchMu sync.Mutex // guards watcher and watched
+	watcher *fsnotify.Watcher
+	watched map[string]bool
+}
+
+// watch adds file system watches for folders as soon as a scan finds them,
+// before anything is loaded from them, so that no change is missed.
+func (r *Repository) watch(paths ...string) {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.watcher == nil {
+		return
+	}
+	for _, p := range paths {
+		if !r.watched[p] {
+			if err := r.watcher.Add(p); err == nil {
+				r.watched[p] = true
+			}
+		}
+	}
 }
 
 type modelState struct {
@@ -326,6 +347,7 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 	m.config, m.cfgFP, m.cfgErr = cfg, cfgFP, cfgErr
 	r.mu.Unlock()
 
+	r.watch(dir)
 	entries, _ := os.ReadDir(dir)
 	onDisk := map[int64]string{} // version → fingerprint ("" when model.onnx is missing)
 	var fpErrs = map[int64]error{}
@@ -334,6 +356,7 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 		if err != nil || v <= 0 || strconv.FormatInt(v, 10) != de.Name() || !isDir(dir, de) {
 			continue
 		}
+		r.watch(filepath.Join(dir, de.Name()))
 		fp, err := fingerprint(filepath.Join(dir, de.Name()), cfgFP)
 		onDisk[v] = fp
 		if err != nil {
@@ -754,43 +777,50 @@ func (r *Repository) Run(ctx context.Context) error {
 	if err != nil {
 		r.log.Warn("file system events unavailable, relying on periodic rescans", "err", err)
 	} else {
-		defer w.Close()
+		r.watchMu.Lock()
+		r.watcher, r.watched = w, map[string]bool{}
+		r.watchMu.Unlock()
+		defer func() {
+			r.watchMu.Lock()
+			r.watcher, r.watched = nil, nil
+			r.watchMu.Unlock()
+			w.Close()
+		}()
 	}
-	watched := map[string]bool{}
-	addWatches := func() {
-		if w == nil {
-			return
-		}
-		now := map[string]bool{r.cfg.Root: true}
+	// pruneWatches drops watches of folders that left the repository (the
+	// kernel drops them too) and adds any the scans have not added yet.
+	pruneWatches := func() {
+		now := []string{r.cfg.Root}
+		keep := map[string]bool{r.cfg.Root: true}
 		r.mu.RLock()
 		for name, m := range r.models {
-			now[filepath.Join(r.cfg.Root, name)] = true
+			p := filepath.Join(r.cfg.Root, name)
+			now, keep[p] = append(now, p), true
 			for v := range m.versions {
-				now[filepath.Join(r.cfg.Root, name, strconv.FormatInt(v, 10))] = true
+				p := filepath.Join(r.cfg.Root, name, strconv.FormatInt(v, 10))
+				now, keep[p] = append(now, p), true
 			}
 		}
 		r.mu.RUnlock()
-		for p := range now {
-			if !watched[p] {
-				if err := w.Add(p); err == nil {
-					watched[p] = true
-				}
+		r.watch(now...)
+		r.watchMu.Lock()
+		for p := range r.watched {
+			if !keep[p] {
+				_ = r.watcher.Remove(p)
+				delete(r.watched, p)
 			}
 		}
-		for p := range watched {
-			if !now[p] {
-				_ = w.Remove(p)
-				delete(watched, p)
-			}
-		}
+		r.watchMu.Unlock()
 	}
 	scan := func() {
 		if err := r.Scan(ctx); err != nil {
 			r.log.Error("rescanning model repository", "err", err)
 		}
-		addWatches()
+		pruneWatches()
 	}
-	addWatches()
+	// Scan once more now that events are watched: changes between the
+	// caller's first Scan and this point are not lost.
+	scan()
 	var tick <-chan time.Time
 	if r.cfg.RescanInterval > 0 {
 		t := time.NewTicker(r.cfg.RescanInterval)
