@@ -58,6 +58,8 @@ func TestHotReloadUnderLoad(t *testing.T) {
 
 	var live atomic.Value // []int64 of multi versions clients may name
 	live.Store([]int64{1})
+	var gone atomic.Value // removed multi versions
+	gone.Store([]int64{})
 	var removed sync.Map // multi versions explicitly removed
 	var requests, failures, allowed404 atomic.Int64
 	var failMu sync.Mutex
@@ -85,6 +87,9 @@ func TestHotReloadUnderLoad(t *testing.T) {
 			var v int64
 			if multi {
 				vs := live.Load().([]int64)
+				if g := gone.Load().([]int64); len(g) > 0 && rng.IntN(10) == 0 {
+					vs = g // now and then, name a version that was removed
+				}
 				v = vs[rng.IntN(len(vs))]
 				path = fmt.Sprintf("/v2/models/multi/versions/%d/infer", v)
 			}
@@ -182,6 +187,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 			old := vs[0]
 			removed.Store(old, true)
 			live.Store(append([]int64(nil), vs[1:]...))
+			gone.Store(append(append([]int64(nil), gone.Load().([]int64)...), old))
 			if err := os.RemoveAll(filepath.Join(root, "multi", fmt.Sprint(old))); err != nil {
 				t.Fatal(err)
 			}
