@@ -103,8 +103,8 @@ func TestProtocols(t *testing.T) {
 			t.Errorf("%s: %d", p, r.code)
 		}
 	}
-	if r := ts.do(t, "GET", "/v2/models/mlp/versions/2/ready", "", nil); r.code == 200 {
-		t.Errorf("version 2 ready?")
+	if r := ts.do(t, "GET", "/v2/models/mlp/versions/2/ready", "", nil); r.code != 404 {
+		t.Errorf("unknown version 2 ready: %d", r.code)
 	}
 
 	// OIP: id from the body wins over X-Request-ID; parameters accepted.

@@ -81,8 +81,18 @@ func (s *Server) modelReady(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.repo.Model(model); err != nil {
+	vis, err := s.repo.Model(model)
+	if err != nil {
 		return err
+	}
+	if version > 0 {
+		known := false
+		for _, vi := range vis {
+			known = known || vi.Version == version
+		}
+		if !known {
+			return fmt.Errorf("%w: model %q has no version %d", repository.ErrVersionNotFound, model, version)
+		}
 	}
 	if !s.repo.Ready(model, version) {
 		return c.SendStatus(fiber.StatusServiceUnavailable)
