@@ -1,0 +1,347 @@
+// Package api is the HTTP front of the inference server (fiber v2): the
+// Open Inference Protocol REST API with the repository extension, MLflow's
+// scoring protocol, health and /metrics. Handlers are thin: they decode with
+// oip or mlflowproto, run the model through its repository.Runner and
+// return errors that one ErrorHandler maps to a status and {"error": "..."}.
+//
+// Non-tensor outputs: an ONNX sequence output (such as the per-row class
+// probabilities of a scikit-learn classifier exported with ZipMap) is
+// returned as {"name": ..., "datatype": "SEQUENCE", "shape": [N], "data":
+// [{"0": 0.9, "1": 0.1}, ...]}: one JSON value per element, maps as objects
+// whose keys are the map keys written as strings, tensors as
+// {"datatype","shape","data"} objects. An ONNX map output is "datatype":
+// "MAP" with one JSON object as data. Model metadata lists such outputs with
+// datatype SEQUENCE or MAP and shape [-1].
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/flywheel-ml/flywheel/server/metrics"
+	"github.com/flywheel-ml/flywheel/server/oip"
+	"github.com/flywheel-ml/flywheel/server/repository"
+)
+
+// Config holds the HTTP settings.
+type Config struct {
+	BodyLimit    int           // bytes; larger bodies get 413
+	ReadTimeout  time.Duration // whole request read
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration // keep-alive
+	InferTimeout time.Duration // one inference, decode to encode
+	AdminToken   string        // bearer token for repository load/unload; empty = open
+	// MLflowModel is the model POST /invocations serves when the request has
+	// no ?model= and the repository holds more than one model.
+	MLflowModel string
+}
+
+// DefaultConfig returns 8 MiB bodies, 30 s read/write, 120 s idle and 30 s
+// inference timeouts.
+func DefaultConfig() Config {
+	return Config{BodyLimit: 8 << 20, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		IdleTimeout: 120 * time.Second, InferTimeout: 30 * time.Second}
+}
+
+// Validate checks the settings.
+func (c Config) Validate() error {
+	if c.BodyLimit <= 0 {
+		return fmt.Errorf("body limit %d must be positive", c.BodyLimit)
+	}
+	for name, d := range map[string]time.Duration{"read timeout": c.ReadTimeout, "write timeout": c.WriteTimeout, "idle timeout": c.IdleTimeout, "inference timeout": c.InferTimeout} {
+		if d < 0 {
+			return fmt.Errorf("%s %s is negative", name, d)
+		}
+	}
+	return nil
+}
+
+// Options are the server's dependencies.
+type Options struct {
+	Config     Config
+	Repository *repository.Repository
+	Logger     *slog.Logger
+	Metrics    *metrics.Metrics    // nil: no inference metrics
+	Gatherer   prometheus.Gatherer // serves /metrics when set
+	Observers  []Observer
+	Name       string // server name in GET /v2
+	Version    string // server version in GET /v2 and /version
+	NewID      func() string
+	Now        func() time.Time
+}
+
+// Server is the HTTP server.
+type Server struct {
+	app     *fiber.App
+	cfg     Config
+	repo    *repository.Repository
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	obs     []Observer
+	name    string
+	version string
+	newID   func() string
+	now     func() time.Time
+	ready   atomic.Bool
+}
+
+// New builds the fiber app and its routes. The server reports ready once
+// SetReady(true) is called.
+func New(o Options) (*Server, error) {
+	if o.Config == (Config{}) {
+		o.Config = DefaultConfig()
+	}
+	if err := o.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Repository == nil {
+		return nil, errors.New("api: a repository is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.NewID == nil {
+		o.NewID = idGenerator()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Name == "" {
+		o.Name = "flywheel"
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	s := &Server{cfg: o.Config, repo: o.Repository, log: o.Logger, metrics: o.Metrics, obs: o.Observers,
+		name: o.Name, version: o.Version, newID: o.NewID, now: o.Now}
+	s.app = fiber.New(fiber.Config{
+		AppName:               o.Name,
+		BodyLimit:             o.Config.BodyLimit,
+		ReadTimeout:           o.Config.ReadTimeout,
+		WriteTimeout:          o.Config.WriteTimeout,
+		IdleTimeout:           o.Config.IdleTimeout,
+		ErrorHandler:          s.errorHandler,
+		DisableStartupMessage: true,
+	})
+	s.app.Use(s.middleware)
+	s.routes(o.Gatherer)
+	return s, nil
+}
+
+func (s *Server) routes(g prometheus.Gatherer) {
+	a := s.app
+	a.Get("/v2/health/live", s.live)
+	a.Get("/v2/health/ready", s.readyHandler)
+	a.Get("/v2", s.serverMetadata)
+	a.Get("/v2/models/:model", s.modelMetadata)
+	a.Get("/v2/models/:model/versions/:version", s.modelMetadata)
+	a.Get("/v2/models/:model/ready", s.modelReady)
+	a.Get("/v2/models/:model/versions/:version/ready", s.modelReady)
+	a.Post("/v2/models/:model/infer", s.infer)
+	a.Post("/v2/models/:model/versions/:version/infer", s.infer)
+	a.Post("/v2/repository/index", s.index)
+	a.Post("/v2/repository/models/:model/load", s.admin, s.load)
+	a.Post("/v2/repository/models/:model/unload", s.admin, s.unload)
+	a.Post("/invocations", s.invocations)
+	a.Get("/ping", s.readyHandler)
+	a.Get("/health", s.readyHandler)
+	a.Get("/version", s.versionHandler)
+	if g != nil {
+		h := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+		a.Get("/metrics", func(c *fiber.Ctx) error {
+			h(c.Context())
+			return nil
+		})
+	}
+}
+
+// App returns the fiber app (for app.Test in tests).
+func (s *Server) App() *fiber.App { return s.app }
+
+// Routes returns the registered routes (method and pattern), without
+// middleware.
+func (s *Server) Routes() []fiber.Route { return s.app.GetRoutes(true) }
+
+// SetReady switches readiness (GET /v2/health/ready, /ping, /health).
+func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
+
+// Serve serves HTTP on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.SetReady(false)
+	return s.app.ShutdownWithContext(ctx)
+}
+
+// Errors the handlers return; errorHandler maps them.
+var (
+	errUnauthorized   = errors.New("missing or wrong bearer token")
+	errMediaType      = errors.New("unsupported content type")
+	errBadVersion     = errors.New("bad version")
+	errInference      = errors.New("inference failed")
+	errAmbiguousModel = errors.New("ambiguous model")
+)
+
+const ridKey = "request_id"
+
+func (s *Server) middleware(c *fiber.Ctx) error {
+	start := time.Now()
+	rid := c.Get(fiber.HeaderXRequestID)
+	if rid == "" || len(rid) > 128 {
+		rid = s.newID()
+	} else {
+		rid = strings.Clone(rid)
+	}
+	c.Locals(ridKey, rid)
+	c.Set(fiber.HeaderXRequestID, rid)
+	err := c.Next()
+	if err != nil {
+		if herr := s.errorHandler(c, err); herr != nil {
+			c.Status(fiber.StatusInternalServerError)
+		}
+	}
+	// Labels must not alias fasthttp's request buffers: the route's pattern
+	// and method are strings owned by the router.
+	route := c.Route()
+	path, method := route.Path, route.Method
+	if path == "/" { // only the middleware is mounted at "/": no route matched
+		path, method = "unmatched", knownMethod(c.Method())
+	}
+	code := c.Response().StatusCode()
+	d := time.Since(start)
+	s.metrics.ObserveHTTP(path, method, code, d.Seconds())
+	lvl := slog.LevelDebug
+	if code >= 500 {
+		lvl = slog.LevelError
+	} else if code >= 400 {
+		lvl = slog.LevelInfo
+	}
+	if s.log.Enabled(c.UserContext(), lvl) {
+		s.log.Log(c.UserContext(), lvl, "request", ridKey, c.Locals(ridKey), "method", c.Method(), "route", path, "status", code, "duration", d)
+	}
+	return nil
+}
+
+// knownMethod maps a request method to a constant string (bounded labels).
+func knownMethod(m string) string {
+	for _, k := range []string{fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodDelete,
+		fiber.MethodPatch, fiber.MethodOptions, fiber.MethodConnect, fiber.MethodTrace} {
+		if m == k {
+			return k
+		}
+	}
+	return "OTHER"
+}
+
+func requestID(c *fiber.Ctx) string {
+	if v, ok := c.Locals(ridKey).(string); ok {
+		return v
+	}
+	return ""
+}
+
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	code := fiber.StatusInternalServerError
+	msg := err.Error()
+	var de *oip.DecodeError
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &de):
+		code = fiber.StatusBadRequest
+	case errors.Is(err, errBadVersion), errors.Is(err, errAmbiguousModel):
+		code = fiber.StatusBadRequest
+	case errors.Is(err, errUnauthorized):
+		code = fiber.StatusUnauthorized
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="flywheel"`)
+	case errors.Is(err, errMediaType):
+		code = fiber.StatusUnsupportedMediaType
+	case errors.Is(err, repository.ErrModelNotFound), errors.Is(err, repository.ErrVersionNotFound):
+		code = fiber.StatusNotFound
+	case errors.Is(err, repository.ErrUnavailable):
+		code = fiber.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code, msg = fiber.StatusServiceUnavailable, "inference timed out: "+msg
+	case errors.As(err, &fe):
+		code = fe.Code
+		switch code {
+		case fiber.StatusRequestEntityTooLarge:
+			msg = fmt.Sprintf("request body is larger than the limit of %d bytes", s.cfg.BodyLimit)
+		case fiber.StatusNotFound:
+			msg = fmt.Sprintf("no route for %s %s", c.Method(), c.Path())
+		}
+	}
+	if requestID(c) == "" { // errors raised before the middleware ran (413)
+		rid := c.Get(fiber.HeaderXRequestID)
+		if rid == "" || len(rid) > 128 {
+			rid = s.newID()
+		}
+		c.Set(fiber.HeaderXRequestID, rid)
+	}
+	if code >= 500 && code != fiber.StatusServiceUnavailable {
+		s.log.Error("request failed", ridKey, requestID(c), "err", err)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSONCharsetUTF8)
+	b := append([]byte(`{"error":`), oip.AppendString(nil, msg)...)
+	return c.Status(code).Send(append(b, '}'))
+}
+
+func (s *Server) admin(c *fiber.Ctx) error {
+	if s.cfg.AdminToken == "" {
+		return c.Next()
+	}
+	h := c.Get(fiber.HeaderAuthorization)
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) != 1 {
+		return errUnauthorized
+	}
+	return c.Next()
+}
+
+func checkJSON(c *fiber.Ctx) error {
+	ct := c.Get(fiber.HeaderContentType)
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return fmt.Errorf("%w %q: send application/json", errMediaType, ct)
+	}
+	return nil
+}
+
+func parseVersion(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%w: version %q is not a positive integer", errBadVersion, s)
+	}
+	return v, nil
+}
+
+func idGenerator() func() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	prefix := hex.EncodeToString(b[:]) + "-"
+	var n atomic.Uint64
+	return func() string { return prefix + strconv.FormatUint(n.Add(1), 10) }
+}

@@ -1,0 +1,89 @@
+package api_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/flywheel-ml/flywheel/server/api"
+	"github.com/flywheel-ml/flywheel/server/metrics"
+	"github.com/flywheel-ml/flywheel/server/repository"
+	"github.com/flywheel-ml/flywheel/server/tensor"
+)
+
+// echo is a model without ONNX Runtime: y = x.
+type echo struct{}
+
+func (echo) Run(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+	out := in[0]
+	out.Name = "y"
+	return []tensor.Tensor{out}, nil
+}
+func (echo) Inputs() []tensor.Spec {
+	return []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}}}
+}
+func (echo) Outputs() []tensor.Spec {
+	return []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1, 2}}}
+}
+func (echo) Close() error { return nil }
+
+// queued reports a queue time the way a batcher would.
+type queued struct{ repository.Runner }
+
+func (q queued) RunTimed(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, repository.Timing, error) {
+	out, err := q.Run(ctx, in)
+	return out, repository.Timing{Queue: 2 * time.Millisecond, Compute: time.Millisecond, Executions: 1}, err
+}
+
+// TestTimedRunnerWithoutORT runs the handler path on a fake model wrapped
+// like a batcher would be, checking its queue time reaches the metrics.
+func TestTimedRunnerWithoutORT(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "echo", "1"), 0o755)
+	os.WriteFile(filepath.Join(root, "echo", "1", "model.onnx"), []byte("fake"), 0o644)
+	rc := repository.DefaultConfig()
+	rc.Root = root
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	repo, err := repository.New(repository.Options{Config: rc, Metrics: m,
+		Loader: func(string, ortOpts) (repository.Loaded, error) { return echo{}, nil },
+		Wrap: func(_ string, _ int64, _ repository.ModelConfig, r repository.Runner) repository.Runner {
+			return queued{r}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Options{Repository: repo, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/v2/models/echo/infer", strings.NewReader(`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := srv.App().Test(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("%v %v", res, err)
+	}
+	if got := testutil.ToFloat64(m.Executions.WithLabelValues("echo", "1")); got != 1 {
+		t.Errorf("executions %v", got)
+	}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "flywheel_inference_queue_duration_seconds" {
+			if s := mf.GetMetric()[0].GetHistogram().GetSampleSum(); s != 0.002 {
+				t.Errorf("queue sum %v, want 0.002", s)
+			}
+			return
+		}
+	}
+	t.Error("no queue histogram")
+}
