@@ -120,7 +120,7 @@ func EndRun(ctx context.Context, run *tracker.ActiveRun, cause error) error {
 // RunResult is what the run of r records when it finishes:
 //   - params: the algorithm's hyper-parameters (FlatParams), algorithm, seed;
 //   - metrics (at step r.Iterations): every split's metrics flattened
-//     (train_mae, test_rmse, …), iterations, fit_seconds;
+//     (train_mae, test_rmse, …), best_iteration (trees or epochs kept), fit_seconds;
 //   - dataset inputs: the training and test ranges with their digests;
 //   - artifacts model/model.onnx and model/model.json: the published files
 //     when r was published (byte for byte), else the in-memory model and card;
@@ -131,7 +131,7 @@ func RunResult(r *Result, alias string) (tracker.Result, error) {
 	params["algorithm"] = r.Algorithm
 	params["seed"] = strconv.FormatInt(r.Seed, 10)
 	metrics := tracker.FlattenMetrics(r.Metrics)
-	metrics["iterations"] = float64(r.Iterations)
+	metrics["best_iteration"] = float64(r.Iterations)
 	metrics["fit_seconds"] = r.FitDuration.Seconds()
 	out := tracker.Result{Params: params, Metrics: metrics, FinalStep: int64(r.Iterations)}
 	if c := r.Card; c != nil {

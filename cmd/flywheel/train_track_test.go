@@ -160,10 +160,10 @@ func checkTrackedRun(t *testing.T, got trackedRun, c *card.Card, versionDir stri
 			}
 		}
 	}
-	if h := hist["iterations"]; len(h) != 1 || h[0].Value != trackedSteps {
-		t.Errorf("iterations %+v", h)
+	if h := hist["best_iteration"]; len(h) != 1 || h[0].Value != trackedSteps {
+		t.Errorf("best_iteration %+v", h)
 	}
-	wantKeys := 2 + 2 + 2*len(c.Metrics["test"]) // steps, iterations+fit_seconds, train_*/test_*
+	wantKeys := 2 + 2 + 2*len(c.Metrics["test"]) // steps, best_iteration+fit_seconds, train_*/test_*
 	if len(hist) != wantKeys {
 		t.Errorf("%d metric keys, want %d: %v", len(hist), wantKeys, hist)
 	}
