@@ -61,8 +61,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Bool(&publish, "publish", "", true, "write the model into the repository (false: evaluate only)")
 	fs.Bool(&quiet, "quiet", "", false, "no progress lines")
 	fs.Bool(&track, "track", "", true, "record every fit as a run in the experiment tracker (false: no tracking, no run id in the card)")
-	fs.String(&experiment, "experiment", "", "", "tracker experiment (default: the model name)")
-	fs.String(&alias, "alias", "", trainAlias, "registry alias pointed at the published version (empty: register without an alias)")
+	fs.String(&experiment, "experiment", "FLYWHEEL_TRAIN_EXPERIMENT", "", "tracker experiment (default: the model name)")
+	fs.String(&alias, "alias", "FLYWHEEL_TRAIN_ALIAS", trainAlias, "registry alias pointed at the published version (empty: register without an alias)")
 	tf.register(fs)
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
