@@ -203,7 +203,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for i, run := range runs {
 		if len(runs) > 1 {
 			if err := run.SetTags(ctx, map[string]string{train.TagSelected: strconv.FormatBool(i == best)}); err != nil {
-				errs = append(errs, train.EndRun(ctx, run, err))
+				errs = append(errs, err, train.EndRun(ctx, run, err))
 				continue
 			}
 		}
