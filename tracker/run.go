@@ -57,6 +57,15 @@ func (r *ActiveRun) LogParams(ctx context.Context, params map[string]string) err
 	return r.t.LogBatch(ctx, r.Info.ID, nil, ps, nil)
 }
 
+// SetTags sets tags in key order.
+func (r *ActiveRun) SetTags(ctx context.Context, tags map[string]string) error {
+	ts := make([]Tag, 0, len(tags))
+	for _, k := range sortedKeys(tags) {
+		ts = append(ts, Tag{k, tags[k]})
+	}
+	return r.t.LogBatch(ctx, r.Info.ID, nil, nil, ts)
+}
+
 // LogMetrics logs values at one step, timestamped now.
 func (r *ActiveRun) LogMetrics(ctx context.Context, step int64, values map[string]float64) error {
 	ts := r.now().UnixMilli()
@@ -107,6 +116,8 @@ type Result struct {
 	Artifacts map[string]string
 	// Files maps artifact paths to in-memory contents.
 	Files map[string][]byte
+	// Tags are set on the run (e.g. the published repository version).
+	Tags map[string]string
 	// Model, when set, registers ModelPath (an artifact directory or file)
 	// as a new version of Model and points Alias (if set) at it.
 	Model     string
@@ -130,6 +141,11 @@ func (r *ActiveRun) finish(ctx context.Context, res Result) (ModelVersion, error
 	r.mu.Unlock()
 	if stepErr != nil {
 		return ModelVersion{}, stepErr
+	}
+	if len(res.Tags) > 0 {
+		if err := r.SetTags(ctx, res.Tags); err != nil {
+			return ModelVersion{}, err
+		}
 	}
 	if len(res.Params) > 0 {
 		if err := r.LogParams(ctx, res.Params); err != nil {

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/train"
 	"github.com/flywheel-ml/flywheel/train/dataset"
 )
@@ -32,10 +36,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		dataPath, name, algos, models, paramsFile, gitCommit string
 		trainFrom, trainUntil, testFrom, testUntil           string
+		experiment, alias                                    string
 		seed                                                 int64
 		margin                                               float64
-		publish, quiet                                       bool
+		publish, quiet, track                                bool
 		sets                                                 stringList
+		tf                                                   trackingFlags
 	)
 	fs := newFlagSet("train", trainSummary)
 	fs.String(&dataPath, "data", "", "data/chicago/chicago.csv", "dataset CSV file")
@@ -54,6 +60,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&gitCommit, "git-commit", "", "", "commit recorded in the card (default: `git rev-parse HEAD`, when available)")
 	fs.Bool(&publish, "publish", "", true, "write the model into the repository (false: evaluate only)")
 	fs.Bool(&quiet, "quiet", "", false, "no progress lines")
+	fs.Bool(&track, "track", "", true, "record every fit as a run in the experiment tracker (false: no tracking, no run id in the card)")
+	fs.String(&experiment, "experiment", "FLYWHEEL_TRAIN_EXPERIMENT", "", "tracker experiment (default: the model name)")
+	fs.String(&alias, "alias", "FLYWHEEL_TRAIN_ALIAS", trainAlias, "registry alias pointed at the published version (empty: register without an alias)")
+	tf.register(fs)
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -115,6 +125,30 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		data.Source, len(data.Train), train.Range{From: data.Train[0].Date, Until: data.Train[len(data.Train)-1].Date},
 		len(data.Test), data.TrainDigest)
 
+	// Tracking: one run per fit, started before the fit so its id is in the card.
+	var tracking *train.Tracking
+	if track {
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		tr, err := tf.open(ctx, log)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		tracking = &train.Tracking{Recorder: tr, Kind: tr.kind, Experiment: experiment,
+			Run: tracker.RunOptions{Source: tracker.Source{User: currentUser(), Name: "flywheel train", GitCommit: gitCommit}}}
+		if len(cfgs) > 1 {
+			tracking.Run.Tags = map[string]string{train.TagComparison: fmt.Sprintf("%s-%d", time.Now().UTC().Format("20060102T150405Z"), os.Getpid())}
+		}
+	}
+	var runs []*tracker.ActiveRun // runs[i] tracks results[i]; open until the end
+	failRuns := func(cause error) error {
+		var errs []error
+		for _, r := range runs {
+			errs = append(errs, train.EndRun(ctx, r, cause))
+		}
+		return errors.Join(append([]error{cause}, errs...)...)
+	}
+
 	var results []*train.Result
 	for _, cfg := range cfgs {
 		cfg.Data = data
@@ -123,33 +157,85 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if !quiet {
 			cfg.Progress = progressPrinter(stderr)
 		}
-		r, err := train.Fit(ctx, cfg)
+		var (
+			r   *train.Result
+			run *tracker.ActiveRun
+			err error
+		)
+		if tracking != nil {
+			r, run, err = train.FitTracked(ctx, *tracking, cfg) // ends its own run on failure
+		} else {
+			r, err = train.Fit(ctx, cfg)
+		}
 		if err != nil {
-			return err
+			return failRuns(err)
 		}
 		if !quiet {
 			fmt.Fprintf(stderr, "%s: done in %s, %d iterations run, %d kept\n", r.Algorithm,
 				r.FitDuration.Round(time.Millisecond), len(r.History), r.Iterations)
 		}
 		results = append(results, r)
+		if run != nil {
+			runs = append(runs, run)
+		}
 	}
-	best := results[0]
-	for _, r := range results[1:] {
-		if r.Metrics["test"]["mae"] < best.Metrics["test"]["mae"] {
-			best = r
+	best := 0
+	for i, r := range results {
+		if r.Metrics["test"]["mae"] < results[best].Metrics["test"]["mae"] {
+			best = i
 		}
 	}
 	printMetrics(stdout, results, len(data.Train), len(data.Test))
-	if !publish {
+	if publish {
+		v, dir, err := train.Publish(models, name, results[best])
+		if err != nil {
+			return failRuns(err)
+		}
+		fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, v, results[best].Algorithm, dir)
+	} else {
 		fmt.Fprintln(stdout, "not published (--publish=false)")
+	}
+	if tracking == nil {
 		return nil
 	}
-	v, dir, err := train.Publish(models, name, best)
-	if err != nil {
-		return err
+	// Finish every run; only the published one registers a model version.
+	var errs []error
+	for i, run := range runs {
+		if len(runs) > 1 {
+			if err := run.SetTags(ctx, map[string]string{train.TagSelected: strconv.FormatBool(i == best)}); err != nil {
+				errs = append(errs, err, train.EndRun(ctx, run, err))
+				continue
+			}
+		}
+		mv, err := train.FinishRun(ctx, run, results[i], alias)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		line := fmt.Sprintf("tracked %s run %s (%s)", results[i].Algorithm, run.ID(), tracking.Kind)
+		if mv.Version != "" {
+			line += fmt.Sprintf("; registered %s version %s", mv.Name, mv.Version)
+			if alias != "" {
+				line += ", alias " + alias
+			}
+		}
+		fmt.Fprintln(stdout, line)
 	}
-	fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, v, best.Algorithm, dir)
-	return nil
+	return errors.Join(errs...)
+}
+
+// trainAlias is the registry alias `flywheel train` moves to the version it
+// publishes: serve loads the newest repository version, so a manual publish
+// makes it the served model and the registry says so. The retraining
+// pipeline moves the same alias only after its gate.
+const trainAlias = "champion"
+
+// currentUser names who ran the command (mlflow.user), best effort.
+func currentUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return os.Getenv("USER")
 }
 
 // progressPrinter prints at most one line a second, and the last iteration.

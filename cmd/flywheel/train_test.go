@@ -14,13 +14,15 @@ import (
 const testCSV = "../../data/chicago/chicago.csv"
 
 func TestTrainCommand(t *testing.T) {
+	clearTrackingEnv(t)
 	models := t.TempDir()
 	params := filepath.Join(t.TempDir(), "params.yaml")
 	if err := os.WriteFile(params, []byte("ridge:\n  alpha: 3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	args := []string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--params", params, "--git-commit", "abc123"}
+	args := []string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--params", params, "--git-commit", "abc123",
+		"--tracking-db", filepath.Join(t.TempDir(), "tracking.db")}
 	if err := runTrain(context.Background(), args, &out, &errOut); err != nil {
 		t.Fatalf("%v\n%s", err, errOut.String())
 	}
@@ -50,6 +52,7 @@ func TestTrainCommand(t *testing.T) {
 }
 
 func TestTrainCommandBadInput(t *testing.T) {
+	clearTrackingEnv(t)
 	src, err := os.ReadFile(testCSV)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +88,8 @@ func TestTrainCommandBadInput(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			models := filepath.Join(t.TempDir(), "models")
-			args := append([]string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--quiet"}, tc.args...)
+			args := append([]string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--quiet",
+				"--tracking-db", filepath.Join(t.TempDir(), "tracking.db")}, tc.args...)
 			var out bytes.Buffer
 			err := runTrain(context.Background(), args, &out, &out)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
