@@ -1,0 +1,86 @@
+// Package monitoring holds Flywheel's Prometheus, Alertmanager and Grafana
+// configuration (the YAML and JSON files next to this one) and helpers for
+// tests that run real Prometheus and Alertmanager processes with them.
+package monitoring
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// Alerts is monitoring/alerts.yml as committed.
+//
+//go:embed alerts.yml
+var Alerts []byte
+
+// AlertNames lists the alerts of alerts.yml, in file order.
+func AlertNames() []string {
+	var names []string
+	sc := bufio.NewScanner(bytes.NewReader(Alerts))
+	for sc.Scan() {
+		if m := alertLine.FindStringSubmatch(sc.Text()); m != nil {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+var (
+	alertLine = regexp.MustCompile(`^\s*- alert:\s*(\S+)\s*$`)
+	forLine   = regexp.MustCompile(`^(\s*)for:\s*(\S+)\s*$`)
+)
+
+// RenderOptions changes alert timings for tests.
+type RenderOptions struct {
+	// For replaces the `for:` duration of every alert when non-zero.
+	For time.Duration
+	// ForAlert replaces the `for:` duration of the named alerts; it wins over For.
+	ForAlert map[string]time.Duration
+}
+
+// RenderAlerts returns a copy of src (alerts.yml) with the `for:` durations
+// replaced as opts says. It fails if an alert named in opts.ForAlert does not
+// exist or has no `for:` line, so tests notice when alerts.yml changes shape.
+func RenderAlerts(src []byte, opts RenderOptions) ([]byte, error) {
+	var out bytes.Buffer
+	seen := map[string]bool{}
+	current := ""
+	sc := bufio.NewScanner(bytes.NewReader(src))
+	for sc.Scan() {
+		line := sc.Text()
+		if m := alertLine.FindStringSubmatch(line); m != nil {
+			current = m[1]
+		} else if m := forLine.FindStringSubmatch(line); m != nil && current != "" {
+			d, ok := opts.ForAlert[current]
+			if !ok {
+				d = opts.For
+			}
+			if d > 0 || ok {
+				line = m[1] + "for: " + model.Duration(d).String()
+			}
+			seen[current] = true
+		}
+		out.WriteString(line)
+		out.WriteByte('\n')
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading alert rules: %w", err)
+	}
+	var missing []string
+	for name := range opts.ForAlert {
+		if !seen[name] {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("alerts without a for: line or not defined: %s", strings.Join(missing, ", "))
+	}
+	return out.Bytes(), nil
+}
