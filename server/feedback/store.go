@@ -233,56 +233,54 @@ func (s *Store) Add(ctx context.Context, labels []Label) ([]Result, error) {
 	}
 	var count []counted
 	now := s.now().UnixMicro()
-	tx, err := s.db.DB().BeginTx(ctx, nil)
+	err := s.db.Write(ctx, func(tx *sql.Tx) error {
+		for i := range labels {
+			l := &labels[i]
+			if results[i].Status == StatusError { // failed validation
+				continue
+			}
+			j, err := join(l, preds)
+			if err != nil {
+				results[i].Status, results[i].Error = StatusError, err.Error()
+				continue
+			}
+			var old float64
+			err = tx.QueryRowContext(ctx, `SELECT value FROM labels WHERE id = ?`, l.ID).Scan(&old)
+			exists := err == nil
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("storing labels: %w", err)
+			}
+			if exists && old == *l.Value {
+				results[i].Status = StatusUnchanged
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO labels
+				(id, model, version, value, labelled_at, predicted_at, features, parameters, prediction)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT (id) DO UPDATE SET model = excluded.model, version = excluded.version,
+					value = excluded.value, labelled_at = excluded.labelled_at, predicted_at = excluded.predicted_at,
+					features = excluded.features, parameters = excluded.parameters, prediction = excluded.prediction,
+					revisions = revisions + 1`,
+				l.ID, j.model, j.version, *l.Value, now, j.predictedAt, j.features, j.parameters, j.prediction); err != nil {
+				return fmt.Errorf("storing label %q: %w", l.ID, err)
+			}
+			results[i].Status = StatusCreated
+			if exists {
+				results[i].Status = StatusUpdated
+			}
+			if j.prediction.Valid && j.version.Valid {
+				c := s.cards(j.model, int(j.version.Int64))
+				count = append(count, counted{
+					model: j.model, version: strconv.FormatInt(j.version.Int64, 10),
+					label: *l.Value, pred: j.prediction.Float64,
+					classification: c != nil && c.Task == "classification",
+				})
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("storing labels: %w", err)
-	}
-	defer tx.Rollback()
-	for i := range labels {
-		l := &labels[i]
-		if results[i].Status == StatusError {
-			continue
-		}
-		j, err := join(l, preds)
-		if err != nil {
-			results[i].Status, results[i].Error = StatusError, err.Error()
-			continue
-		}
-		var old float64
-		err = tx.QueryRowContext(ctx, `SELECT value FROM labels WHERE id = ?`, l.ID).Scan(&old)
-		exists := err == nil
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("storing labels: %w", err)
-		}
-		if exists && old == *l.Value {
-			results[i].Status = StatusUnchanged
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO labels
-			(id, model, version, value, labelled_at, predicted_at, features, parameters, prediction)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET model = excluded.model, version = excluded.version,
-				value = excluded.value, labelled_at = excluded.labelled_at, predicted_at = excluded.predicted_at,
-				features = excluded.features, parameters = excluded.parameters, prediction = excluded.prediction,
-				revisions = revisions + 1`,
-			l.ID, j.model, j.version, *l.Value, now, j.predictedAt, j.features, j.parameters, j.prediction); err != nil {
-			return nil, fmt.Errorf("storing label %q: %w", l.ID, err)
-		}
-		results[i].Status = StatusCreated
-		if exists {
-			results[i].Status = StatusUpdated
-		}
-		if j.prediction.Valid && j.version.Valid {
-			c := s.cards(j.model, int(j.version.Int64))
-			count = append(count, counted{
-				model: j.model, version: strconv.FormatInt(j.version.Int64, 10),
-				label: *l.Value, pred: j.prediction.Float64,
-				classification: c != nil && c.Task == "classification",
-			})
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("committing labels: %w", err)
 	}
 	for _, c := range count {
 		s.m.observe(c.model, c.version, c.label, c.pred, c.classification)

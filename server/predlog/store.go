@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -56,6 +57,30 @@ var migrations = []string{
 // Store is the SQLite database of predictions and labels.
 type Store struct {
 	db *sql.DB
+	// writeMu serialises this process's write transactions: SQLite has one
+	// writer at a time, and contending connections would otherwise wait in
+	// the busy handler's millisecond sleeps.
+	writeMu sync.Mutex
+}
+
+// Write runs fn in a write transaction, committed when fn returns nil. Write
+// transactions of the process run one at a time; readers are not blocked
+// (WAL).
+func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing transaction: %w", err)
+	}
+	return nil
 }
 
 // Open opens (creating if needed) the database at path in WAL mode with a
@@ -189,36 +214,32 @@ func unmarshalNull(s sql.NullString, v any) error {
 // insert writes entries in one transaction; an entry with an id already
 // logged replaces it (the latest prediction for an id wins).
 func (s *Store) insert(ctx context.Context, entries []Entry) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("beginning batch: %w", err)
-	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO predictions
-		(id, predicted_at, model, version, parameters, features, outputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("preparing batch: %w", err)
-	}
-	defer stmt.Close()
-	for i := range entries {
-		e := &entries[i]
-		params, features, outputs, pred, err := e.encode()
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO predictions
+			(id, predicted_at, model, version, parameters, features, outputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
-			return fmt.Errorf("encoding prediction %q: %w", e.ID, err)
+			return fmt.Errorf("preparing batch: %w", err)
 		}
-		if _, err := stmt.ExecContext(ctx, e.ID, e.Time.UnixMicro(), e.Model, e.Version, params, features, outputs, pred); err != nil {
-			return fmt.Errorf("inserting prediction %q: %w", e.ID, err)
+		defer stmt.Close()
+		for i := range entries {
+			e := &entries[i]
+			params, features, outputs, pred, err := e.encode()
+			if err != nil {
+				return fmt.Errorf("encoding prediction %q: %w", e.ID, err)
+			}
+			if _, err := stmt.ExecContext(ctx, e.ID, e.Time.UnixMicro(), e.Model, e.Version, params, features, outputs, pred); err != nil {
+				return fmt.Errorf("inserting prediction %q: %w", e.ID, err)
+			}
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing batch: %w", err)
-	}
-	return nil
+		return nil
+	})
 }
 
 // prune applies retention: predictions older than maxAge and beyond the
 // newest maxRows are deleted (0 disables either rule). Labels are kept.
 func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, maxRows int64) (int64, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	var deleted int64
 	if maxAge > 0 {
 		res, err := s.db.ExecContext(ctx, `DELETE FROM predictions WHERE predicted_at < ?`, now.Add(-maxAge).UnixMicro())
