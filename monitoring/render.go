@@ -84,3 +84,44 @@ func RenderAlerts(src []byte, opts RenderOptions) ([]byte, error) {
 	}
 	return out.Bytes(), nil
 }
+
+// Alertmanager is monitoring/alertmanager.yml as committed.
+//
+//go:embed alertmanager.yml
+var Alertmanager []byte
+
+// TrainerWebhook is the trainer receiver's URL in alertmanager.yml.
+const TrainerWebhook = "http://trainer:8090/v1/alerts"
+
+// AlertmanagerOptions changes alertmanager.yml for tests.
+type AlertmanagerOptions struct {
+	// TrainerURL replaces the trainer's webhook URL when set.
+	TrainerURL string
+	// GroupWait and GroupInterval replace every route's timers when non-zero.
+	GroupWait, GroupInterval time.Duration
+}
+
+var (
+	groupWaitLine     = regexp.MustCompile(`(?m)^(\s*)group_wait:\s*\S+\s*$`)
+	groupIntervalLine = regexp.MustCompile(`(?m)^(\s*)group_interval:\s*\S+\s*$`)
+)
+
+// RenderAlertmanager returns a copy of src (alertmanager.yml) changed as
+// opts says. The trainer token stays at secrets/trainer-token relative to
+// wherever the copy is written.
+func RenderAlertmanager(src []byte, opts AlertmanagerOptions) ([]byte, error) {
+	out := src
+	if opts.TrainerURL != "" {
+		if !bytes.Contains(out, []byte(TrainerWebhook)) {
+			return nil, fmt.Errorf("alertmanager.yml has no webhook %s", TrainerWebhook)
+		}
+		out = bytes.ReplaceAll(out, []byte(TrainerWebhook), []byte(opts.TrainerURL))
+	}
+	if opts.GroupWait > 0 {
+		out = groupWaitLine.ReplaceAll(out, []byte("${1}group_wait: "+model.Duration(opts.GroupWait).String()))
+	}
+	if opts.GroupInterval > 0 {
+		out = groupIntervalLine.ReplaceAll(out, []byte("${1}group_interval: "+model.Duration(opts.GroupInterval).String()))
+	}
+	return out, nil
+}
