@@ -2,6 +2,7 @@ package predlog
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -296,5 +297,45 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestWriteGroupCommitIsolatesFailures(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Write(ctx, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO predictions (id, predicted_at, model, version) VALUES (?, 0, 'm', 1)`, fmt.Sprint(i)); err != nil {
+					return err
+				}
+				if i%10 == 3 {
+					return fmt.Errorf("fn %d fails after writing", i)
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		_, gerr := s.Get(ctx, fmt.Sprint(i))
+		if i%10 == 3 {
+			if err == nil || gerr != ErrNotFound {
+				t.Errorf("failing write %d: err %v, row lookup %v (want rolled back)", i, err, gerr)
+			}
+		} else if err != nil || gerr != nil {
+			t.Errorf("write %d: err %v, row lookup %v", i, err, gerr)
+		}
+	}
+	// A cancelled caller is not written.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Write(cctx, func(tx *sql.Tx) error { return nil }); err == nil {
+		t.Error("Write with a cancelled context succeeded")
 	}
 }

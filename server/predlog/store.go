@@ -57,30 +57,80 @@ var migrations = []string{
 // Store is the SQLite database of predictions and labels.
 type Store struct {
 	db *sql.DB
-	// writeMu serialises this process's write transactions: SQLite has one
-	// writer at a time, and contending connections would otherwise wait in
-	// the busy handler's millisecond sleeps.
+	// Write transactions are group-committed: SQLite has one writer at a
+	// time and every commit pays an fsync (synchronous=FULL), so the writer
+	// holding writeMu commits everything pending in one transaction.
 	writeMu sync.Mutex
+	pendMu  sync.Mutex
+	pending []*writeReq
 }
 
-// Write runs fn in a write transaction, committed when fn returns nil. Write
-// transactions of the process run one at a time; readers are not blocked
-// (WAL).
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx *sql.Tx) error
+	done chan error
+}
+
+// Write runs fn in a write transaction and returns once it is committed
+// (durable) or failed. Concurrent calls share one transaction and one commit
+// (group commit); each fn runs inside its own savepoint, so a failing fn is
+// rolled back alone and only its caller sees its error. fn must not keep tx.
 func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	req := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	s.pendMu.Lock()
+	s.pending = append(s.pending, req)
+	s.pendMu.Unlock()
+
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	select {
+	case err := <-req.done: // committed by the previous writer
+		return err
+	default:
+	}
+	s.pendMu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.pendMu.Unlock()
+	s.commit(batch)
+	return <-req.done
+}
+
+func (s *Store) commit(batch []*writeReq) {
+	ctx := context.Background() // one caller giving up must not abort the others
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("beginning transaction: %w", err)
+		for _, r := range batch {
+			r.done <- fmt.Errorf("beginning transaction: %w", err)
+		}
+		return
 	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
+	results := make([]error, len(batch))
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT write`); err != nil {
+			results[i] = fmt.Errorf("savepoint: %w", err)
+			continue
+		}
+		results[i] = r.fn(tx)
+		if results[i] != nil {
+			tx.ExecContext(ctx, `ROLLBACK TO write`)
+		}
+		tx.ExecContext(ctx, `RELEASE write`)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing transaction: %w", err)
+		for i := range results {
+			if results[i] == nil {
+				results[i] = fmt.Errorf("committing transaction: %w", err)
+			}
+		}
 	}
-	return nil
+	for i, r := range batch {
+		r.done <- results[i]
+	}
 }
 
 // Open opens (creating if needed) the database at path in WAL mode with a
@@ -88,7 +138,7 @@ func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 func Open(ctx context.Context, path string, busyTimeout time.Duration) (*Store, error) {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", "NORMAL")
+	q.Set("_synchronous", "FULL") // a commit survives power loss: labels are durable when Add returns
 	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
 	q.Set("_txlock", "immediate") // writers take the lock up front: no upgrade deadlocks
 	q.Set("_foreign_keys", "on")
@@ -238,25 +288,26 @@ func (s *Store) insert(ctx context.Context, entries []Entry) error {
 // prune applies retention: predictions older than maxAge and beyond the
 // newest maxRows are deleted (0 disables either rule). Labels are kept.
 func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, maxRows int64) (int64, error) {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
 	var deleted int64
-	if maxAge > 0 {
-		res, err := s.db.ExecContext(ctx, `DELETE FROM predictions WHERE predicted_at < ?`, now.Add(-maxAge).UnixMicro())
-		if err != nil {
-			return 0, fmt.Errorf("pruning by age: %w", err)
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		if maxAge > 0 {
+			res, err := tx.ExecContext(ctx, `DELETE FROM predictions WHERE predicted_at < ?`, now.Add(-maxAge).UnixMicro())
+			if err != nil {
+				return fmt.Errorf("pruning by age: %w", err)
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
 		}
-		n, _ := res.RowsAffected()
-		deleted += n
-	}
-	if maxRows > 0 {
-		res, err := s.db.ExecContext(ctx, `DELETE FROM predictions WHERE rowid IN (
-			SELECT rowid FROM predictions ORDER BY predicted_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, maxRows)
-		if err != nil {
-			return 0, fmt.Errorf("pruning by rows: %w", err)
+		if maxRows > 0 {
+			res, err := tx.ExecContext(ctx, `DELETE FROM predictions WHERE rowid IN (
+				SELECT rowid FROM predictions ORDER BY predicted_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, maxRows)
+			if err != nil {
+				return fmt.Errorf("pruning by rows: %w", err)
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
 		}
-		n, _ := res.RowsAffected()
-		deleted += n
-	}
-	return deleted, nil
+		return nil
+	})
+	return deleted, err
 }
