@@ -40,15 +40,15 @@ func PSI(expected, actual []float64, eps float64) float64 {
 }
 
 // Bin returns the bin of v in a histogram with the given edges
-// (len(edges) = bins+1): bin i holds edges[i] ≤ v < edges[i+1], the last bin
-// also holds its right edge, values below the first edge count in the first
-// bin and values above the last edge in the last bin (numpy.histogram's rule,
-// extended to the whole line). With repeated edges (a feature that is mostly
-// one value) v goes to the last bin whose left edge is ≤ v, so zero-width bins
-// stay empty. NaN counts in the first bin.
+// (len(edges) = bins+1): the last i with edges[i] ≤ v, clamped to
+// [0, bins-1]. So bin i holds edges[i] ≤ v < edges[i+1], the last bin also
+// its upper edge and anything above, the first bin anything below edges[0];
+// with a repeated last edge ([0, 1, 1]) the last bin holds exactly that
+// value. NaN counts in the last bin. This is card.Histogram's rule on the
+// train branch, so live rows are binned like the reference.
 func Bin(edges []float64, v float64) int {
 	bins := len(edges) - 1
-	if bins <= 1 || math.IsNaN(v) {
+	if bins <= 1 {
 		return 0
 	}
 	// Number of inner edges edges[1..bins-1] that are ≤ v.
@@ -56,11 +56,12 @@ func Bin(edges []float64, v float64) int {
 	return sort.Search(len(inner), func(i int) bool { return inner[i] > v })
 }
 
-// Reference builds the histogram of values over bins quantile bins: edges are
-// the minimum, the j/bins quantiles (linear interpolation between closest
-// ranks, numpy's default) and the maximum; proportions are counted with Bin.
-// It is the rule the trainer uses for model cards, so drift compares like
-// with like.
+// Reference builds the reference histogram of values the way the trainer
+// does for model cards (train/eval.Histogram): a feature with at most bins
+// distinct values gets one bin per value (edges are the sorted values, then
+// the maximum again); any other feature gets bins quantile bins (linear
+// interpolation between closest ranks, numpy's default) whose duplicate
+// edges are merged. NaN values are ignored.
 func Reference(values []float64, bins int) (card.Histogram, error) {
 	if bins < 1 {
 		return card.Histogram{}, fmt.Errorf("bins must be positive, got %d", bins)
@@ -75,9 +76,26 @@ func Reference(values []float64, bins int) (card.Histogram, error) {
 		return card.Histogram{}, fmt.Errorf("no values to build a reference from")
 	}
 	sort.Float64s(xs)
-	edges := make([]float64, bins+1)
-	for j := 0; j <= bins; j++ {
-		edges[j] = quantile(xs, float64(j)/float64(bins))
+	var distinct []float64
+	for i, v := range xs {
+		if i == 0 || v != xs[i-1] {
+			distinct = append(distinct, v)
+			if len(distinct) > bins {
+				break
+			}
+		}
+	}
+	var edges []float64
+	if len(distinct) <= bins {
+		edges = append(distinct, distinct[len(distinct)-1])
+	} else {
+		edges = []float64{xs[0]}
+		for j := 1; j < bins; j++ {
+			if e := quantile(xs, float64(j)/float64(bins)); e > edges[len(edges)-1] {
+				edges = append(edges, e)
+			}
+		}
+		edges = append(edges, xs[len(xs)-1])
 	}
 	return card.Histogram{Edges: edges, Proportions: Proportions(edges, xs)}, nil
 }

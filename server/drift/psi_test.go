@@ -57,7 +57,7 @@ func TestBin(t *testing.T) {
 		want  int
 	}{
 		{edges, -5, 0}, {edges, 0, 0}, {edges, 0.5, 0}, {edges, 1, 1}, {edges, 2.9, 2},
-		{edges, 3, 2}, {edges, 100, 2}, {edges, math.NaN(), 0}, {edges, math.Inf(1), 2},
+		{edges, 3, 2}, {edges, 100, 2}, {edges, math.NaN(), 2}, {edges, math.Inf(1), 2},
 		{dup, 0, 3}, {dup, 0.5, 3}, {dup, 1, 3}, {dup, -1, 0},
 		{[]float64{5, 5}, 5, 0}, {[]float64{1}, 1, 0},
 	}
@@ -76,11 +76,15 @@ func TestReference(t *testing.T) {
 		wantEdges []float64
 		wantProps []float64
 	}{
-		{"uniform 0..10", []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 5,
+		{"quantiles of 0..10", []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 5,
 			[]float64{0, 2, 4, 6, 8, 10}, []float64{2.0 / 11, 2.0 / 11, 2.0 / 11, 2.0 / 11, 3.0 / 11}},
-		{"interpolated", []float64{1, 2, 3, 4}, 2, []float64{1, 2.5, 4}, []float64{0.5, 0.5}},
-		{"flag 60/40", []float64{0, 0, 0, 0, 0, 0, 1, 1, 1, 1}, 4,
-			[]float64{0, 0, 0, 1, 1}, []float64{0, 0, 0.6, 0.4}},
+		{"interpolated", []float64{1, 2, 3, 4, 5}, 2, []float64{1, 3, 5}, []float64{0.4, 0.6}},
+		{"few distinct values: one bin each", []float64{0, 0, 0, 0, 0, 0, 1, 1, 1, 1}, 4,
+			[]float64{0, 1, 1}, []float64{0.6, 0.4}},
+		{"day of week", []float64{0, 1, 2, 3, 4, 5, 6, 0, 1, 2}, 10,
+			[]float64{0, 1, 2, 3, 4, 5, 6, 6}, []float64{0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1}},
+		{"repeated quantiles merged", []float64{0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5}, 3,
+			[]float64{0, 4.0 / 3, 5}, []float64{8.0 / 12, 4.0 / 12}},
 		{"NaN ignored", []float64{math.NaN(), 1, 3}, 1, []float64{1, 3}, []float64{1}},
 	}
 	for _, tt := range tests {
