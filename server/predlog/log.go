@@ -269,6 +269,41 @@ func (l *Log) Record(e Entry) bool {
 	return false
 }
 
+// RowID is the id of row i of a request with id that predicted rows rows:
+// the request id itself for a single row, "<id>/<i>" (from 0) otherwise.
+// Feedback for a row of a batch request uses this id.
+func RowID(id string, rows, i int) string {
+	if rows == 1 {
+		return id
+	}
+	return id + "/" + strconv.Itoa(i)
+}
+
+// RecordRows records each row of a request: features holds rows × n values
+// and outputs rows × k values, both row-major (as served tensors are); row i
+// gets id RowID(e.ID, rows, i). The rows share e's other fields and are
+// views of the given slices (no copy). It returns how many rows were queued.
+func (l *Log) RecordRows(e Entry, rows int) int {
+	if rows <= 0 {
+		return 0
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now()
+	}
+	nf, no := len(e.Features)/rows, len(e.Outputs)/rows
+	features, outputs, id := e.Features, e.Outputs, e.ID
+	queued := 0
+	for i := range rows {
+		e.ID = RowID(id, rows, i)
+		e.Features = features[i*nf : (i+1)*nf]
+		e.Outputs = outputs[i*no : (i+1)*no]
+		if l.Record(e) {
+			queued++
+		}
+	}
+	return queued
+}
+
 // Flush waits until every entry recorded before the call is committed (or
 // failed), e.g. before feedback looks up a prediction that was just made.
 // It needs Run to be running and returns ctx's error when ctx ends first.

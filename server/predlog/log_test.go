@@ -339,3 +339,26 @@ func TestWriteGroupCommitIsolatesFailures(t *testing.T) {
 		t.Error("Write with a cancelled context succeeded")
 	}
 }
+
+func TestRecordRows(t *testing.T) {
+	s := openStore(t)
+	l, _ := newLog(t, s, DefaultConfig(), Options{})
+	start(t, l)
+	ctx := context.Background()
+	names := []string{"a", "b"}
+	if n := l.RecordRows(Entry{ID: "req", Model: "m", Version: 1, FeatureNames: names,
+		Features: []float64{1, 2, 3, 4, 5, 6}, Outputs: []float64{10, 20, 30}}, 3); n != 3 {
+		t.Fatalf("queued %d rows, want 3", n)
+	}
+	if n := l.RecordRows(Entry{ID: "single", Model: "m", Version: 1, FeatureNames: names,
+		Features: []float64{7, 8}, Outputs: []float64{70}}, 1); n != 1 {
+		t.Fatalf("queued %d rows, want 1", n)
+	}
+	l.Flush(ctx)
+	for id, want := range map[string][3]float64{"req/0": {1, 2, 10}, "req/1": {3, 4, 20}, "req/2": {5, 6, 30}, "single": {7, 8, 70}} {
+		r, err := s.Get(ctx, id)
+		if err != nil || r.Features["a"] != want[0] || r.Features["b"] != want[1] || *r.Prediction != want[2] {
+			t.Errorf("%s: %+v %v, want %v", id, r, err, want)
+		}
+	}
+}
