@@ -237,14 +237,24 @@ func (a *API) export(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(c, fiber.StatusBadRequest, "%v", err)
 	}
+	// The query runs before the status is sent; the stream outlives the
+	// handler (fasthttp calls the writer afterwards), hence its own context.
+	ctx, cancel := context.WithTimeout(context.Background(), a.expTimeout)
+	rows, err := a.store.Rows(ctx, model, since)
+	if err != nil {
+		cancel()
+		a.logger.Error("exporting labels", "model", model, "err", err)
+		return fail(c, fiber.StatusServiceUnavailable, "export failed: %v", err)
+	}
 	c.Set(fiber.HeaderContentType, "application/x-ndjson")
-	store, timeout, logger := a.store, a.expTimeout, a.logger
+	logger := a.logger
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		n, err := store.Export(ctx, model, since, w)
+		defer rows.Close()
+		n, err := rows.Encode(w)
 		if err != nil {
-			// The status is sent already: end the stream with an error line.
+			// The status is sent already: a last line {"error": ...} marks
+			// the export as failed.
 			logger.Error("exporting labels", "model", model, "rows", n, "err", err)
 			b, _ := json.Marshal(map[string]string{"error": err.Error()})
 			w.Write(append(b, '\n'))

@@ -151,9 +151,13 @@ func TestExportAPI(t *testing.T) {
 		})
 	}
 	// Without an admin token the export is disabled.
-	app = newApp(t, e, APIOptions{})
-	if code, body, _ := do(t, app, "GET", "/v1/feedback/export?model=ridership", "", bearer); code != 403 {
+	if code, body, _ := do(t, newApp(t, e, APIOptions{}), "GET", "/v1/feedback/export?model=ridership", "", bearer); code != 403 {
 		t.Fatalf("export without a configured token: %d %s", code, body)
+	}
+	// A failing database is reported before the stream starts.
+	e.db.Close()
+	if code, body, _ := do(t, app, "GET", "/v1/feedback/export?model=ridership", "", bearer); code != 503 || !strings.Contains(body, "export failed") {
+		t.Fatalf("export with a closed database: %d %s", code, body)
 	}
 }
 

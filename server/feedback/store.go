@@ -362,50 +362,73 @@ type Row struct {
 
 // Export writes the labelled rows of model labelled at or after since to w,
 // one JSON object per line, oldest label first, and returns how many it
-// wrote. Rows are read in one query and streamed as they are read.
+// wrote. Rows are streamed as they are read.
 func (s *Store) Export(ctx context.Context, model string, since time.Time, w io.Writer) (int, error) {
+	it, err := s.Rows(ctx, model, since)
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	return it.Encode(w)
+}
+
+// Rows starts an export: the query runs now, so a failing database is
+// reported before anything is streamed; the caller must Close the result.
+func (s *Store) Rows(ctx context.Context, model string, since time.Time) (*Rows, error) {
 	rows, err := s.db.DB().QueryContext(ctx, `SELECT id, model, version, predicted_at, labelled_at, features, value, prediction, parameters
 		FROM labels WHERE model = ? AND labelled_at >= ? ORDER BY labelled_at, id`, model, since.UnixMicro())
 	if err != nil {
-		return 0, fmt.Errorf("exporting labels: %w", err)
+		return nil, fmt.Errorf("exporting labels: %w", err)
 	}
-	defer rows.Close()
+	return &Rows{rows: rows}, nil
+}
+
+// Rows is an export in progress.
+type Rows struct {
+	rows *sql.Rows
+}
+
+// Close releases the query.
+func (r *Rows) Close() error { return r.rows.Close() }
+
+// Encode writes the rows as NDJSON and returns how many it wrote.
+func (r *Rows) Encode(w io.Writer) (int, error) {
 	enc := json.NewEncoder(w)
 	n := 0
-	for rows.Next() {
+	for r.rows.Next() {
 		var (
-			r               Row
+			row             Row
 			version, predAt sql.NullInt64
 			labelledAt      int64
 			features        string
 			params          sql.NullString
 			prediction      sql.NullFloat64
 		)
-		if err := rows.Scan(&r.ID, &r.Model, &version, &predAt, &labelledAt, &features, &r.Label, &prediction, &params); err != nil {
+		if err := r.rows.Scan(&row.ID, &row.Model, &version, &predAt, &labelledAt, &features, &row.Label, &prediction, &params); err != nil {
 			return n, fmt.Errorf("exporting labels: %w", err)
 		}
 		if version.Valid {
-			r.Version = &version.Int64
+			row.Version = &version.Int64
 		}
 		if predAt.Valid {
 			t := time.UnixMicro(predAt.Int64).UTC()
-			r.PredictedAt = &t
+			row.PredictedAt = &t
 		}
-		r.LabelledAt = time.UnixMicro(labelledAt).UTC()
-		r.Features = json.RawMessage(features)
+		row.LabelledAt = time.UnixMicro(labelledAt).UTC()
+		row.Features = json.RawMessage(features)
 		if prediction.Valid {
-			r.Prediction = &prediction.Float64
+			row.Prediction = &prediction.Float64
 		}
-		r.Parameters = json.RawMessage("{}")
+		row.Parameters = json.RawMessage("{}")
 		if params.Valid && params.String != "" {
-			r.Parameters = json.RawMessage(params.String)
+			row.Parameters = json.RawMessage(params.String)
 		}
-		if err := enc.Encode(&r); err != nil {
+		if err := enc.Encode(&row); err != nil {
 			return n, fmt.Errorf("writing export: %w", err)
 		}
 		n++
 	}
-	if err := rows.Err(); err != nil {
+	if err := r.rows.Err(); err != nil {
 		return n, fmt.Errorf("exporting labels: %w", err)
 	}
 	return n, nil
