@@ -101,38 +101,67 @@ type Entry struct {
 	Outputs []float64
 }
 
-func (e *Entry) encode() (params, features, outputs any, pred any, err error) {
+func (e *Entry) encode(buf []byte) (params, features, outputs any, pred any, _ []byte, err error) {
 	if len(e.Parameters) > 0 {
 		b, err := json.Marshal(e.Parameters)
 		if err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("parameters: %w", err)
+			return nil, nil, nil, nil, buf, fmt.Errorf("parameters: %w", err)
 		}
 		params = string(b)
 	}
 	if len(e.Features) > 0 {
-		named := make(map[string]float64, len(e.Features))
+		// Hand-written JSON: encoding a map sorts its keys, and this runs
+		// for every logged row.
+		buf = append(buf[:0], '{')
 		for i, v := range e.Features {
-			named[featureName(e.FeatureNames, i)] = finite(v)
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, featureName(e.FeatureNames, i))
+			buf = append(buf, ':')
+			buf = appendFloat(buf, v)
 		}
-		b, err := json.Marshal(named)
-		if err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("features: %w", err)
-		}
-		features = string(b)
+		buf = append(buf, '}')
+		features = string(buf)
 	}
 	if len(e.Outputs) > 0 {
-		out := make([]float64, len(e.Outputs))
+		buf = append(buf[:0], '[')
 		for i, v := range e.Outputs {
-			out[i] = finite(v)
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendFloat(buf, v)
 		}
-		b, err := json.Marshal(out)
-		if err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("outputs: %w", err)
-		}
-		outputs = string(b)
-		pred = out[0]
+		buf = append(buf, ']')
+		outputs = string(buf)
+		pred = finite(e.Outputs[0])
 	}
-	return params, features, outputs, pred, nil
+	return params, features, outputs, pred, buf, nil
+}
+
+// appendFloat appends v as a JSON number: NaN and ±Inf as 0, and a value
+// that is exactly a float32 (FP32 tensors widened to float64) in float32's
+// shortest form, so 1.37f logs as 1.37, not 1.3700000047683716.
+func appendFloat(buf []byte, v float64) []byte {
+	v = finite(v)
+	if float64(float32(v)) == v {
+		return strconv.AppendFloat(buf, v, 'g', -1, 32)
+	}
+	return strconv.AppendFloat(buf, v, 'g', -1, 64)
+}
+
+// appendJSONString appends s as a JSON string; names of plain characters
+// are copied as they are.
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
 }
 
 // featureName is the name of feature i: the card's, or "x<i>".

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -128,6 +129,14 @@ func TestRecordRoundTrip(t *testing.T) {
 	if r.PredictedAt.IsZero() {
 		t.Error("Record did not stamp the time")
 	}
+	l.Record(Entry{ID: "fp32", Model: "m", Version: 1, FeatureNames: []string{"a", "b\"q"},
+		Features: []float64{float64(float32(1.37)), math.NaN()}, Outputs: []float64{0.1}})
+	l.Flush(ctx)
+	var raw, out string
+	s.DB().QueryRow(`SELECT features, outputs FROM predictions WHERE id = 'fp32'`).Scan(&raw, &out)
+	if raw != `{"a":1.37,"b\"q":0}` || out != `[0.1]` {
+		t.Errorf("stored features %s outputs %s", raw, out)
+	}
 	if r, err := s.Get(ctx, "no-output"); err != nil || r.Prediction != nil {
 		t.Fatalf("no outputs: %+v %v", r, err)
 	}
@@ -140,8 +149,8 @@ func TestRecordRoundTrip(t *testing.T) {
 	if r, _ := s.Get(ctx, "anon"); r.Version != 3 || *r.Prediction != 7 {
 		t.Fatalf("re-logged id: %+v", r)
 	}
-	if got := testutil.ToFloat64(l.written); got != 4 {
-		t.Errorf("written = %g, want 4", got)
+	if got := testutil.ToFloat64(l.written); got != 5 {
+		t.Errorf("written = %g, want 5", got)
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", err, problems)

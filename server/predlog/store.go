@@ -36,7 +36,6 @@ var migrations = []string{
 		prediction   REAL              -- first output value
 	);
 	CREATE INDEX predictions_predicted_at ON predictions (predicted_at);
-	CREATE INDEX predictions_model_predicted_at ON predictions (model, predicted_at);
 	-- A label copies what it needs from its prediction, so labelled rows
 	-- survive the prediction log's retention.
 	CREATE TABLE labels (
@@ -271,9 +270,12 @@ func (s *Store) insert(ctx context.Context, entries []Entry) error {
 			return fmt.Errorf("preparing batch: %w", err)
 		}
 		defer stmt.Close()
+		var buf []byte
 		for i := range entries {
 			e := &entries[i]
-			params, features, outputs, pred, err := e.encode()
+			var params, features, outputs, pred any
+			var err error
+			params, features, outputs, pred, buf, err = e.encode(buf)
 			if err != nil {
 				return fmt.Errorf("encoding prediction %q: %w", e.ID, err)
 			}
