@@ -26,7 +26,7 @@ import (
 // drop counter must read zero.
 func TestLoadPredictionsWithFeedback(t *testing.T) {
 	const (
-		clients = 8
+		clients = 16
 		total   = 20000
 	)
 	ctx, cancel := context.WithCancel(context.Background())
