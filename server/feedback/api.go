@@ -285,8 +285,8 @@ func parseSince(s string) (time.Time, error) {
 // getPrediction answers a logged prediction with its label and lineage.
 func (a *API) getPrediction(c *fiber.Ctx) error {
 	id, err := url.PathUnescape(c.Params("*"))
-	if err != nil || id == "" || !idPattern.MatchString(id) {
-		return fail(c, fiber.StatusBadRequest, "prediction id %q must be 1 to 256 printable ASCII characters without spaces", truncate(c.Params("*")))
+	if err != nil || !validID(id) {
+		return fail(c, fiber.StatusBadRequest, "prediction id %q must be 1 to 256 bytes of UTF-8 without control characters", truncate(c.Params("*")))
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), 10*time.Second)
 	defer cancel()

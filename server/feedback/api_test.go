@@ -177,7 +177,8 @@ func TestGetPredictionAPI(t *testing.T) {
 		{"/v1/predictions/batch%2F7", 200, []string{`"id":"batch/7"`}},
 		{"/v1/predictions/missing", 404, []string{"not found"}},
 		{"/v1/predictions/", 400, []string{"prediction id"}},
-		{"/v1/predictions/a%20b", 400, []string{"printable ASCII"}},
+		{"/v1/predictions/a%09b", 400, []string{"control characters"}},
+		{"/v1/predictions/a%20b", 404, []string{"not found"}},
 	}
 	for _, tt := range tests {
 		code, body, _ := do(t, app, "GET", tt.target, "", nil)

@@ -23,6 +23,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -126,7 +128,6 @@ func New(opts Options) (*Store, error) {
 }
 
 var (
-	idPattern    = regexp.MustCompile(`^[\x21-\x7e]{1,256}$`) // printable ASCII, no spaces
 	modelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 )
 
@@ -138,8 +139,8 @@ func (l *Label) Validate() error {
 	switch {
 	case l.ID == "":
 		return errors.New("id is missing")
-	case !idPattern.MatchString(l.ID):
-		return fmt.Errorf("id %q must be 1 to 256 printable ASCII characters without spaces", truncate(l.ID))
+	case !validID(l.ID):
+		return fmt.Errorf("id %q must be 1 to 256 bytes of UTF-8 without control characters", truncate(l.ID))
 	case l.Value == nil:
 		return errors.New("value is missing")
 	case math.IsNaN(*l.Value) || math.IsInf(*l.Value, 0):
@@ -160,6 +161,20 @@ func (l *Label) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validID accepts the ids serve logs: request ids (any client string) and
+// "<id>/<row>", up to 256 bytes of UTF-8 without control characters.
+func validID(id string) bool {
+	if id == "" || len(id) > 256 || !utf8.ValidString(id) {
+		return false
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func truncate(s string) string {

@@ -283,8 +283,10 @@ func TestLabelValidate(t *testing.T) {
 	}{
 		{Label{ID: "a", Value: f(1)}, ""},
 		{Label{Value: f(1)}, "id is missing"},
-		{Label{ID: "has space", Value: f(1)}, "printable ASCII"},
-		{Label{ID: strings.Repeat("x", 257), Value: f(1)}, "printable ASCII"},
+		{Label{ID: "request 7/0 é", Value: f(1)}, ""},
+		{Label{ID: "tab\there", Value: f(1)}, "control characters"},
+		{Label{ID: "bad\xffutf8", Value: f(1)}, "UTF-8"},
+		{Label{ID: strings.Repeat("x", 257), Value: f(1)}, "256 bytes"},
 		{Label{ID: "a"}, "value is missing"},
 		{Label{ID: "a", Value: f(math.Inf(1))}, "finite"},
 		{Label{ID: "a", Value: f(1), Model: "../etc"}, "valid model name"},
