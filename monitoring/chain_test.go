@@ -3,7 +3,6 @@ package monitoring
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -156,20 +155,16 @@ func TestAlertChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(promDir, "alerts.yml"), rules, 0o644)
-	promCfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: [alerts.yml]
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: [%q]
-scrape_configs:
-  - job_name: serve
-    static_configs:
-      - targets: [%q]
-`, amAddr, strings.TrimPrefix(serve.URL, "http://"))
-	os.WriteFile(filepath.Join(promDir, "prometheus.yml"), []byte(promCfg), 0o644)
+	// The committed prometheus.yml, pointed at loopback. The trainer target
+	// is down (no trainer here), which Prometheus only records as up=0.
+	promCfg, err := RenderPrometheus(Prometheus, PrometheusOptions{
+		Serve: strings.TrimPrefix(serve.URL, "http://"), Trainer: freePort(t), Alertmanager: amAddr,
+		ScrapeInterval: time.Second, EvaluationInterval: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(promDir, "prometheus.yml"), promCfg, 0o644)
 	promAddr := freePort(t)
 	startProcess(t, "prometheus", "--config.file="+filepath.Join(promDir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(promDir, "data"), "--web.listen-address="+promAddr)

@@ -125,3 +125,45 @@ func RenderAlertmanager(src []byte, opts AlertmanagerOptions) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// Prometheus is monitoring/prometheus.yml as committed.
+//
+//go:embed prometheus.yml
+var Prometheus []byte
+
+// PrometheusOptions changes prometheus.yml for tests: each non-empty field
+// replaces the committed value.
+type PrometheusOptions struct {
+	Serve, Trainer, Alertmanager string // host:port of the targets
+	// ScrapeInterval and EvaluationInterval replace the global intervals.
+	ScrapeInterval, EvaluationInterval time.Duration
+}
+
+var (
+	scrapeIntervalLine = regexp.MustCompile(`(?m)^(\s*)scrape_interval:\s*\S+\s*$`)
+	evalIntervalLine   = regexp.MustCompile(`(?m)^(\s*)evaluation_interval:\s*\S+\s*$`)
+)
+
+// RenderPrometheus returns a copy of src (prometheus.yml) changed as opts
+// says; rule files stay relative to wherever the copy is written.
+func RenderPrometheus(src []byte, opts PrometheusOptions) ([]byte, error) {
+	out := src
+	for _, r := range []struct{ from, to string }{
+		{`"serve:8080"`, opts.Serve}, {`"trainer:8090"`, opts.Trainer}, {`"alertmanager:9093"`, opts.Alertmanager},
+	} {
+		if r.to == "" {
+			continue
+		}
+		if !bytes.Contains(out, []byte(r.from)) {
+			return nil, fmt.Errorf("prometheus.yml has no target %s", r.from)
+		}
+		out = bytes.ReplaceAll(out, []byte(r.from), []byte(fmt.Sprintf("%q", r.to)))
+	}
+	if opts.ScrapeInterval > 0 {
+		out = scrapeIntervalLine.ReplaceAll(out, []byte("${1}scrape_interval: "+model.Duration(opts.ScrapeInterval).String()))
+	}
+	if opts.EvaluationInterval > 0 {
+		out = evalIntervalLine.ReplaceAll(out, []byte("${1}evaluation_interval: "+model.Duration(opts.EvaluationInterval).String()))
+	}
+	return out, nil
+}

@@ -76,3 +76,40 @@ func TestRenderAlerts(t *testing.T) {
 		})
 	}
 }
+
+func TestRenderPrometheus(t *testing.T) {
+	out, err := RenderPrometheus(Prometheus, PrometheusOptions{Serve: "127.0.0.1:1", Trainer: "127.0.0.1:2",
+		Alertmanager: "127.0.0.1:3", ScrapeInterval: time.Second, EvaluationInterval: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`"127.0.0.1:1"`, `"127.0.0.1:2"`, `"127.0.0.1:3"`, "scrape_interval: 1s", "evaluation_interval: 2s", "- alerts.yml"} {
+		if !bytes.Contains(out, []byte(w)) {
+			t.Errorf("rendered config lacks %s:\n%s", w, out)
+		}
+	}
+	for _, w := range []string{"serve:8080", "trainer:8090", "alertmanager:9093"} {
+		if bytes.Contains(out, []byte(w)) {
+			t.Errorf("rendered config still has %s", w)
+		}
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "alerts.yml"), Alerts, 0o644)
+	os.WriteFile(filepath.Join(dir, "prometheus.yml"), out, 0o644)
+	if b, err := exec.Command("promtool", "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check config: %v\n%s", err, b)
+	}
+	am, err := RenderAlertmanager(Alertmanager, AlertmanagerOptions{TrainerURL: "http://127.0.0.1:4/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"url: http://127.0.0.1:4/v1/alerts", "group_wait: 1s", "group_interval: 2s", "credentials_file: secrets/trainer-token"} {
+		if !bytes.Contains(am, []byte(w)) {
+			t.Errorf("rendered alertmanager config lacks %s", w)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "alertmanager.yml"), am, 0o644)
+	if b, err := exec.Command("amtool", "check-config", filepath.Join(dir, "alertmanager.yml")).CombinedOutput(); err != nil {
+		t.Fatalf("amtool check-config: %v\n%s", err, b)
+	}
+}
