@@ -351,8 +351,8 @@ func (l *Log) Flush(ctx context.Context) error {
 	}
 }
 
-// Run writes queued entries in batches (BatchSize entries or FlushInterval,
-// whichever comes first) and applies retention every RetentionInterval,
+// Run writes the queued entries every FlushInterval, in transactions of at
+// most BatchSize entries, and applies retention every RetentionInterval,
 // until ctx is done; then it writes what is still queued and returns.
 func (l *Log) Run(ctx context.Context) error {
 	if !l.runOnce.TryLock() {
@@ -398,13 +398,11 @@ func (l *Log) Run(ctx context.Context) error {
 			err := drain()
 			l.logger.Info("prediction log drained", "entries", n, "err", err)
 			return nil
-		case e := <-l.queue:
-			batch = append(batch, e)
-			if len(batch) == cap(batch) {
-				write()
-			}
 		case <-flush.C:
-			write()
+			// Drain on a timer rather than waking up for every entry: a
+			// wake-up per prediction costs the request path more than the
+			// writing itself.
+			drain()
 		case done := <-l.flushes:
 			done <- drain()
 		case <-retention.C:
