@@ -3,7 +3,12 @@ module github.com/flywheel-ml/flywheel
 go 1.24
 
 require (
-	github.com/getkin/kin-openapi v0.135.0 // indirect
+	github.com/getkin/kin-openapi v0.135.0
+	github.com/yalue/onnxruntime_go v1.27.0
+	gopkg.in/yaml.v3 v3.0.1
+)
+
+require (
 	github.com/go-openapi/jsonpointer v0.21.0 // indirect
 	github.com/go-openapi/swag v0.23.0 // indirect
 	github.com/josharian/intern v1.0.0 // indirect
@@ -13,6 +18,4 @@ require (
 	github.com/oasdiff/yaml3 v0.0.9 // indirect
 	github.com/perimeterx/marshmallow v1.1.5 // indirect
 	github.com/woodsbury/decimal128 v1.3.0 // indirect
-	github.com/yalue/onnxruntime_go v1.27.0 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
