@@ -22,9 +22,17 @@ func (r route) String() string { return r.Method + " " + r.Path }
 // server registers.
 //
 // Until the servers are merged it returns the routes CONTRACTS.md promises.
-// When they land, point it at the real fiber apps, e.g.
+// When they land, point it at the real fiber apps. For serve (branch serve,
+// server/api.Server.Routes returns app.GetRoutes(true)); /metrics is only
+// registered when a Gatherer is passed:
 //
-//	for _, r := range api.New(opts).App().GetRoutes(true) { out["serve"] = append(out["serve"], route{r.Method, r.Path}) }
+//	cfg := repository.DefaultConfig()
+//	cfg.Root = t.TempDir()
+//	repo, err := repository.New(repository.Options{Config: cfg})
+//	srv, err := api.New(api.Options{Repository: repo, Gatherer: prometheus.NewRegistry()})
+//	for _, r := range srv.Routes() {
+//		out["serve"] = append(out["serve"], route{r.Method, r.Path})
+//	}
 //
 // and the same for the trainer's app. fiber registers HEAD beside every GET;
 // normaliseRoutes drops HEAD unless the document lists it.
