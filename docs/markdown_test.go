@@ -3,6 +3,8 @@ package docs
 import (
 	"bufio"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -131,6 +133,40 @@ func TestAnchorsDuplicatesAndCode(t *testing.T) {
 	for _, bad := range []string{"notaheading", "nospace"} {
 		if got[bad] {
 			t.Errorf("anchor %q should not exist", bad)
+		}
+	}
+}
+
+var linkRe = regexp.MustCompile(`\]\(([^)\s]*)\)`)
+
+// TestInternalLinks checks that every relative link between the documents
+// points at a file that exists and, with a #fragment, at a heading anchor
+// of that file.
+func TestInternalLinks(t *testing.T) {
+	files, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		for _, l := range proseLines(readDoc(t, f)) {
+			for _, m := range linkRe.FindAllStringSubmatch(l.Text, -1) {
+				target := m[1]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				file, frag, _ := strings.Cut(target, "#")
+				if file == "" {
+					file = f
+				}
+				b, err := os.ReadFile(file)
+				if err != nil {
+					t.Errorf("%s:%d: link %q: %v", f, l.N, target, err)
+					continue
+				}
+				if frag != "" && strings.HasSuffix(file, ".md") && !anchors(string(b))[frag] {
+					t.Errorf("%s:%d: link %q: %s has no heading with anchor #%s", f, l.N, target, file, frag)
+				}
+			}
 		}
 	}
 }
