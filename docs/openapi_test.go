@@ -21,7 +21,9 @@ func (r route) String() string { return r.Method + " " + r.Path }
 // registeredRoutes returns, per server ("serve", "trainer"), the routes the
 // server registers.
 //
-// Until the servers are merged it returns the routes CONTRACTS.md promises.
+// Until the servers are merged into this branch it returns the routes
+// CONTRACTS.md promises, as the serve, monitor and loop branches register
+// them (read from their code: server/api, server/feedback, train/service).
 // When they land, point it at the real fiber apps. For serve (branch serve,
 // server/api.Server.Routes returns app.GetRoutes(true)); /metrics is only
 // registered when a Gatherer is passed:
@@ -34,8 +36,11 @@ func (r route) String() string { return r.Method + " " + r.Path }
 //		out["serve"] = append(out["serve"], route{r.Method, r.Path})
 //	}
 //
-// and the same for the trainer's app. fiber registers HEAD beside every GET;
-// normaliseRoutes drops HEAD unless the document lists it.
+// plus the feedback routes (branch monitor: server/feedback.API.Register on
+// the same app). For the trainer (branch loop), train/service.Service.Routes
+// returns "METHOD /path" strings: out["trainer"] = parseRoutes(svc.Routes()).
+// fiber registers HEAD beside every GET; normaliseRoutes drops HEAD unless
+// the document lists it.
 func registeredRoutes(t *testing.T) map[string][]route {
 	t.Helper()
 	return map[string][]route{
@@ -59,7 +64,7 @@ func registeredRoutes(t *testing.T) map[string][]route {
 			{"GET", "/metrics"},
 			{"POST", "/v1/feedback"},
 			{"GET", "/v1/feedback/export"},
-			{"GET", "/v1/predictions/:id"},
+			{"GET", "/v1/predictions/*"},
 		},
 		"trainer": {
 			{"POST", "/v1/alerts"},
@@ -73,9 +78,24 @@ func registeredRoutes(t *testing.T) map[string][]route {
 	}
 }
 
+// parseRoutes turns "METHOD /path" strings into routes.
+func parseRoutes(lines []string) ([]route, error) {
+	out := make([]route, 0, len(lines))
+	for _, l := range lines {
+		m, p, ok := strings.Cut(strings.TrimSpace(l), " ")
+		if !ok || m == "" || !strings.HasPrefix(p, "/") {
+			return nil, fmt.Errorf("route %q is not \"METHOD /path\"", l)
+		}
+		out = append(out, route{m, strings.TrimSpace(p)})
+	}
+	return out, nil
+}
+
 // normalisePath turns "/v2/models/{m}" and "/v2/models/:model" into the same
 // key "/v2/models/{}": parameter names do not matter, only their place.
-// fiber's optional ":p?" and greedy "*" / "+" are kept distinguishable.
+// fiber's greedy "*" / "+" segment is one parameter too (serve registers
+// /v1/predictions/* so that ids may contain "/"; OpenAPI writes it {id}),
+// while an optional ":p?" stays distinguishable: it is two routes in OpenAPI.
 func normalisePath(p string) string {
 	if p != "/" {
 		p = strings.TrimSuffix(p, "/")
@@ -90,7 +110,7 @@ func normalisePath(p string) string {
 		case strings.HasPrefix(s, ":"):
 			segs[i] = "{}"
 		case s == "*" || s == "+":
-			segs[i] = "{*}"
+			segs[i] = "{}"
 		}
 	}
 	return strings.Join(segs, "/")
@@ -232,6 +252,22 @@ func TestOpenAPIMatchesRegisteredRoutes(t *testing.T) {
 	}
 }
 
+func TestParseRoutes(t *testing.T) {
+	got, err := parseRoutes([]string{"GET /v1/jobs", "POST /v1/alerts", "GET /v1/jobs/:id"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []route{{"GET", "/v1/jobs"}, {"POST", "/v1/alerts"}, {"GET", "/v1/jobs/:id"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("parseRoutes = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"GET", "/v1/jobs", "GET v1/jobs", ""} {
+		if _, err := parseRoutes([]string{bad}); err == nil {
+			t.Errorf("parseRoutes(%q): want an error", bad)
+		}
+	}
+}
+
 func TestCompareRoutes(t *testing.T) {
 	tests := []struct {
 		name                  string
@@ -287,11 +323,16 @@ func TestCompareRoutes(t *testing.T) {
 			undocumented: []string{"POST /v2/repository/models/{}/{}"},
 		},
 		{
-			name:         "optional and wildcard parameters stay distinct",
+			name:       "a greedy wildcard segment is a parameter",
+			documented: []route{{"GET", "/v1/predictions/{id}"}},
+			registered: []route{{"GET", "/v1/predictions/*"}},
+		},
+		{
+			name:         "an optional parameter stays distinct",
 			documented:   []route{{"GET", "/v2/models/{m}"}},
 			registered:   []route{{"GET", "/v2/models/:m?"}, {"GET", "/files/*"}},
 			missing:      []string{"GET /v2/models/{}"},
-			undocumented: []string{"GET /files/{*}", "GET /v2/models/{?}"},
+			undocumented: []string{"GET /files/{}", "GET /v2/models/{?}"},
 		},
 		{
 			name:         "undocumented extra route",
