@@ -24,23 +24,27 @@ func (r route) String() string { return r.Method + " " + r.Path }
 // Until the servers are merged into this branch it returns the routes
 // CONTRACTS.md promises, as the serve, monitor and loop branches register
 // them (read from their code: server/api, server/feedback, train/service).
-// When they land, point it at the real fiber apps. For serve (branch serve,
-// server/api.Server.Routes returns app.GetRoutes(true)); /metrics is only
-// registered when a Gatherer is passed:
+// After the merge, replace the body with the real apps; this wiring was run
+// against a copy of the three branches on 2026-11-22 and passed:
 //
 //	cfg := repository.DefaultConfig()
 //	cfg.Root = t.TempDir()
 //	repo, err := repository.New(repository.Options{Config: cfg})
-//	srv, err := api.New(api.Options{Repository: repo, Gatherer: prometheus.NewRegistry()})
-//	for _, r := range srv.Routes() {
+//	srv, err := api.New(api.Options{Repository: repo, Gatherer: prometheus.NewRegistry()}) // /metrics needs a Gatherer
+//	db, err := predlog.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"), time.Second)
+//	st, err := feedback.New(feedback.Options{DB: db})
+//	fa, err := feedback.NewAPI(feedback.APIOptions{Store: st, AdminToken: "x"})
+//	fa.Register(srv.App())
+//	for _, r := range srv.App().GetRoutes(true) {
 //		out["serve"] = append(out["serve"], route{r.Method, r.Path})
 //	}
+//	js, err := jobs.Open(context.Background(), jobs.Options{Path: filepath.Join(t.TempDir(), "j.db")})
+//	svc, err := service.New(service.Options{Store: js, Token: "x", DefaultModel: "ridership"})
+//	out["trainer"], err = parseRoutes(svc.Routes()) // "METHOD /path" strings
 //
-// plus the feedback routes (branch monitor: server/feedback.API.Register on
-// the same app). For the trainer (branch loop), train/service.Service.Routes
-// returns "METHOD /path" strings: out["trainer"] = parseRoutes(svc.Routes()).
-// fiber registers HEAD beside every GET; normaliseRoutes drops HEAD unless
-// the document lists it.
+// (error checks left out here). If cmd/flywheel serve mounts the feedback
+// API differently, build the app the way serve does. fiber registers HEAD
+// beside every GET; normaliseRoutes drops HEAD unless the document lists it.
 func registeredRoutes(t *testing.T) map[string][]route {
 	t.Helper()
 	return map[string][]route{
