@@ -7,6 +7,7 @@ require (
 	github.com/moby/buildkit v0.25.2
 	github.com/yalue/onnxruntime_go v1.27.0
 	k8s.io/api v0.34.10
+	k8s.io/apimachinery v0.34.10
 	sigs.k8s.io/yaml v1.6.0
 )
 
@@ -43,7 +44,6 @@ require (
 	golang.org/x/text v0.24.0 // indirect
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
-	k8s.io/apimachinery v0.34.10 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/utils v0.0.0-20250604170112-4c0f3b243397 // indirect
 	sigs.k8s.io/json v0.0.0-20241014173422-cfa47c3a1cc8 // indirect
