@@ -62,7 +62,8 @@ COPY --from=build --chown=10001:10001 /out/share/ /var/lib/flywheel/
 ENV FLYWHEEL_ORT_LIB=/usr/local/lib/flywheel/libonnxruntime.so.1 \
     HEALTHCHECK_URL=http://127.0.0.1:8080/v2/health/live
 # Relative paths (models/, data/, var/) resolve here; compose mounts the
-# `models` volume on models/ and the `data` volume on var/.
+# `models`, `data` and `state` volumes on them (empty volumes are seeded
+# with the image's models and dataset).
 WORKDIR /var/lib/flywheel
 USER 10001:10001
 EXPOSE 8080 8090

@@ -210,7 +210,7 @@ func listens(s types.ServiceConfig, port uint32) bool {
 
 func TestComposeVolumes(t *testing.T) {
 	p := composeProject(t, nil)
-	for _, v := range []string{"models", "data", "mlflow", "prometheus"} {
+	for _, v := range []string{"models", "data", "state", "mlflow", "prometheus"} {
 		if _, ok := p.Volumes[v]; !ok {
 			t.Errorf("no named volume %q", v)
 		}
@@ -233,8 +233,13 @@ func TestComposeVolumes(t *testing.T) {
 		if got := env(p.Services[svc], "FLYWHEEL_MODELS"); got != serveModels {
 			t.Errorf("%s FLYWHEEL_MODELS=%q, but the models volume is at %q", svc, got, serveModels)
 		}
-		if mount(svc, "data") == "" {
-			t.Errorf("%s does not keep its state on the data volume", svc)
+		// Relative paths resolve in the image's WORKDIR: the dataset and
+		// trainer work under data/, SQLite files under var/.
+		if got := mount(svc, "data"); got != "/var/lib/flywheel/data" {
+			t.Errorf("%s mounts the data volume at %q, want /var/lib/flywheel/data", svc, got)
+		}
+		if got := mount(svc, "state"); got != "/var/lib/flywheel/var" {
+			t.Errorf("%s mounts the state volume at %q, want /var/lib/flywheel/var", svc, got)
 		}
 	}
 	if mount("mlflow", "mlflow") == "" || mount("prometheus", "prometheus") == "" {

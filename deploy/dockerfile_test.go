@@ -135,6 +135,7 @@ func TestDockerfileRuntime(t *testing.T) {
 	rt := stages[len(stages)-1]
 	var (
 		user         string
+		workdir      string
 		health       *instructions.HealthCheckCommand
 		entrypoint   []string
 		labels       = map[string]string{}
@@ -145,6 +146,8 @@ func TestDockerfileRuntime(t *testing.T) {
 		switch c := c.(type) {
 		case *instructions.UserCommand:
 			user = c.User
+		case *instructions.WorkdirCommand:
+			workdir = c.Path
 		case *instructions.HealthCheckCommand:
 			health = c
 		case *instructions.EntrypointCommand:
@@ -166,6 +169,10 @@ func TestDockerfileRuntime(t *testing.T) {
 				}
 			}
 		}
+	}
+	// compose and the Kubernetes manifests mount models/, data/ and var/ here.
+	if workdir != "/var/lib/flywheel" {
+		t.Errorf("runtime WORKDIR %q, want /var/lib/flywheel (compose and Kubernetes mount models/, data/, var/ there)", workdir)
 	}
 	if user == "" {
 		t.Error("runtime stage has no USER: the image would run as root")
