@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -136,6 +137,7 @@ func TestDockerfileRuntime(t *testing.T) {
 	var (
 		user         string
 		workdir      string
+		exposed      = map[string]bool{}
 		health       *instructions.HealthCheckCommand
 		entrypoint   []string
 		labels       = map[string]string{}
@@ -148,6 +150,10 @@ func TestDockerfileRuntime(t *testing.T) {
 			user = c.User
 		case *instructions.WorkdirCommand:
 			workdir = c.Path
+		case *instructions.ExposeCommand:
+			for _, p := range c.Ports {
+				exposed[strings.TrimSuffix(p, "/tcp")] = true
+			}
 		case *instructions.HealthCheckCommand:
 			health = c
 		case *instructions.EntrypointCommand:
@@ -168,6 +174,11 @@ func TestDockerfileRuntime(t *testing.T) {
 					binFromBuild = true
 				}
 			}
+		}
+	}
+	for _, svc := range []string{"serve", "trainer"} {
+		if p := strconv.Itoa(int(contractPorts[svc])); !exposed[p] {
+			t.Errorf("runtime does not EXPOSE %s's port %s", svc, p)
 		}
 	}
 	// compose and the Kubernetes manifests mount models/, data/ and var/ here.
