@@ -8,11 +8,19 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/promql/parser"
+
 	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/monitoring"
+	"github.com/flywheel-ml/flywheel/server/testmodel"
 	"github.com/flywheel-ml/flywheel/train/dataset"
 )
 
@@ -307,4 +315,129 @@ func TestLoadPredictionsWithFeedbackThroughServe(t *testing.T) {
 	}
 	t.Logf("%d predictions + labels from %d clients through serve in %v (%.0f predictions/s)", total, clients,
 		elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds())
+}
+
+// grafanaVars replaces Grafana's template variables by values PromQL parses.
+var grafanaVars = strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m", "$__range", "1h", "$model", "ridership")
+
+type dashboardPanel struct {
+	Title   string           `json:"title"`
+	Panels  []dashboardPanel `json:"panels"`
+	Targets []struct {
+		Expr string `json:"expr"`
+	} `json:"targets"`
+}
+
+// dashboardMetrics returns metric name → panel titles over every committed
+// Grafana dashboard, parsing each expression with Prometheus's parser.
+func dashboardMetrics(t *testing.T) map[string][]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(harness.RepoRoot(t), "monitoring", "grafana", "dashboards", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no dashboards: %v", err)
+	}
+	used := map[string][]string{}
+	var walk func([]dashboardPanel)
+	walk = func(ps []dashboardPanel) {
+		for _, p := range ps {
+			for _, tg := range p.Targets {
+				expr, err := parser.ParseExpr(grafanaVars.Replace(tg.Expr))
+				if err != nil {
+					t.Errorf("panel %q: %q does not parse: %v", p.Title, tg.Expr, err)
+					continue
+				}
+				parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+					if vs, ok := n.(*parser.VectorSelector); ok {
+						used[vs.Name] = append(used[vs.Name], p.Title)
+					}
+					return nil
+				})
+			}
+			walk(p.Panels)
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct{ Panels []dashboardPanel }
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		walk(d.Panels)
+	}
+	return used
+}
+
+// exposedNames returns every series name of a scrape (histograms and
+// summaries as their _bucket, _sum and _count series too).
+func exposedNames(mfs map[string]*dto.MetricFamily) map[string]bool {
+	out := map[string]bool{}
+	for name, mf := range mfs {
+		if len(mf.GetMetric()) == 0 {
+			continue
+		}
+		out[name] = true
+		switch mf.GetType() {
+		case dto.MetricType_HISTOGRAM:
+			out[name+"_bucket"], out[name+"_sum"], out[name+"_count"] = true, true, true
+		case dto.MetricType_SUMMARY:
+			out[name+"_sum"], out[name+"_count"] = true, true
+		}
+	}
+	return out
+}
+
+// TestDashboardMetricsScraped: every metric the Grafana dashboard charts is
+// in a live scrape of `flywheel serve` (after traffic and feedback) or of
+// `flywheel trainer`; `up` is Prometheus's own. Beside the ridership
+// regression model, serve has a small classifier: accuracy counters exist for
+// classification models only.
+func TestDashboardMetricsScraped(t *testing.T) {
+	serve := startServeWith(t, map[string][]byte{
+		"classifier/1/model.onnx": testmodel.MLP("classifier", []int{4, 8, 3}, 1),
+		"classifier/1/model.json": []byte(`{"name":"classifier","version":1,"task":"classification",
+			"inputs":[{"name":"input","datatype":"FP32","shape":[-1,4],"features":["a","b","c","d"]}],
+			"outputs":[{"name":"probabilities","datatype":"FP32","shape":[-1,3]}]}`),
+	})
+	d := chicago(t)
+	rows := between(d, "2015-01-01", "2015-06-30")
+	labels := make([]map[string]any, 0, len(rows))
+	for i, r := range rows {
+		id := fmt.Sprintf("dash-%d", i)
+		infer(t, serve.URL, id, nil, []dataset.Row{r})
+		labels = append(labels, map[string]any{"id": id, "value": r.Target})
+	}
+	if _, _, err := post(serve.URL+"/v2/models/ridership/infer", []byte(`{"inputs":[]}`), ""); err != nil {
+		t.Fatal(err) // a failed inference: the failure outcome is exposed too
+	}
+	body, _ := json.Marshal(labels)
+	if code, resp, err := post(serve.URL+"/v1/feedback", body, ""); err != nil || code != http.StatusOK {
+		t.Fatalf("feedback: %d %v %s", code, err, resp)
+	}
+
+	dir := t.TempDir()
+	addr := harness.FreeAddr(t)
+	trainer := harness.StartFlywheel(t, flywheelBin(t), "trainer", addr, "/health/live",
+		"--listen", addr, "--token", "e2e-trainer", "--db", filepath.Join(dir, "jobs.db"), "--models", filepath.Join(dir, "models"),
+		"--work-dir", filepath.Join(dir, "work"), "--data", filepath.Join(harness.RepoRoot(t), "data", "chicago", "chicago.csv"),
+		"--target", "ridership", "--serve-url", serve.URL, "--admin-token", adminToken, "--external-cmd", "true")
+
+	exposed := map[string]string{"up": "prometheus"}
+	for where, url := range map[string]string{"serve": serve.URL, "trainer": trainer.URL} {
+		for name := range exposedNames(scrape(t, url)) {
+			exposed[name] = where
+		}
+	}
+	used := dashboardMetrics(t)
+	names := make([]string, 0, len(used))
+	for name, panels := range used {
+		names = append(names, name)
+		if exposed[name] == "" {
+			t.Errorf("dashboard panels %q chart %s, which neither serve nor the trainer exposes", panels, name)
+		}
+	}
+	sort.Strings(names)
+	t.Logf("%d dashboard metrics checked: %s", len(names), strings.Join(names, " "))
 }

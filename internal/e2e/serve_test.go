@@ -76,7 +76,23 @@ type serveProc struct {
 // `flywheel serve` on it; args are added to the command line.
 func startServe(t testing.TB, args ...string) *serveProc {
 	t.Helper()
+	return startServeWith(t, nil, args...)
+}
+
+// startServeWith is startServe with more files in the model repository
+// (path relative to it → content).
+func startServeWith(t testing.TB, files map[string][]byte, args ...string) *serveProc {
+	t.Helper()
 	dir := t.TempDir()
+	for name, b := range files {
+		p := filepath.Join(dir, "models", name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	src := filepath.Join(harness.RepoRoot(t), "models", "ridership", "1")
 	dst := filepath.Join(dir, "models", "ridership", "1")
 	if err := os.MkdirAll(dst, 0o755); err != nil {
