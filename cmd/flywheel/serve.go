@@ -16,6 +16,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/metrics"
+	"github.com/flywheel-ml/flywheel/server/monitor"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
 )
@@ -40,7 +41,7 @@ type serveFlags struct {
 	mlflowModel     string
 	logFormat       string
 	logLevel        string
-	monitor         monitorFlags
+	monitor         monitor.Config
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
@@ -91,7 +92,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := f.monitor.validate(); err != nil {
+	if err := f.monitor.Validate(); err != nil {
 		return usageError{err}
 	}
 	token := f.adminToken
@@ -129,11 +130,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	m := metrics.New(reg)
 
 	// Monitoring before the repository: its hook sees the first scan's versions.
-	mon, err := newMonitoring(ctx, f.monitor, token, reg, logger)
+	mon, err := monitor.New(ctx, monitor.Options{Config: f.monitor, AdminToken: token, Registerer: reg, Logger: logger})
 	if err != nil {
-		return err
+		return fmt.Errorf("--predlog-db: %w", err)
 	}
-	defer mon.close()
+	defer mon.Close()
 
 	rcfg := repository.DefaultConfig()
 	rcfg.Root = f.models
@@ -169,7 +170,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
-	mon.register(srv)
+	mon.Register(srv.App())
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -178,7 +179,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger.Info("serving", "component", "api", "addr", ln.Addr().String())
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
-	mon.start()
+	mon.Start()
 	watchDone := make(chan error, 1)
 	go func() { watchDone <- repo.Run(watchCtx) }()
 	serveDone := make(chan error, 1)
@@ -201,7 +202,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	stopWatch()
 	<-watchDone
-	if err := mon.close(); err != nil {
+	if err := mon.Close(); err != nil {
 		logger.Warn("closing the prediction database", "component", "predlog", "err", err)
 	}
 	if err := repo.Close(); err != nil {
