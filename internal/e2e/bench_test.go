@@ -22,9 +22,6 @@ func BenchmarkServePredictionLog(b *testing.B) {
 	}{{"off", []string{"--predlog-db="}}, {"on", nil}} {
 		b.Run(c.name, func(b *testing.B) {
 			serve := startServe(b, c.args...)
-			// Runs before serve stops: a pooled connection that never sent a
-			// request holds serve's HTTP drain for its --shutdown-timeout.
-			b.Cleanup(httpClient.CloseIdleConnections)
 			url := serve.URL + "/v2/models/ridership/infer"
 			for range 200 { // warm-up: connections, session
 				post(url, body, "")

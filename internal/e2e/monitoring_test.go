@@ -35,6 +35,7 @@ import (
 // card's threshold (ModelErrorHigh), and a replayed prediction must be
 // traceable with its label and lineage.
 func TestDriftAlertFiresInPrometheus(t *testing.T) {
+	flywheelBin(t) // the build is not part of the measured time
 	began := time.Now()
 	serve := startServe(t)
 	rules, err := monitoring.RenderAlerts(monitoring.Alerts, monitoring.RenderOptions{
@@ -303,6 +304,7 @@ func TestLoadPredictionsWithFeedbackThroughServe(t *testing.T) {
 	if got := values(mfs, "flywheel_feedback_labels_total", "model")["ridership"]; got != total {
 		t.Errorf("flywheel_feedback_labels_total = %g, want %d", got, total)
 	}
+	httpClient.CloseIdleConnections()
 	if err := serve.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}

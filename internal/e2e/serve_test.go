@@ -112,6 +112,10 @@ func startServeWith(t testing.TB, files map[string][]byte, args ...string) *serv
 	p := harness.StartFlywheel(t, flywheelBin(t), "serve", addr, "/v2/models/ridership/ready",
 		append([]string{"--listen", addr, "--models", filepath.Join(dir, "models"), "--admin-token", adminToken,
 			"--predlog-db", db, "--log-level", "warn"}, args...)...)
+	// Cleanups run last-in first-out: this one before the process stops. A
+	// pooled connection that never sent a request would hold serve's HTTP
+	// drain for its whole --shutdown-timeout.
+	t.Cleanup(httpClient.CloseIdleConnections)
 	return &serveProc{Process: p, DB: db}
 }
 
