@@ -43,7 +43,8 @@ func TestAlertToTrainer(t *testing.T) {
 	addr := harness.FreeAddr(t)
 	trainer := harness.StartFlywheel(t, bin, "trainer", addr, "/health/ready",
 		"--listen", addr, "--token-file", tokenFile, "--db", filepath.Join(dir, "jobs.db"), "--models", models,
-		"--work-dir", filepath.Join(dir, "work"), "--data", base, "--target", "y", "--serve-url", serve.URL,
+		"--work-dir", filepath.Join(dir, "work"), "--data", base, "--target", "y", "--features", "columns", "--serve-url", serve.URL,
+		"--tracking-db", filepath.Join(dir, "tracking.db"),
 		"--admin-token", "adm", "--external-cmd", strings.Join(pipelinetest.ExampleTrainer(), " "), "--window-days", "60")
 
 	am := harness.StartAlertmanager(t, harness.AlertmanagerOptions{

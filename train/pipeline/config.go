@@ -21,6 +21,11 @@ type Config struct {
 	BaseUntil   string        `yaml:"base_until"`   // last base-dataset date to use (YYYY-MM-DD); default: the champion's training window end
 	ReadyWait   time.Duration `yaml:"ready_wait"`   // how long to wait for serve to report the new version ready
 	ReadyPoll   time.Duration `yaml:"ready_poll"`
+	// Algorithm and Params replace the champion card's algorithm and
+	// hyper-parameters for every job (a job's own overrides still win); the
+	// champion's params are dropped when the algorithm changes.
+	Algorithm string         `yaml:"algorithm"`
+	Params    map[string]any `yaml:"params"`
 }
 
 // DefaultConfig returns the defaults.
