@@ -1,0 +1,441 @@
+package predlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config tunes the prediction log.
+type Config struct {
+	// QueueSize is the number of entries waiting to be written; when the
+	// queue is full new entries are dropped (and counted), never waited for.
+	QueueSize int `yaml:"queue_size"`
+	// BatchSize is the most entries written in one transaction.
+	BatchSize int `yaml:"batch_size"`
+	// FlushInterval is the longest an entry waits before its batch is written.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// SampleRate is the share of predictions logged, in (0, 1].
+	SampleRate float64 `yaml:"sample_rate"`
+	// MaxAge deletes predictions older than this (0 keeps them).
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxRows keeps at most this many predictions, the newest (0: no limit).
+	MaxRows int64 `yaml:"max_rows"`
+	// RetentionInterval is how often retention runs.
+	RetentionInterval time.Duration `yaml:"retention_interval"`
+	// WriteTimeout bounds one batch write (also during the shutdown drain).
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+}
+
+// DefaultConfig: a queue of 65,536 entries, batches of 1,024 every 100ms,
+// every prediction logged, 30 days / 5 million rows kept, pruned each minute.
+func DefaultConfig() Config {
+	return Config{
+		QueueSize:         65536,
+		BatchSize:         1024,
+		FlushInterval:     100 * time.Millisecond,
+		SampleRate:        1,
+		MaxAge:            30 * 24 * time.Hour,
+		MaxRows:           5_000_000,
+		RetentionInterval: time.Minute,
+		WriteTimeout:      30 * time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.QueueSize < 1 {
+		errs = append(errs, fmt.Errorf("queue_size must be positive, got %d", c.QueueSize))
+	}
+	if c.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("batch_size must be positive, got %d", c.BatchSize))
+	}
+	if c.FlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("flush_interval must be positive, got %s", c.FlushInterval))
+	}
+	if !(c.SampleRate > 0 && c.SampleRate <= 1) {
+		errs = append(errs, fmt.Errorf("sample_rate must be in (0, 1], got %g", c.SampleRate))
+	}
+	if c.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("max_age must not be negative, got %s", c.MaxAge))
+	}
+	if c.MaxRows < 0 {
+		errs = append(errs, fmt.Errorf("max_rows must not be negative, got %d", c.MaxRows))
+	}
+	if c.RetentionInterval <= 0 {
+		errs = append(errs, fmt.Errorf("retention_interval must be positive, got %s", c.RetentionInterval))
+	}
+	if c.WriteTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("write_timeout must be positive, got %s", c.WriteTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Entry is one predicted row. The log keeps the slices and maps it is given:
+// callers must not modify them after Record (FeatureNames is only read, so
+// a card's shared slice is fine).
+type Entry struct {
+	ID      string
+	Time    time.Time // zero: the time Record is called
+	Model   string
+	Version int
+	// Parameters are the request's parameters (string, number or bool values).
+	Parameters map[string]any
+	// FeatureNames names Features (from the model card); nil names them
+	// "x0", "x1", ….
+	FeatureNames []string
+	Features     []float64
+	// Outputs are the row's output values; the first is the prediction.
+	Outputs []float64
+}
+
+func (e *Entry) encode(buf []byte) (params, features, outputs any, pred any, _ []byte, err error) {
+	if len(e.Parameters) > 0 {
+		b, err := json.Marshal(e.Parameters)
+		if err != nil {
+			return nil, nil, nil, nil, buf, fmt.Errorf("parameters: %w", err)
+		}
+		params = string(b)
+	}
+	if len(e.Features) > 0 {
+		// Hand-written JSON: encoding a map sorts its keys, and this runs
+		// for every logged row.
+		buf = append(buf[:0], '{')
+		for i, v := range e.Features {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, featureName(e.FeatureNames, i))
+			buf = append(buf, ':')
+			buf = appendFloat(buf, v)
+		}
+		buf = append(buf, '}')
+		features = string(buf)
+	}
+	if len(e.Outputs) > 0 {
+		buf = append(buf[:0], '[')
+		for i, v := range e.Outputs {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendFloat(buf, v)
+		}
+		buf = append(buf, ']')
+		outputs = string(buf)
+		pred = finite(e.Outputs[0])
+	}
+	return params, features, outputs, pred, buf, nil
+}
+
+// appendFloat appends v as a JSON number: NaN and ±Inf as 0, and a value
+// that is exactly a float32 (FP32 tensors widened to float64) in float32's
+// shortest form, so 1.37f logs as 1.37, not 1.3700000047683716.
+func appendFloat(buf []byte, v float64) []byte {
+	v = finite(v)
+	if float64(float32(v)) == v {
+		return strconv.AppendFloat(buf, v, 'g', -1, 32)
+	}
+	return strconv.AppendFloat(buf, v, 'g', -1, 64)
+}
+
+// appendJSONString appends s as a JSON string; names of plain characters
+// are copied as they are.
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+// featureName is the name of feature i: the card's, or "x<i>".
+func featureName(names []string, i int) string {
+	if i < len(names) && names[i] != "" {
+		return names[i]
+	}
+	return "x" + strconv.Itoa(i)
+}
+
+// finite maps NaN and ±Inf (which JSON cannot carry) to 0.
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
+
+// Options are the dependencies of a Log.
+type Options struct {
+	Config Config
+	Store  *Store
+	// Registerer receives the log's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Now and Sample default to time.Now and rand.Float64.
+	Now    func() time.Time
+	Sample func() float64
+}
+
+// Log is the asynchronous writer. Record never blocks; Run owns the writing.
+type Log struct {
+	cfg    Config
+	store  *Store
+	logger *slog.Logger
+	now    func() time.Time
+	sample func() float64
+
+	queue   chan Entry
+	flushes chan chan error
+
+	dropped    prometheus.Counter
+	written    prometheus.Counter
+	failed     prometheus.Counter
+	pruned     prometheus.Counter
+	dropsSince atomic.Int64
+	lastWarn   atomic.Int64 // Unix nanos of the last "dropping" warning
+	warnEvery  time.Duration
+	runOnce    sync.Mutex
+}
+
+// New builds a Log over store.
+func New(opts Options) (*Log, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("prediction log config: %w", err)
+	}
+	if opts.Store == nil {
+		return nil, errors.New("prediction log: no store")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	l := &Log{
+		cfg:       opts.Config,
+		store:     opts.Store,
+		logger:    logger.With("component", "predlog"),
+		now:       opts.Now,
+		sample:    opts.Sample,
+		queue:     make(chan Entry, opts.Config.QueueSize),
+		flushes:   make(chan chan error),
+		warnEvery: 10 * time.Second,
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_predlog_dropped_total",
+			Help: "Predictions not logged because the prediction log queue was full.",
+		}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_predlog_written_total",
+			Help: "Predictions written to the prediction log.",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_predlog_write_failures_total",
+			Help: "Predictions lost because writing their batch failed.",
+		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_predlog_pruned_total",
+			Help: "Predictions deleted by retention (max age, max rows).",
+		}),
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.sample == nil {
+		l.sample = rand.Float64
+	}
+	if r := opts.Registerer; r != nil {
+		queueLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flywheel_predlog_queue_length",
+			Help: "Predictions waiting in the prediction log queue.",
+		}, func() float64 { return float64(len(l.queue)) })
+		for _, c := range []prometheus.Collector{l.dropped, l.written, l.failed, l.pruned, queueLen} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("registering prediction log metrics: %w", err)
+			}
+		}
+	}
+	return l, nil
+}
+
+// Record queues e for writing and reports whether it was queued. It never
+// blocks: a prediction not sampled is skipped, and when the queue is full
+// the entry is dropped, counted in flywheel_predlog_dropped_total and
+// reported by a warning at most every 10 seconds.
+func (l *Log) Record(e Entry) bool {
+	if l.cfg.SampleRate < 1 && l.sample() >= l.cfg.SampleRate {
+		return false
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now()
+	}
+	select {
+	case l.queue <- e:
+		return true
+	default:
+	}
+	l.dropped.Inc()
+	l.dropsSince.Add(1)
+	now := time.Now().UnixNano()
+	last := l.lastWarn.Load()
+	if now-last >= int64(l.warnEvery) && l.lastWarn.CompareAndSwap(last, now) {
+		l.logger.Warn("prediction log queue full, dropping predictions",
+			"dropped", l.dropsSince.Swap(0), "queue_size", l.cfg.QueueSize)
+	}
+	return false
+}
+
+// RowID is the id of row i of a request with id that predicted rows rows:
+// the request id itself for a single row, "<id>/<i>" (from 0) otherwise.
+// Feedback for a row of a batch request uses this id.
+func RowID(id string, rows, i int) string {
+	if rows == 1 {
+		return id
+	}
+	return id + "/" + strconv.Itoa(i)
+}
+
+// RecordRows records each row of a request: features holds rows × n values
+// and outputs rows × k values, both row-major (as served tensors are); row i
+// gets id RowID(e.ID, rows, i). The rows share e's other fields and are
+// views of the given slices (no copy). It returns how many rows were queued.
+func (l *Log) RecordRows(e Entry, rows int) int {
+	if rows <= 0 {
+		return 0
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now()
+	}
+	nf, no := len(e.Features)/rows, len(e.Outputs)/rows
+	features, outputs, id := e.Features, e.Outputs, e.ID
+	queued := 0
+	for i := range rows {
+		e.ID = RowID(id, rows, i)
+		e.Features = features[i*nf : (i+1)*nf]
+		e.Outputs = outputs[i*no : (i+1)*no]
+		if l.Record(e) {
+			queued++
+		}
+	}
+	return queued
+}
+
+// Flush waits until every entry recorded before the call is committed (or
+// failed), e.g. before feedback looks up a prediction that was just made.
+// It needs Run to be running and returns ctx's error when ctx ends first.
+func (l *Log) Flush(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case l.flushes <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run writes the queued entries every FlushInterval, in transactions of at
+// most BatchSize entries, and applies retention every RetentionInterval,
+// until ctx is done; then it writes what is still queued and returns.
+func (l *Log) Run(ctx context.Context) error {
+	if !l.runOnce.TryLock() {
+		return errors.New("prediction log: Run called twice")
+	}
+	defer l.runOnce.Unlock()
+	flush := time.NewTicker(l.cfg.FlushInterval)
+	defer flush.Stop()
+	retention := time.NewTicker(l.cfg.RetentionInterval)
+	defer retention.Stop()
+	l.prune()
+
+	batch := make([]Entry, 0, l.cfg.BatchSize)
+	write := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := l.write(batch)
+		clear(batch)
+		batch = batch[:0]
+		return err
+	}
+	// drain writes everything queued right now.
+	drain := func() error {
+		var errs []error
+		for {
+			select {
+			case e := <-l.queue:
+				batch = append(batch, e)
+				if len(batch) == cap(batch) {
+					errs = append(errs, write())
+				}
+			default:
+				errs = append(errs, write())
+				return errors.Join(errs...)
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			n := len(l.queue) + len(batch)
+			err := drain()
+			l.logger.Info("prediction log drained", "entries", n, "err", err)
+			return nil
+		case <-flush.C:
+			// Drain on a timer rather than waking up for every entry: a
+			// wake-up per prediction costs the request path more than the
+			// writing itself.
+			drain()
+		case done := <-l.flushes:
+			done <- drain()
+		case <-retention.C:
+			l.prune()
+		}
+	}
+}
+
+func (l *Log) write(batch []Entry) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
+	defer cancel()
+	if err := l.store.insert(ctx, batch); err != nil {
+		l.failed.Add(float64(len(batch)))
+		l.logger.Error("writing prediction log batch", "entries", len(batch), "err", err)
+		return err
+	}
+	l.written.Add(float64(len(batch)))
+	return nil
+}
+
+func (l *Log) prune() {
+	if l.cfg.MaxAge == 0 && l.cfg.MaxRows == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
+	defer cancel()
+	n, err := l.store.prune(ctx, l.now(), l.cfg.MaxAge, l.cfg.MaxRows)
+	if err != nil {
+		l.logger.Error("applying prediction log retention", "err", err)
+		return
+	}
+	l.pruned.Add(float64(n))
+	if n > 0 {
+		l.logger.Debug("prediction log retention", "deleted", n)
+	}
+}

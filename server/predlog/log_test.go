@@ -1,0 +1,373 @@
+package predlog
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func openStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "flywheel.db"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newLog(t *testing.T, s *Store, cfg Config, opts Options) (*Log, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	opts.Config, opts.Store, opts.Registerer = cfg, s, reg
+	l, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, reg
+}
+
+// start runs l until the test ends and returns a stop function that waits
+// for Run to return.
+func start(t *testing.T, l *Log) func() {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestOpenMigrates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flywheel.db")
+	ctx := context.Background()
+	for i := range 2 { // the second open finds the schema in place
+		s, err := Open(ctx, path, time.Second)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		v, err := s.SchemaVersion(ctx)
+		if err != nil || v != len(migrations) {
+			t.Fatalf("schema version %d (%v), want %d", v, err, len(migrations))
+		}
+		var mode string
+		if err := s.DB().QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+			t.Fatalf("journal_mode %q (%v), want wal", mode, err)
+		}
+		var busy int
+		if err := s.DB().QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy); err != nil || busy != 1000 {
+			t.Fatalf("busy_timeout %d (%v), want 1000", busy, err)
+		}
+		if i == 1 {
+			if _, err := s.DB().ExecContext(ctx, `INSERT INTO schema_migrations VALUES (99, 'future')`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+	}
+	if _, err := Open(ctx, path, time.Second); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("opening a newer schema: %v, want an error", err)
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	s := openStore(t)
+	l, reg := newLog(t, s, DefaultConfig(), Options{})
+	start(t, l)
+	at := time.Date(2026, 11, 22, 8, 0, 0, 123456000, time.UTC)
+	entries := []Entry{
+		{ID: "replay-2016-08-01", Time: at, Model: "ridership", Version: 2,
+			Parameters: map[string]any{"date": "2016-08-01"}, FeatureNames: []string{"Austin", "dow"},
+			Features: []float64{1.5, 0}, Outputs: []float64{15.25}},
+		{ID: "anon", Model: "m", Version: 1, Features: []float64{1, 2}, Outputs: []float64{0, 0.2, 0.8}},
+		{ID: "no-output", Model: "m", Version: 1},
+	}
+	for _, e := range entries {
+		if !l.Record(e) {
+			t.Fatalf("Record(%s) not queued", e.ID)
+		}
+	}
+	ctx := context.Background()
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Get(ctx, "replay-2016-08-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Model != "ridership" || r.Version != 2 || !r.PredictedAt.Equal(at) || r.Parameters["date"] != "2016-08-01" ||
+		r.Features["Austin"] != 1.5 || r.Features["dow"] != 0 || r.Prediction == nil || *r.Prediction != 15.25 {
+		t.Fatalf("round trip: %+v", r)
+	}
+	r, err = s.Get(ctx, "anon")
+	if err != nil || r.Features["x0"] != 1 || r.Features["x1"] != 2 || len(r.Outputs) != 3 || *r.Prediction != 0 {
+		t.Fatalf("unnamed features: %+v %v", r, err)
+	}
+	if r.PredictedAt.IsZero() {
+		t.Error("Record did not stamp the time")
+	}
+	l.Record(Entry{ID: "fp32", Model: "m", Version: 1, FeatureNames: []string{"a", "b\"q"},
+		Features: []float64{float64(float32(1.37)), math.NaN()}, Outputs: []float64{0.1}})
+	l.Flush(ctx)
+	var raw, out string
+	s.DB().QueryRow(`SELECT features, outputs FROM predictions WHERE id = 'fp32'`).Scan(&raw, &out)
+	if raw != `{"a":1.37,"b\"q":0}` || out != `[0.1]` {
+		t.Errorf("stored features %s outputs %s", raw, out)
+	}
+	if r, err := s.Get(ctx, "no-output"); err != nil || r.Prediction != nil {
+		t.Fatalf("no outputs: %+v %v", r, err)
+	}
+	if _, err := s.Get(ctx, "missing"); err != ErrNotFound {
+		t.Fatalf("Get(missing) = %v, want ErrNotFound", err)
+	}
+	// The same id again: the latest prediction wins.
+	l.Record(Entry{ID: "anon", Model: "m", Version: 3, Outputs: []float64{7}})
+	l.Flush(ctx)
+	if r, _ := s.Get(ctx, "anon"); r.Version != 3 || *r.Prediction != 7 {
+		t.Fatalf("re-logged id: %+v", r)
+	}
+	if got := testutil.ToFloat64(l.written); got != 5 {
+		t.Errorf("written = %g, want 5", got)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", err, problems)
+	}
+}
+
+func TestRecordNeverBlocksAndCountsDrops(t *testing.T) {
+	s := openStore(t)
+	cfg := DefaultConfig()
+	cfg.QueueSize = 10
+	l, reg := newLog(t, s, cfg, Options{})
+	begin := time.Now()
+	queued := 0
+	for i := range 1000 {
+		if l.Record(Entry{ID: fmt.Sprint(i), Model: "m", Version: 1}) {
+			queued++
+		}
+	}
+	if d := time.Since(begin); d > time.Second {
+		t.Fatalf("1000 Record calls on a full queue took %v", d)
+	}
+	if queued != 10 {
+		t.Fatalf("queued %d, want 10", queued)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP flywheel_predlog_dropped_total Predictions not logged because the prediction log queue was full.
+# TYPE flywheel_predlog_dropped_total counter
+flywheel_predlog_dropped_total 990
+# HELP flywheel_predlog_queue_length Predictions waiting in the prediction log queue.
+# TYPE flywheel_predlog_queue_length gauge
+flywheel_predlog_queue_length 10
+`), "flywheel_predlog_dropped_total", "flywheel_predlog_queue_length"); err != nil {
+		t.Fatal(err)
+	}
+	// Shutdown drains the queue.
+	stop := start(t, l)
+	stop()
+	if n, _ := s.Count(context.Background()); n != 10 {
+		t.Fatalf("%d rows after the shutdown drain, want 10", n)
+	}
+}
+
+func TestShutdownDrainsEverything(t *testing.T) {
+	s := openStore(t)
+	cfg := DefaultConfig()
+	cfg.BatchSize = 64
+	cfg.FlushInterval = time.Hour // only size and shutdown trigger writes
+	l, _ := newLog(t, s, cfg, Options{})
+	stop := start(t, l)
+	const n = 5000
+	for i := range n {
+		for !l.Record(Entry{ID: fmt.Sprint(i), Model: "m", Version: 1, Features: []float64{float64(i)}, Outputs: []float64{1}}) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	stop()
+	if got, _ := s.Count(context.Background()); got != n {
+		t.Fatalf("%d rows after shutdown, want %d", got, n)
+	}
+}
+
+func TestSampling(t *testing.T) {
+	s := openStore(t)
+	cfg := DefaultConfig()
+	cfg.SampleRate = 0.25
+	i := 0
+	seq := []float64{0.1, 0.3, 0.6, 0.9} // one in four below 0.25
+	l, _ := newLog(t, s, cfg, Options{Sample: func() float64 { i++; return seq[i%4] }})
+	start(t, l)
+	logged := 0
+	for k := range 400 {
+		if l.Record(Entry{ID: fmt.Sprint(k), Model: "m", Version: 1}) {
+			logged++
+		}
+	}
+	l.Flush(context.Background())
+	n, _ := s.Count(context.Background())
+	if logged != 100 || n != 100 {
+		t.Fatalf("logged %d, stored %d, want 100 of 400 at rate 0.25", logged, n)
+	}
+	if got := testutil.ToFloat64(l.dropped); got != 0 {
+		t.Fatalf("sampled-out entries counted as dropped: %g", got)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		maxAge  time.Duration
+		maxRows int64
+		want    []string // ids kept
+	}{
+		{"keep all", 0, 0, []string{"0", "1", "2", "3", "4"}},
+		{"max rows", 0, 2, []string{"3", "4"}},
+		{"max age", 60 * time.Hour, 0, []string{"3", "4"}},
+		{"both", 72 * time.Hour, 1, []string{"4"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t)
+			cfg := DefaultConfig()
+			cfg.MaxAge, cfg.MaxRows = tt.maxAge, tt.maxRows
+			cfg.RetentionInterval = 10 * time.Millisecond
+			now := base.Add(5 * 24 * time.Hour) // day i is logged at base + i days; now is day 5
+			ctx := context.Background()
+			var batch []Entry
+			for i := range 5 {
+				batch = append(batch, Entry{ID: fmt.Sprint(i), Time: base.Add(time.Duration(i) * 24 * time.Hour), Model: "m", Version: 1})
+			}
+			if err := s.insert(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			l, _ := newLog(t, s, cfg, Options{Now: func() time.Time { return now }})
+			stop := start(t, l)
+			time.Sleep(50 * time.Millisecond)
+			stop()
+			var kept []string
+			for i := range 5 {
+				if _, err := s.Get(ctx, fmt.Sprint(i)); err == nil {
+					kept = append(kept, fmt.Sprint(i))
+				}
+			}
+			if strings.Join(kept, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("kept %v, want %v", kept, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"default", func(*Config) {}, ""},
+		{"queue", func(c *Config) { c.QueueSize = 0 }, "queue_size"},
+		{"batch", func(c *Config) { c.BatchSize = -1 }, "batch_size"},
+		{"flush", func(c *Config) { c.FlushInterval = 0 }, "flush_interval"},
+		{"sample zero", func(c *Config) { c.SampleRate = 0 }, "sample_rate"},
+		{"sample above one", func(c *Config) { c.SampleRate = 1.5 }, "sample_rate"},
+		{"max age", func(c *Config) { c.MaxAge = -time.Second }, "max_age"},
+		{"max rows", func(c *Config) { c.MaxRows = -1 }, "max_rows"},
+		{"retention", func(c *Config) { c.RetentionInterval = 0 }, "retention_interval"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.edit(&c)
+			err := c.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("Validate() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestWriteGroupCommitIsolatesFailures(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Write(ctx, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO predictions (id, predicted_at, model, version) VALUES (?, 0, 'm', 1)`, fmt.Sprint(i)); err != nil {
+					return err
+				}
+				if i%10 == 3 {
+					return fmt.Errorf("fn %d fails after writing", i)
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		_, gerr := s.Get(ctx, fmt.Sprint(i))
+		if i%10 == 3 {
+			if err == nil || gerr != ErrNotFound {
+				t.Errorf("failing write %d: err %v, row lookup %v (want rolled back)", i, err, gerr)
+			}
+		} else if err != nil || gerr != nil {
+			t.Errorf("write %d: err %v, row lookup %v", i, err, gerr)
+		}
+	}
+	// A cancelled caller is not written.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Write(cctx, func(tx *sql.Tx) error { return nil }); err == nil {
+		t.Error("Write with a cancelled context succeeded")
+	}
+}
+
+func TestRecordRows(t *testing.T) {
+	s := openStore(t)
+	l, _ := newLog(t, s, DefaultConfig(), Options{})
+	start(t, l)
+	ctx := context.Background()
+	names := []string{"a", "b"}
+	if n := l.RecordRows(Entry{ID: "req", Model: "m", Version: 1, FeatureNames: names,
+		Features: []float64{1, 2, 3, 4, 5, 6}, Outputs: []float64{10, 20, 30}}, 3); n != 3 {
+		t.Fatalf("queued %d rows, want 3", n)
+	}
+	if n := l.RecordRows(Entry{ID: "single", Model: "m", Version: 1, FeatureNames: names,
+		Features: []float64{7, 8}, Outputs: []float64{70}}, 1); n != 1 {
+		t.Fatalf("queued %d rows, want 1", n)
+	}
+	l.Flush(ctx)
+	for id, want := range map[string][3]float64{"req/0": {1, 2, 10}, "req/1": {3, 4, 20}, "req/2": {5, 6, 30}, "single": {7, 8, 70}} {
+		r, err := s.Get(ctx, id)
+		if err != nil || r.Features["a"] != want[0] || r.Features["b"] != want[1] || *r.Prediction != want[2] {
+			t.Errorf("%s: %+v %v, want %v", id, r, err, want)
+		}
+	}
+}

@@ -1,0 +1,315 @@
+// Package predlog is the prediction log: every served prediction (id, time,
+// model, version, request parameters, named input features, outputs) is
+// written to SQLite asynchronously, off the request path, by a bounded queue
+// and a batching flusher. The same database holds the feedback labels
+// (package feedback) so labelled rows can be joined and exported.
+package predlog
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+)
+
+// ErrNotFound is returned when no prediction has the requested id.
+var ErrNotFound = errors.New("prediction not found")
+
+// migrations are applied in order, each once, in its own transaction; the
+// applied versions are recorded in schema_migrations. Append, never edit.
+var migrations = []string{
+	// 1: the prediction log and the labels.
+	`CREATE TABLE predictions (
+		id           TEXT PRIMARY KEY,
+		predicted_at INTEGER NOT NULL, -- Unix microseconds
+		model        TEXT NOT NULL,
+		version      INTEGER NOT NULL,
+		parameters   TEXT,             -- JSON object, request parameters
+		features     TEXT,             -- JSON object, feature name → value
+		outputs      TEXT,             -- JSON array, the row's output values
+		prediction   REAL              -- first output value
+	);
+	CREATE INDEX predictions_predicted_at ON predictions (predicted_at);
+	-- A label copies what it needs from its prediction, so labelled rows
+	-- survive the prediction log's retention.
+	CREATE TABLE labels (
+		id           TEXT PRIMARY KEY,
+		model        TEXT NOT NULL,
+		version      INTEGER,          -- NULL when the prediction was not logged
+		value        REAL NOT NULL,
+		labelled_at  INTEGER NOT NULL, -- Unix microseconds of the latest label
+		predicted_at INTEGER,
+		features     TEXT NOT NULL,    -- JSON object
+		parameters   TEXT,             -- JSON object
+		prediction   REAL,
+		revisions    INTEGER NOT NULL DEFAULT 1
+	);
+	CREATE INDEX labels_model_labelled_at ON labels (model, labelled_at);`,
+}
+
+// Store is the SQLite database of predictions and labels.
+type Store struct {
+	db *sql.DB
+	// Write transactions are group-committed: SQLite has one writer at a
+	// time and every commit pays an fsync (synchronous=FULL), so the writer
+	// holding writeMu commits everything pending in one transaction.
+	writeMu sync.Mutex
+	pendMu  sync.Mutex
+	pending []*writeReq
+}
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx *sql.Tx) error
+	done chan error
+}
+
+// Write runs fn in a write transaction and returns once it is committed
+// (durable) or failed. Concurrent calls share one transaction and one commit
+// (group commit); each fn runs inside its own savepoint, so a failing fn is
+// rolled back alone and only its caller sees its error. fn must not keep tx.
+func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	req := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	s.pendMu.Lock()
+	s.pending = append(s.pending, req)
+	s.pendMu.Unlock()
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	select {
+	case err := <-req.done: // committed by the previous writer
+		return err
+	default:
+	}
+	s.pendMu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.pendMu.Unlock()
+	s.commit(batch)
+	return <-req.done
+}
+
+func (s *Store) commit(batch []*writeReq) {
+	ctx := context.Background() // one caller giving up must not abort the others
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		for _, r := range batch {
+			r.done <- fmt.Errorf("beginning transaction: %w", err)
+		}
+		return
+	}
+	results := make([]error, len(batch))
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT write`); err != nil {
+			results[i] = fmt.Errorf("savepoint: %w", err)
+			continue
+		}
+		results[i] = r.fn(tx)
+		if results[i] != nil {
+			tx.ExecContext(ctx, `ROLLBACK TO write`)
+		}
+		tx.ExecContext(ctx, `RELEASE write`)
+	}
+	if err := tx.Commit(); err != nil {
+		for i := range results {
+			if results[i] == nil {
+				results[i] = fmt.Errorf("committing transaction: %w", err)
+			}
+		}
+	}
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+// Open opens (creating if needed) the database at path in WAL mode with a
+// busy timeout, and applies pending migrations.
+func Open(ctx context.Context, path string, busyTimeout time.Duration) (*Store, error) {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL") // a commit survives power loss: labels are durable when Add returns
+	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
+	q.Set("_txlock", "immediate") // writers take the lock up front: no upgrade deadlocks
+	q.Set("_foreign_keys", "on")
+	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("opening prediction log %s: %w", path, err)
+	}
+	s := &Store{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prediction log %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// DB returns the database handle, for the feedback store.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	var current int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this binary's %d", current, len(migrations))
+	}
+	for v := current + 1; v <= len(migrations); v++ {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+			v, time.Now().UTC().Format(time.RFC3339)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion returns the applied schema version.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+// Record is a logged prediction as stored.
+type Record struct {
+	ID          string             `json:"id"`
+	Model       string             `json:"model"`
+	Version     int                `json:"version"`
+	PredictedAt time.Time          `json:"predicted_at"`
+	Parameters  map[string]any     `json:"parameters,omitempty"`
+	Features    map[string]float64 `json:"features,omitempty"`
+	Outputs     []float64          `json:"outputs,omitempty"`
+	Prediction  *float64           `json:"prediction,omitempty"`
+}
+
+// Get returns the logged prediction with id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Record, error) {
+	var (
+		r                         Record
+		ts                        int64
+		params, features, outputs sql.NullString
+		pred                      sql.NullFloat64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT id, predicted_at, model, version, parameters, features, outputs, prediction
+		FROM predictions WHERE id = ?`, id).Scan(&r.ID, &ts, &r.Model, &r.Version, &params, &features, &outputs, &pred)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("reading prediction %q: %w", id, err)
+	}
+	r.PredictedAt = time.UnixMicro(ts).UTC()
+	if err := unmarshalNull(params, &r.Parameters); err != nil {
+		return Record{}, err
+	}
+	if err := unmarshalNull(features, &r.Features); err != nil {
+		return Record{}, err
+	}
+	if err := unmarshalNull(outputs, &r.Outputs); err != nil {
+		return Record{}, err
+	}
+	if pred.Valid {
+		r.Prediction = &pred.Float64
+	}
+	return r, nil
+}
+
+// Count returns the number of logged predictions.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM predictions`).Scan(&n)
+	return n, err
+}
+
+func unmarshalNull(s sql.NullString, v any) error {
+	if !s.Valid || s.String == "" {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(s.String), v); err != nil {
+		return fmt.Errorf("decoding stored JSON: %w", err)
+	}
+	return nil
+}
+
+// insert writes entries in one transaction; an entry with an id already
+// logged replaces it (the latest prediction for an id wins).
+func (s *Store) insert(ctx context.Context, entries []Entry) error {
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO predictions
+			(id, predicted_at, model, version, parameters, features, outputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("preparing batch: %w", err)
+		}
+		defer stmt.Close()
+		var buf []byte
+		for i := range entries {
+			e := &entries[i]
+			var params, features, outputs, pred any
+			var err error
+			params, features, outputs, pred, buf, err = e.encode(buf)
+			if err != nil {
+				return fmt.Errorf("encoding prediction %q: %w", e.ID, err)
+			}
+			if _, err := stmt.ExecContext(ctx, e.ID, e.Time.UnixMicro(), e.Model, e.Version, params, features, outputs, pred); err != nil {
+				return fmt.Errorf("inserting prediction %q: %w", e.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// prune applies retention: predictions older than maxAge and beyond the
+// newest maxRows are deleted (0 disables either rule). Labels are kept.
+func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, maxRows int64) (int64, error) {
+	var deleted int64
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		if maxAge > 0 {
+			res, err := tx.ExecContext(ctx, `DELETE FROM predictions WHERE predicted_at < ?`, now.Add(-maxAge).UnixMicro())
+			if err != nil {
+				return fmt.Errorf("pruning by age: %w", err)
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
+		}
+		if maxRows > 0 {
+			res, err := tx.ExecContext(ctx, `DELETE FROM predictions WHERE rowid IN (
+				SELECT rowid FROM predictions ORDER BY predicted_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, maxRows)
+			if err != nil {
+				return fmt.Errorf("pruning by rows: %w", err)
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
+		}
+		return nil
+	})
+	return deleted, err
+}
