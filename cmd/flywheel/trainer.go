@@ -33,7 +33,7 @@ type trainerFlags struct {
 	shutdown                         time.Duration
 	maxAttempts, windowDays, holdout int
 	minHoldout                       int
-	margin, threshold                float64
+	margin, threshold, thMargin      float64
 	metric, baseUntil, externalCmd   string
 	experiment, ortLib               string
 	logLevel, logFormat              string
@@ -68,6 +68,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.Int(&f.minHoldout, "min-holdout", "", d.MinHoldout, "fewest holdout rows to evaluate on")
 	fs.Float(&f.margin, "margin", "", d.Margin, "fraction by which the candidate must beat the champion (0.02 = 2 %)")
 	fs.Float(&f.threshold, "threshold", "", 0, "absolute ceiling of the gate metric (0 = the champion card's threshold)")
+	fs.Float(&f.thMargin, "threshold-margin", "", d.ThresholdMargin, "a promoted version's card thresholds (ModelErrorHigh) = this × its holdout MAE/RMSE (0 = keep the trainer's)")
 	fs.String(&f.metric, "metric", "", d.Metric, "gate metric, lower is better: mae or rmse")
 	fs.String(&f.baseUntil, "base-until", "", "", "last base-dataset date used (YYYY-MM-DD); default: the champion's training end")
 	fs.String(&f.algorithm, "algorithm", "", "", "algorithm of candidates: ridge, mlp or gbdt (default: the champion card's)")
@@ -165,7 +166,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	cfg.Model, cfg.ModelsDir, cfg.WorkDir, cfg.Experiment = f.model, f.models, f.work, f.experiment
 	cfg.WindowDays, cfg.HoldoutDays, cfg.MinHoldout = f.windowDays, f.holdout, f.minHoldout
 	cfg.Margin, cfg.Metric, cfg.BaseUntil, cfg.ReadyWait = f.margin, f.metric, f.baseUntil, f.ready
-	cfg.Threshold = f.threshold
+	cfg.Threshold, cfg.ThresholdMargin = f.threshold, f.thMargin
 	if cfg.Algorithm, cfg.Params, err = loopParams(f); err != nil {
 		return nil, err
 	}

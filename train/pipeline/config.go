@@ -21,6 +21,11 @@ type Config struct {
 	BaseUntil   string        `yaml:"base_until"`   // last base-dataset date to use (YYYY-MM-DD); default: the champion's training window end
 	ReadyWait   time.Duration `yaml:"ready_wait"`   // how long to wait for serve to report the new version ready
 	ReadyPoll   time.Duration `yaml:"ready_poll"`
+	// ThresholdMargin sets a promoted version's card thresholds (what its
+	// ModelErrorHigh alert compares live error with) to this multiple of its
+	// holdout MAE and RMSE: the freshest labelled days, out of time like live
+	// traffic. 0 keeps the trainer's thresholds (or the champion's).
+	ThresholdMargin float64 `yaml:"threshold_margin"`
 	// Algorithm and Params replace the champion card's algorithm and
 	// hyper-parameters for every job (a job's own overrides still win); the
 	// champion's params are dropped when the algorithm changes.
@@ -42,6 +47,8 @@ func DefaultConfig() Config {
 		Margin:      0.02,
 		ReadyWait:   2 * time.Minute,
 		ReadyPoll:   250 * time.Millisecond,
+
+		ThresholdMargin: 1.25,
 	}
 }
 
@@ -74,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.Threshold < 0 {
 		errs = append(errs, fmt.Errorf("threshold %v is negative", c.Threshold))
+	}
+	if c.ThresholdMargin != 0 && c.ThresholdMargin < 1 {
+		errs = append(errs, fmt.Errorf("threshold_margin %v must be 0 or at least 1", c.ThresholdMargin))
 	}
 	if c.BaseUntil != "" {
 		if _, err := time.Parse(DateLayout, c.BaseUntil); err != nil {

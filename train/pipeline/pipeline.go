@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -432,7 +433,11 @@ func (p *Pipeline) finishCard(r *run) {
 	if c.Target == "" {
 		c.Target = r.champ.Target
 	}
-	if c.Thresholds == nil && r.champ.Thresholds != nil {
+	if m := r.cfg.ThresholdMargin; m > 0 && r.candScore.Rows > 0 {
+		// A trainer's own test split shares the training period; the holdout
+		// is later, like live traffic, so it sets the live error ceiling.
+		c.Thresholds = map[string]float64{"mae": round6(m * r.candScore.MAE), "rmse": round6(m * r.candScore.RMSE)}
+	} else if c.Thresholds == nil && r.champ.Thresholds != nil {
 		c.Thresholds = r.champ.Thresholds
 	}
 	train := r.snap.Train
@@ -448,6 +453,8 @@ func (p *Pipeline) finishCard(r *run) {
 	c.Metrics["holdout"] = map[string]float64{"mae": r.candScore.MAE, "rmse": r.candScore.RMSE, "rows": float64(r.candScore.Rows)}
 	c.Metrics["holdout_champion"] = map[string]float64{"mae": r.champScore.MAE, "rmse": r.champScore.RMSE, "version": float64(r.champVer)}
 }
+
+func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
 
 func (p *Pipeline) nextVersion(r *run) error {
 	vs, err := versions(r.modelDir)
