@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -68,10 +69,13 @@ func say(format string, args ...any) {
 	fmt.Printf("[%6.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// addr returns 127.0.0.1:<the contract port> when it is free, else a free port.
+func addr(port int) (string, error) {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
-		return "", err
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return "", err
+		}
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
@@ -181,8 +185,8 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	addrs := map[string]string{}
-	for _, n := range []string{"serve", "trainer", "prometheus", "alertmanager"} {
-		if addrs[n], err = freeAddr(); err != nil {
+	for n, port := range map[string]int{"serve": 8080, "trainer": 8090, "prometheus": 9090, "alertmanager": 9093} {
+		if addrs[n], err = addr(port); err != nil {
 			return err
 		}
 	}
@@ -316,8 +320,38 @@ func run(ctx context.Context, o options) error {
 		w.poll(ctx)
 	}
 	w.poll(ctx)
-	say("done; versions served: %s; logs and the tracker in %s", strings.Join(w.versions, ", "), dir)
+	w.summary(ctx)
+	say("done; logs, the job store and the tracker are in %s", dir)
 	return nil
+}
+
+// summary prints the loop's figures: versions published per job, and the
+// p99 latency of the ridership model from Prometheus.
+func (w *watcher) summary(ctx context.Context) {
+	var js struct{ Jobs []job }
+	if getJSON(ctx, w.trainer+"/v1/jobs", &js) == nil {
+		n := map[string]int{}
+		for _, j := range js.Jobs {
+			n[j.State]++
+		}
+		say("SUMMARY jobs %d: succeeded %d, rejected %d, failed %d — update success rate %d/%d (versions published / jobs started); serving %s",
+			len(js.Jobs), n["succeeded"], n["rejected"], n["failed"], n["succeeded"], len(js.Jobs), strings.Join(w.versions, ", "))
+	}
+	var q struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	const p99 = `histogram_quantile(0.99, sum by (le) (rate(flywheel_inference_request_duration_seconds_bucket{model="ridership"}[5m])))`
+	if getJSON(ctx, w.prom+"/api/v1/query?query="+url.QueryEscape(p99), &q) == nil && len(q.Data.Result) == 1 {
+		if s, ok := q.Data.Result[0].Value[1].(string); ok {
+			var v float64
+			fmt.Sscan(s, &v)
+			say("SUMMARY p99 inference request latency of ridership over the last 5 minutes: %.2f ms", v*1000)
+		}
+	}
 }
 
 func copyModel(src, dst string) error {
