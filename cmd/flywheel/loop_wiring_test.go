@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -278,5 +279,56 @@ func TestTrackerAdapter(t *testing.T) {
 				t.Errorf("alias → %+v, registered %s", mv, v)
 			}
 		})
+	}
+}
+
+// TestLoopFeatures checks that the base dataset and replay produce exactly
+// the committed champion's features, in its order, for the same day.
+func TestLoopFeatures(t *testing.T) {
+	c, err := card.Load("../../models/ridership/1/" + card.FileName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := loopBase(trainerFlags{data: testCSV, target: "ridership", features: featuresRidership}).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(base.Names, ",") != strings.Join(c.FeatureNames(), ",") {
+		t.Fatalf("base names %v, champion %v", base.Names, c.FeatureNames())
+	}
+	recs, err := replay.ReadCSV(testCSV, "date", "ridership")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != len(base.Rows) {
+		t.Fatalf("%d replay rows, %d base rows", len(recs), len(base.Rows))
+	}
+	f := replayFeatures(featuresRidership, recs)
+	for _, tc := range []struct {
+		name string
+		i    int
+	}{{"first day", 0}, {"a holiday (2015-07-03, observed)", -1}, {"last day", len(recs) - 1}} {
+		i := tc.i
+		if i < 0 {
+			for k, r := range recs {
+				if r.Date.Format(features.DateLayout) == "2015-07-03" {
+					i = k
+				}
+			}
+		}
+		x, err := f(recs[i].Values, recs[i].Date)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !recs[i].Date.Equal(base.Rows[i].Date) || len(x) != len(base.Names) || strings.Trim(fmt.Sprint(x), "[]") != strings.Trim(fmt.Sprint(base.Rows[i].Features), "[]") {
+			t.Errorf("%s: replay %v\nbase %v", tc.name, x, base.Rows[i].Features)
+		}
+		if tc.i < 0 && x[len(x)-1] != 1 {
+			t.Errorf("%s: holiday = %v", tc.name, x[len(x)-1])
+		}
+	}
+	cols, err := loopBase(trainerFlags{data: testCSV, target: "ridership", features: featuresColumns}).Load(context.Background())
+	if err != nil || len(cols.Names) != 48 {
+		t.Errorf("columns base: %d names (%v)", len(cols.Names), err)
 	}
 }
