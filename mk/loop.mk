@@ -11,7 +11,7 @@ TEST_TARGETS += test-loop-report
 .PHONY: test-loop test-e2e test-loop-report demo
 test-loop: deps ## run the retraining loop's tests (also part of test-go)
 	$(GO) test $(GO_TEST_FLAGS) $(LOOP_PKGS)
-	$(GO) test $(GO_TEST_FLAGS) -run 'Trainer|Replay|TrackerAdapter|LoopFeatures' ./cmd/flywheel
+	$(GO) test $(GO_TEST_FLAGS) -run 'Trainer|Replay|Tracker|LoopFeatures' ./cmd/flywheel
 	@if [ -f $(E2E_REPORT) ]; then cat $(E2E_REPORT); fi
 
 test-e2e: deps ## only the closed-loop end-to-end test, verbose (about a minute)

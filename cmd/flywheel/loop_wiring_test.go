@@ -332,3 +332,67 @@ func TestLoopFeatures(t *testing.T) {
 		t.Errorf("columns base: %d names (%v)", len(cols.Names), err)
 	}
 }
+
+// TestTrackerFallbackSync: with MLflow down the trainer's tracker records the
+// whole run in SQLite; the syncer the trainer runs replays it, with its
+// registered version and alias, once MLflow is back.
+func TestTrackerFallbackSync(t *testing.T) {
+	srv, err := mlflowtest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.Stop()
+	ctx := context.Background()
+	f := trainerFlags{track: true}
+	f.tf = trackingFlags{uri: srv.URL, db: filepath.Join(t.TempDir(), "tracking.db"), timeout: time.Second, retries: 0}
+	tr, a, err := loopTracker(ctx, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	id, err := a.StartRun(ctx, "flywheel-retraining", "job-2", map[string]string{"flywheel.job_id": "job-2"})
+	if err != nil {
+		t.Fatalf("start with MLflow down: %v", err)
+	}
+	for _, err := range []error{
+		a.LogParams(ctx, id, map[string]string{"algorithm": "gbdt"}),
+		a.LogMetrics(ctx, id, map[string]float64{"holdout_mae": 0.9}),
+		a.LogDataset(ctx, id, pipeline.DatasetRef{Name: "chicago+feedback", Digest: "sha256:def", Context: "training", Rows: 7}),
+		a.LogArtifact(ctx, id, "model/model.json", strings.NewReader(`{}`)),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := a.RegisterVersion(ctx, "ridership", id, "model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAlias(ctx, "ridership", pipeline.ChampionAlias, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.EndRun(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- tr.runSyncer(sctx, 100*time.Millisecond) }()
+	defer func() { stop(); <-done }()
+	var mv tracker.ModelVersion
+	waitFor(t, "the run and alias in MLflow", 20*time.Second, func() bool {
+		mv, err = tr.remote.GetModelVersionByAlias(ctx, "ridership", pipeline.ChampionAlias)
+		return err == nil
+	})
+	run, err := tr.remote.GetRun(ctx, mv.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Tags[tracker.TagLocalRunID] != id || run.Params["algorithm"] != "gbdt" || run.Metrics["holdout_mae"].Value != 0.9 ||
+		run.Info.Status != tracker.StatusFinished || len(run.Datasets) != 1 || run.Datasets[0].Digest != "sha256:def" {
+		t.Errorf("synced run = %+v", run)
+	}
+}
