@@ -32,15 +32,21 @@ import (
 
 // Loop test settings: a replay of 2015-01-01 … 2016-08-28 (606 days) at
 // replaySpeed days per second against the committed v1 (trained up to
-// 2011). Both retrain alerts wait alertFor before firing, so the job starts
-// with a few months of 2015 labelled; the candidate is gbdt (the trainer's
-// --algorithm override of the champion's mlp: its fit is quick and stable on
-// a few months of new rows) gated on a 56-day holdout.
+// 2011), while the base dataset holds the days up to baseUntil (the
+// warehouse v1 never saw; never a replayed day). Both retrain alerts wait
+// alertFor before firing, so the job starts with a few months of 2015
+// labelled. The candidate is gbdt (the trainer's --algorithm override of the
+// champion's mlp: its fit is quick and stable) on the three years before a
+// 56-day holdout of the freshest labels — base rows and the new labels —
+// gated on 2 % better than v1 and v1's card threshold. Offline, over job
+// start points from April to August 2015, such candidates score 0.79–1.38
+// holdout MAE against v1's 1.33–1.78 and its 1.50 threshold.
 const (
 	replayFrom  = "2015-01-01"
 	replayUntil = "2016-08-28"
 	replaySpeed = 15.0
 	alertFor    = 10 * time.Second
+	baseUntil   = "2014-12-31"
 	adminToken  = "e2e-admin-token"
 	loopToken   = "e2e-trainer-token"
 )
@@ -145,7 +151,8 @@ func startLoop(t *testing.T) *loop {
 		"--listen", trainerAddr, "--token-file", tokenFile, "--db", filepath.Join(l.dir, "jobs.db"), "--models", l.models,
 		"--work-dir", filepath.Join(l.dir, "work"), "--data", filepath.Join(root, "data", "chicago", "chicago.csv"),
 		"--serve-url", l.serve.URL, "--admin-token", adminToken, "--tracking-db", l.trackingDB,
-		"--algorithm", "gbdt", "--holdout-days", "56", "--cooldown", "30m", "--ready-wait", "60s")
+		"--algorithm", "gbdt", "--holdout-days", "56", "--base-until", baseUntil, "--window-days", "1095",
+		"--cooldown", "30m", "--ready-wait", "60s")
 
 	am, err := monitoring.RenderAlertmanager(monitoring.Alertmanager, monitoring.AlertmanagerOptions{
 		TrainerURL: l.trainer.URL + "/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second})
