@@ -16,6 +16,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/metrics"
+	"github.com/flywheel-ml/flywheel/server/monitor"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
 )
@@ -40,6 +41,7 @@ type serveFlags struct {
 	mlflowModel     string
 	logFormat       string
 	logLevel        string
+	monitor         monitor.Config
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
@@ -79,6 +81,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.mlflowModel, "mlflow-model", "", "", "model served by POST /invocations without ?model= when several are loaded")
 	fs.String(&f.logFormat, "log-format", "", "text", "log format: text or json")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn or error")
+	addMonitorFlags(fs, &f.monitor)
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -88,6 +91,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
+	}
+	if err := f.monitor.Validate(); err != nil {
+		return usageError{err}
 	}
 	token := f.adminToken
 	if f.adminTokenFile != "" {
@@ -123,11 +129,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 
+	// Monitoring before the repository: its hook sees the first scan's versions.
+	mon, err := monitor.New(ctx, monitor.Options{Config: f.monitor, AdminToken: token, Registerer: reg, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("--predlog-db: %w", err)
+	}
+	defer mon.Close()
+
 	rcfg := repository.DefaultConfig()
 	rcfg.Root = f.models
 	rcfg.RescanInterval = f.rescanInterval
 	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt}
-	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m})
+	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m,
+		OnChange: mon.OnChange})
 	if err != nil {
 		return usageError{err}
 	}
@@ -152,10 +166,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	acfg.BodyLimit, acfg.ReadTimeout, acfg.WriteTimeout, acfg.IdleTimeout = f.bodyLimit, f.readTimeout, f.writeTimeout, f.idleTimeout
 	acfg.InferTimeout, acfg.AdminToken, acfg.MLflowModel = f.inferTimeout, token, f.mlflowModel
 	srv, err := api.New(api.Options{Config: acfg, Repository: repo, Logger: logger.With("component", "api"),
-		Metrics: m, Gatherer: reg, Version: version})
+		Metrics: m, Gatherer: reg, Version: version, Observers: []api.Observer{mon}})
 	if err != nil {
 		return usageError{err}
 	}
+	mon.Register(srv.App())
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -164,6 +179,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger.Info("serving", "component", "api", "addr", ln.Addr().String())
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
+	mon.Start()
 	watchDone := make(chan error, 1)
 	go func() { watchDone <- repo.Run(watchCtx) }()
 	serveDone := make(chan error, 1)
@@ -176,7 +192,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Info("shutting down", "component", "serve", "timeout", f.shutdownTimeout)
 	case serveErr = <-serveDone:
 	}
-	// Order: readiness drops, HTTP drains, the watcher stops, sessions close.
+	// Order: readiness drops, HTTP drains, the watcher stops, the
+	// prediction log writes what is queued, sessions and the database close.
 	srv.SetReady(false)
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
@@ -185,6 +202,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	stopWatch()
 	<-watchDone
+	if err := mon.Close(); err != nil {
+		logger.Warn("closing the prediction database", "component", "predlog", "err", err)
+	}
 	if err := repo.Close(); err != nil {
 		logger.Warn("closing sessions", "component", "repository", "err", err)
 	}
