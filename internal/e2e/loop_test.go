@@ -47,7 +47,7 @@ const (
 	replaySpeed = 15.0
 	alertFor    = 10 * time.Second
 	baseUntil   = "2014-12-31"
-	adminToken  = "e2e-admin-token"
+	loopAdminToken  = "e2e-admin-token"
 	loopToken   = "e2e-trainer-token"
 )
 
@@ -141,16 +141,16 @@ func startLoop(t *testing.T) *loop {
 	if err := os.WriteFile(tokenFile, []byte(loopToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := harness.BuildFlywheel(t)
+	bin := flywheelBin(t)
 
 	serveAddr, trainerAddr := harness.FreeAddr(t), harness.FreeAddr(t)
 	l.serve = harness.StartFlywheel(t, bin, "serve", serveAddr, "/v2/models/ridership/ready",
-		"--listen", serveAddr, "--models", l.models, "--admin-token", adminToken, "--predlog-db", filepath.Join(l.dir, "flywheel.db"),
+		"--listen", serveAddr, "--models", l.models, "--admin-token", loopAdminToken, "--predlog-db", filepath.Join(l.dir, "flywheel.db"),
 		"--drift-window", "200", "--drift-min-rows", "60", "--rescan-interval", "1s")
 	l.trainer = harness.StartFlywheel(t, bin, "trainer", trainerAddr, "/health/ready",
 		"--listen", trainerAddr, "--token-file", tokenFile, "--db", filepath.Join(l.dir, "jobs.db"), "--models", l.models,
 		"--work-dir", filepath.Join(l.dir, "work"), "--data", filepath.Join(root, "data", "chicago", "chicago.csv"),
-		"--serve-url", l.serve.URL, "--admin-token", adminToken, "--tracking-db", l.trackingDB,
+		"--serve-url", l.serve.URL, "--admin-token", loopAdminToken, "--tracking-db", l.trackingDB,
 		"--algorithm", "gbdt", "--holdout-days", "56", "--base-until", baseUntil, "--window-days", "1095",
 		"--cooldown", "30m", "--ready-wait", "60s")
 
