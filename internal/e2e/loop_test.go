@@ -42,13 +42,13 @@ import (
 // start points from April to August 2015, such candidates score 0.79–1.38
 // holdout MAE against v1's 1.33–1.78 and its 1.50 threshold.
 const (
-	replayFrom  = "2015-01-01"
-	replayUntil = "2016-08-28"
-	replaySpeed = 15.0
-	alertFor    = 10 * time.Second
-	baseUntil   = "2014-12-31"
-	loopAdminToken  = "e2e-admin-token"
-	loopToken   = "e2e-trainer-token"
+	replayFrom     = "2015-01-01"
+	replayUntil    = "2016-08-28"
+	replaySpeed    = 15.0
+	alertFor       = 10 * time.Second
+	baseUntil      = "2014-12-31"
+	loopAdminToken = "e2e-admin-token"
+	loopToken      = "e2e-trainer-token"
 )
 
 // loop is the running system of TestClosedLoop.
