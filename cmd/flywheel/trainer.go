@@ -68,7 +68,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.Int(&f.minHoldout, "min-holdout", "", d.MinHoldout, "fewest holdout rows to evaluate on")
 	fs.Float(&f.margin, "margin", "", d.Margin, "fraction by which the candidate must beat the champion (0.02 = 2 %)")
 	fs.Float(&f.threshold, "threshold", "", 0, "absolute ceiling of the gate metric (0 = the champion card's threshold)")
-	fs.Float(&f.thMargin, "threshold-margin", "", d.ThresholdMargin, "a promoted version's card thresholds (ModelErrorHigh) = this × its holdout MAE/RMSE (0 = keep the trainer's)")
+	fs.Float(&f.thMargin, "threshold-margin", "", d.ThresholdMargin, "> 0: a promoted version's card thresholds (ModelErrorHigh, the next gate's ceiling) = this × its holdout MAE/RMSE; 0: the champion's carry over")
 	fs.String(&f.metric, "metric", "", d.Metric, "gate metric, lower is better: mae or rmse")
 	fs.String(&f.baseUntil, "base-until", "", "", "last base-dataset date used (YYYY-MM-DD); default: the champion's training end")
 	fs.String(&f.algorithm, "algorithm", "", "", "algorithm of candidates: ridge, mlp or gbdt (default: the champion card's)")

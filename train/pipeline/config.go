@@ -21,10 +21,11 @@ type Config struct {
 	BaseUntil   string        `yaml:"base_until"`   // last base-dataset date to use (YYYY-MM-DD); default: the champion's training window end
 	ReadyWait   time.Duration `yaml:"ready_wait"`   // how long to wait for serve to report the new version ready
 	ReadyPoll   time.Duration `yaml:"ready_poll"`
-	// ThresholdMargin sets a promoted version's card thresholds (what its
-	// ModelErrorHigh alert compares live error with) to this multiple of its
-	// holdout MAE and RMSE: the freshest labelled days, out of time like live
-	// traffic. 0 keeps the trainer's thresholds (or the champion's).
+	// ThresholdMargin > 0 sets a promoted version's card thresholds (what
+	// ModelErrorHigh compares its live error with, and the next gate's
+	// ceiling) to this multiple of its holdout MAE and RMSE. 0 carries the
+	// champion's thresholds over: the model's live-error objective, stable
+	// across versions (a short holdout makes derived thresholds noisy).
 	ThresholdMargin float64 `yaml:"threshold_margin"`
 	// Algorithm and Params replace the champion card's algorithm and
 	// hyper-parameters for every job (a job's own overrides still win); the
@@ -47,8 +48,6 @@ func DefaultConfig() Config {
 		Margin:      0.02,
 		ReadyWait:   2 * time.Minute,
 		ReadyPoll:   250 * time.Millisecond,
-
-		ThresholdMargin: 1.25,
 	}
 }
 

@@ -433,11 +433,14 @@ func (p *Pipeline) finishCard(r *run) {
 	if c.Target == "" {
 		c.Target = r.champ.Target
 	}
-	if m := r.cfg.ThresholdMargin; m > 0 && r.candScore.Rows > 0 {
-		// A trainer's own test split shares the training period; the holdout
-		// is later, like live traffic, so it sets the live error ceiling.
+	switch m := r.cfg.ThresholdMargin; {
+	case m > 0 && r.candScore.Rows > 0:
+		// The holdout is later than the training rows, like live traffic.
 		c.Thresholds = map[string]float64{"mae": round6(m * r.candScore.MAE), "rmse": round6(m * r.candScore.RMSE)}
-	} else if c.Thresholds == nil && r.champ.Thresholds != nil {
+	case r.champ.Thresholds != nil:
+		// The model's live-error objective carries over to its new version
+		// (a trainer's own test split shares the training period and would
+		// set it too tight).
 		c.Thresholds = r.champ.Thresholds
 	}
 	train := r.snap.Train
