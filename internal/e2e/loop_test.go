@@ -526,6 +526,9 @@ func checkTracker(t *testing.T, path, runID string, j jobs.Job) {
 	if _, ok := run.Metrics["holdout_mae"]; !ok {
 		t.Errorf("run metrics %v lack holdout_mae", keys)
 	}
+	if hist, err := st.MetricHistory(ctx, runID, "iter_train_rmse"); err != nil || len(hist) < 2 {
+		t.Errorf("run has %d iter_train_rmse steps (%v)", len(hist), err)
+	}
 	mv, err := st.GetModelVersionByAlias(ctx, "ridership", pipeline.ChampionAlias)
 	if err != nil || mv.RunID != runID || mv.Version != fmt.Sprint(j.Result["registered_version"]) {
 		t.Errorf("alias champion → %+v (%v), job registered %v", mv, err, j.Result["registered_version"])
