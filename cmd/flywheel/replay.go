@@ -12,7 +12,7 @@ import (
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := replay.DefaultConfig()
-	var data, target, from, until string
+	var data, target, from, until, featureSet string
 	var asJSON bool
 	fs := newFlagSet("replay", "Replay dataset rows from a start date as Open Inference Protocol requests to serve (id replay-<date>,\nparameters {\"date\": ...}) and post each day's true value to POST /v1/feedback after the label delay.")
 	fs.String(&cfg.ServeURL, "serve-url", "", "http://127.0.0.1:8080", "serve's base URL")
@@ -20,6 +20,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.String(&cfg.InputName, "input-name", "", "", "OIP input name (default: the first input of the model metadata)")
 	fs.String(&data, "data", "", "data/chicago/chicago.csv", "dataset CSV")
 	fs.String(&target, "target", "", "ridership", "target column, posted as feedback")
+	fs.String(&featureSet, "features", "", featuresRidership, "features sent: ridership (the numeric columns, dow, holiday: train/features) or columns (every numeric column, in name order)")
 	fs.String(&from, "from", "", "2013-01-01", "first day to replay (YYYY-MM-DD)")
 	fs.String(&until, "until", "", "", "last day to replay (YYYY-MM-DD; default: the end of the data)")
 	fs.Float(&cfg.DaysPerSecond, "speed", "", cfg.DaysPerSecond, "replay speed in days per second")
@@ -29,6 +30,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Duration(&cfg.ProgressEvery, "progress", "", cfg.ProgressEvery, "progress line interval (0 = only the summary)")
 	fs.Bool(&asJSON, "json", "", false, "print the final counts as JSON on stdout")
 	if err := fs.Parse(args, stdout); err != nil {
+		return err
+	}
+	if err := checkFeatureSet(featureSet); err != nil {
 		return err
 	}
 	var err error
@@ -47,7 +51,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	r, err := replay.New(cfg, rows, replayFeatures(rows), stderr)
+	r, err := replay.New(cfg, rows, replayFeatures(featureSet, rows), stderr)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func TestReplayCommand(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	var out, progress bytes.Buffer
-	err = runReplay(context.Background(), []string{"--serve-url", srv.URL, "--data", f.base, "--target", "y", "--from", "2020-06-01",
+	err = runReplay(context.Background(), []string{"--serve-url", srv.URL, "--data", f.base, "--target", "y", "--features", "columns", "--from", "2020-06-01",
 		"--until", "2020-12-31", "--max-requests", "30", "--speed", "200", "--label-delay", "1", "--json"}, &out, &progress)
 	if err != nil {
 		t.Fatalf("replay: %v\n%s", err, progress.String())

@@ -33,10 +33,16 @@ type trainerFlags struct {
 	shutdown                         time.Duration
 	maxAttempts, windowDays, holdout int
 	minHoldout                       int
-	margin, threshold                float64
+	margin, threshold, thMargin      float64
 	metric, baseUntil, externalCmd   string
 	experiment, ortLib               string
 	logLevel, logFormat              string
+	algorithm, features              string
+	sets                             stringList
+	testFraction                     float64
+	track                            bool
+	tf                               trackingFlags
+	syncInterval                     time.Duration
 }
 
 func trainerFlagSet(f *trainerFlags) *flagSet {
@@ -51,6 +57,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.String(&f.work, "work-dir", "", "data/trainer/work", "per-job snapshots, candidates and logs")
 	fs.String(&f.data, "data", "", "data/chicago/chicago.csv", "base dataset CSV (date, features, target)")
 	fs.String(&f.target, "target", "", "ridership", "target column of the base dataset")
+	fs.String(&f.features, "features", "", featuresRidership, "features of the base dataset: ridership (the numeric columns, dow, holiday: train/features) or columns (every numeric column, in file order)")
 	fs.String(&f.serveURL, "serve-url", "", "http://127.0.0.1:8080", "serve's base URL (feedback export, version readiness)")
 	fs.String(&f.adminToken, "admin-token", "", "", "serve's admin token for the feedback export")
 	fs.String(&f.adminFile, "admin-token-file", "", "", "file holding serve's admin token (instead of --admin-token)")
@@ -61,13 +68,21 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.Int(&f.minHoldout, "min-holdout", "", d.MinHoldout, "fewest holdout rows to evaluate on")
 	fs.Float(&f.margin, "margin", "", d.Margin, "fraction by which the candidate must beat the champion (0.02 = 2 %)")
 	fs.Float(&f.threshold, "threshold", "", 0, "absolute ceiling of the gate metric (0 = the champion card's threshold)")
+	fs.Float(&f.thMargin, "threshold-margin", "", d.ThresholdMargin, "> 0: a promoted version's card thresholds (ModelErrorHigh, the next gate's ceiling) = this × its holdout MAE/RMSE; 0: the champion's carry over")
 	fs.String(&f.metric, "metric", "", d.Metric, "gate metric, lower is better: mae or rmse")
 	fs.String(&f.baseUntil, "base-until", "", "", "last base-dataset date used (YYYY-MM-DD); default: the champion's training end")
-	fs.String(&f.externalCmd, "external-cmd", "", "", "external trainer command (split on spaces); the dataset path and output dir are appended")
+	fs.String(&f.algorithm, "algorithm", "", "", "algorithm of candidates: ridge, mlp or gbdt (default: the champion card's)")
+	fs.fs.Var(&f.sets, "set", "one hyper-parameter of candidates, key=value (repeatable), over the champion card's, e.g. epochs=100")
+	fs.add("set", "")
+	fs.Float(&f.testFraction, "test-fraction", "", 0.1, "built-in trainer: the fraction of the training rows (every k-th, interleaved) that scores the card's test metrics")
+	fs.String(&f.externalCmd, "external-cmd", "", "", "external trainer command (split on spaces); the dataset path and output dir are appended (empty: the built-in trainer)")
 	fs.Duration(&f.externalTimeout, "external-timeout", "", external.DefaultTimeout, "time limit of one external training run")
 	fs.Duration(&f.ready, "ready-wait", "", d.ReadyWait, "how long to wait for serve to report a published version ready")
 	fs.Duration(&f.shutdown, "shutdown-timeout", "", 10*time.Second, "time allowed for in-flight HTTP requests on shutdown")
 	fs.String(&f.experiment, "experiment", "", d.Experiment, "tracker experiment of retraining runs")
+	fs.Bool(&f.track, "track", "", true, "record every job that passes the gate as a tracker run, register its version and move alias champion (false: the track step is skipped)")
+	f.tf.register(fs)
+	fs.Duration(&f.syncInterval, "tracking-sync-interval", "", time.Minute, "with --tracking-uri: how often runs recorded in the SQLite fallback are replayed to MLflow")
 	fs.String(&f.ortLib, "ort-lib", "FLYWHEEL_ORT_LIB", "", "ONNX Runtime shared library (default: ./lib/libonnxruntime.so.1)")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn, error")
 	fs.String(&f.logFormat, "log-format", "", "logfmt", "log format: logfmt or json")
@@ -112,6 +127,18 @@ type trainerApp struct {
 	registry *prometheus.Registry
 	logger   *slog.Logger
 	shutdown time.Duration
+	// tracking is the opened tracker (nil with --track=false); its syncer
+	// replays runs from the SQLite fallback to MLflow while the app runs.
+	tracking     *tracking
+	syncInterval time.Duration
+}
+
+// close releases what newTrainerApp opened, for callers that do not run it.
+func (a *trainerApp) close() {
+	a.store.Close()
+	if a.tracking != nil {
+		a.tracking.Close()
+	}
 }
 
 // newTrainerApp opens the job store (recovering interrupted jobs) and wires
@@ -132,11 +159,17 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFeatureSet(f.features); err != nil {
+		return nil, err
+	}
 	cfg := pipeline.DefaultConfig()
 	cfg.Model, cfg.ModelsDir, cfg.WorkDir, cfg.Experiment = f.model, f.models, f.work, f.experiment
 	cfg.WindowDays, cfg.HoldoutDays, cfg.MinHoldout = f.windowDays, f.holdout, f.minHoldout
 	cfg.Margin, cfg.Metric, cfg.BaseUntil, cfg.ReadyWait = f.margin, f.metric, f.baseUntil, f.ready
-	cfg.Threshold = f.threshold
+	cfg.Threshold, cfg.ThresholdMargin = f.threshold, f.thMargin
+	if cfg.Algorithm, cfg.Params, err = loopParams(f); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, usageError{err}
 	}
@@ -144,25 +177,34 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	if err != nil {
 		return nil, err
 	}
-	tracker, err := loopTracker(ctx, f)
-	if err != nil {
-		return nil, err
-	}
 	lib, ortVersion, err := ort.Setup(f.ortLib)
 	if err != nil {
 		return nil, err
 	}
+	if f.syncInterval <= 0 {
+		return nil, usageError{fmt.Errorf("--tracking-sync-interval %s must be positive", f.syncInterval)}
+	}
+	tr, tracker, err := loopTracker(ctx, f, logger.With("component", "tracker"))
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*trainerApp, error) {
+		if tr != nil {
+			tr.Close()
+		}
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(f.db), 0o755); err != nil {
-		return nil, fmt.Errorf("--db directory: %w", err)
+		return fail(fmt.Errorf("--db directory: %w", err))
 	}
 	store, err := jobs.Open(ctx, jobs.Options{Path: f.db, Cooldown: f.cooldown, MaxAttempts: f.maxAttempts, Logger: logger.With("component", "jobs")})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	recovered, err := store.Recover(ctx)
 	if err != nil {
 		store.Close()
-		return nil, err
+		return fail(err)
 	}
 	for _, j := range recovered {
 		logger.Warn("recovered an interrupted job", "job_id", j.ID, "state", j.State, "attempt", j.Attempt, "reason", j.Reason)
@@ -187,33 +229,52 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	})
 	if err != nil {
 		store.Close()
-		return nil, err
+		return fail(err)
 	}
 	worker, err := jobs.NewWorker(jobs.WorkerOptions{Store: store, Runner: p, Metrics: metrics, Logger: logger.With("component", "worker")})
 	if err != nil {
 		store.Close()
-		return nil, err
+		return fail(err)
 	}
 	svc, err := service.New(service.Options{Store: store, Worker: worker, Token: token, DefaultModel: f.model, Gatherer: reg,
 		Logger: logger.With("component", "api")})
 	if err != nil {
 		store.Close()
-		return nil, err
+		return fail(err)
 	}
-	logger.Info("trainer ready", "onnxruntime", ortVersion, "library", lib, "db", f.db, "models", f.models, "serve", f.serveURL)
-	return &trainerApp{store: store, worker: worker, service: svc, registry: reg, logger: logger, shutdown: f.shutdown}, nil
+	trainerKind := "built-in"
+	if f.externalCmd != "" {
+		trainerKind = "external"
+	}
+	trackerKind := "none"
+	if tr != nil {
+		trackerKind = tr.kind
+	}
+	logger.Info("trainer ready", "onnxruntime", ortVersion, "library", lib, "db", f.db, "models", f.models, "serve", f.serveURL,
+		"trainer", trainerKind, "tracker", trackerKind, "tracking_db", f.tf.db)
+	return &trainerApp{store: store, worker: worker, service: svc, registry: reg, logger: logger, shutdown: f.shutdown,
+		tracking: tr, syncInterval: f.syncInterval}, nil
 }
 
 // run serves on ln and runs the worker until ctx is done, then drains:
 // readiness fails, HTTP stops, the running step is persisted as
 // interrupted, the store closes.
 func (a *trainerApp) run(ctx context.Context, ln net.Listener) error {
-	defer a.store.Close()
+	defer a.close()
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- a.service.App().Listener(ln) }()
 	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	workerDone := make(chan struct{})
 	go func() { _ = a.worker.Run(wctx); close(workerDone) }()
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		if a.tracking != nil {
+			if err := a.tracking.runSyncer(wctx, a.syncInterval); err != nil && !errors.Is(err, context.Canceled) {
+				a.logger.Warn("tracking syncer stopped", "component", "tracker", "err", err)
+			}
+		}
+	}()
 	a.worker.Wake()
 
 	var err error
@@ -234,6 +295,7 @@ func (a *trainerApp) run(ctx context.Context, ln net.Listener) error {
 	}
 	stopWorker()
 	<-workerDone
+	<-syncDone
 	return err
 }
 
@@ -252,7 +314,7 @@ func runTrainer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
-		app.store.Close()
+		app.close()
 		return fmt.Errorf("--listen %s: %w", f.listen, err)
 	}
 	app.logger.Info("listening", "address", ln.Addr().String(), "routes", strings.Join(app.service.Routes(), ", "))

@@ -57,7 +57,8 @@ func newLoopFixture(t *testing.T) *loopFixture {
 
 func (f *loopFixture) args(addr, externalCmd string) []string {
 	return []string{"--listen", addr, "--token", trainerToken, "--db", filepath.Join(f.dir, "jobs.db"), "--models", f.models,
-		"--work-dir", filepath.Join(f.dir, "work"), "--data", f.base, "--target", "y", "--serve-url", f.serve.URL,
+		"--work-dir", filepath.Join(f.dir, "work"), "--data", f.base, "--target", "y", "--features", "columns", "--serve-url", f.serve.URL,
+		"--tracking-db", filepath.Join(f.dir, "tracking.db"),
 		"--admin-token", "adm", "--external-cmd", externalCmd, "--window-days", "60", "--ready-wait", "10s", "--log-format", "json"}
 }
 
@@ -207,7 +208,10 @@ func TestTrainerFlags(t *testing.T) {
 	}{
 		{[]string{"--external-cmd", "x"}, "a bearer token is required"},
 		{[]string{"--token", "a", "--token-file", tokenFile}, "at most one of --token and --token-file"},
-		{[]string{"--token-file", tokenFile}, "--external-cmd is required"},
+		{[]string{"--token-file", tokenFile, "--features", "raw"}, `--features "raw" is not ridership or columns`},
+		{[]string{"--token", "a", "--algorithm", "xgboost"}, `--algorithm "xgboost" is not one of ridge, mlp, gbdt`},
+		{[]string{"--token", "a", "--set", "epochs"}, `--set "epochs": want key=value`},
+		{[]string{"--token", "a", "--external-cmd", "", "--test-fraction", "1"}, "--test-fraction 1 must be in (0, 1)"},
 		{[]string{"--token", "a", "--external-cmd", "x", "--margin", "3"}, "margin 3 must be in [0, 1)"},
 		{[]string{"--token", "a", "--log-level", "loud"}, "--log-level"},
 		{[]string{"--nope"}, "flag provided but not defined"},

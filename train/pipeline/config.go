@@ -21,6 +21,17 @@ type Config struct {
 	BaseUntil   string        `yaml:"base_until"`   // last base-dataset date to use (YYYY-MM-DD); default: the champion's training window end
 	ReadyWait   time.Duration `yaml:"ready_wait"`   // how long to wait for serve to report the new version ready
 	ReadyPoll   time.Duration `yaml:"ready_poll"`
+	// ThresholdMargin > 0 sets a promoted version's card thresholds (what
+	// ModelErrorHigh compares its live error with, and the next gate's
+	// ceiling) to this multiple of its holdout MAE and RMSE. 0 carries the
+	// champion's thresholds over: the model's live-error objective, stable
+	// across versions (a short holdout makes derived thresholds noisy).
+	ThresholdMargin float64 `yaml:"threshold_margin"`
+	// Algorithm and Params replace the champion card's algorithm and
+	// hyper-parameters for every job (a job's own overrides still win); the
+	// champion's params are dropped when the algorithm changes.
+	Algorithm string         `yaml:"algorithm"`
+	Params    map[string]any `yaml:"params"`
 }
 
 // DefaultConfig returns the defaults.
@@ -69,6 +80,9 @@ func (c Config) Validate() error {
 	}
 	if c.Threshold < 0 {
 		errs = append(errs, fmt.Errorf("threshold %v is negative", c.Threshold))
+	}
+	if c.ThresholdMargin != 0 && c.ThresholdMargin < 1 {
+		errs = append(errs, fmt.Errorf("threshold_margin %v must be 0 or at least 1", c.ThresholdMargin))
 	}
 	if c.BaseUntil != "" {
 		if _, err := time.Parse(DateLayout, c.BaseUntil); err != nil {

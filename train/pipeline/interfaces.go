@@ -95,6 +95,27 @@ type Tracker interface {
 	Kind() string
 }
 
+// StepLogger is implemented by trackers that keep metric histories: the
+// track step logs the candidate's training iterations (HistoryFile) through
+// it, one step per iteration.
+type StepLogger interface {
+	LogStep(ctx context.Context, runID string, step int64, metrics map[string]float64) error
+}
+
+// HistoryFile is the optional per-iteration history a Trainer may write into
+// FitRequest.OutputDir: a JSON array of Iteration.
+const HistoryFile = "history.json"
+
+// StepPrefix prefixes logged iteration metrics (iter_train_rmse …), as
+// `flywheel train` does, apart from the final metrics of the same name.
+const StepPrefix = "iter_"
+
+// Iteration is one training iteration (boosting round, epoch) and its metrics.
+type Iteration struct {
+	Iteration int64              `json:"iteration"`
+	Metrics   map[string]float64 `json:"metrics"`
+}
+
 // DatasetRef identifies a dataset input of a run.
 type DatasetRef struct {
 	Name, Digest, Source, Context string

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -303,15 +304,22 @@ func (p *Pipeline) train(ctx context.Context, r *run, log io.Writer) (string, er
 	if err := os.MkdirAll(r.candDir, 0o755); err != nil {
 		return "", err
 	}
+	// Champion's algorithm and params, then the configured defaults, then
+	// the job's overrides; params of another algorithm do not carry over.
 	algo, params := r.champ.Training.Algorithm, map[string]any{}
 	for k, v := range r.champ.Training.Params {
 		params[k] = v
 	}
-	if r.over.Algorithm != "" {
-		algo = r.over.Algorithm
-	}
-	for k, v := range r.over.Params {
-		params[k] = v
+	for _, o := range []struct {
+		algo   string
+		params map[string]any
+	}{{r.cfg.Algorithm, r.cfg.Params}, {r.over.Algorithm, r.over.Params}} {
+		if o.algo != "" && o.algo != algo {
+			algo, params = o.algo, map[string]any{}
+		}
+		for k, v := range o.params {
+			params[k] = v
+		}
 	}
 	req := FitRequest{Dataset: r.snap.TrainPath, OutputDir: r.candDir, Model: r.job.Model, Features: r.snap.Names, Target: r.champ.Target,
 		Algorithm: algo, Params: params, Seed: r.champ.Training.Seed, Champion: r.champ, Log: io.MultiWriter(log, &r.trainLog)}
@@ -425,7 +433,14 @@ func (p *Pipeline) finishCard(r *run) {
 	if c.Target == "" {
 		c.Target = r.champ.Target
 	}
-	if c.Thresholds == nil && r.champ.Thresholds != nil {
+	switch m := r.cfg.ThresholdMargin; {
+	case m > 0 && r.candScore.Rows > 0:
+		// The holdout is later than the training rows, like live traffic.
+		c.Thresholds = map[string]float64{"mae": round6(m * r.candScore.MAE), "rmse": round6(m * r.candScore.RMSE)}
+	case r.champ.Thresholds != nil:
+		// The model's live-error objective carries over to its new version
+		// (a trainer's own test split shares the training period and would
+		// set it too tight).
 		c.Thresholds = r.champ.Thresholds
 	}
 	train := r.snap.Train
@@ -441,6 +456,8 @@ func (p *Pipeline) finishCard(r *run) {
 	c.Metrics["holdout"] = map[string]float64{"mae": r.candScore.MAE, "rmse": r.candScore.RMSE, "rows": float64(r.candScore.Rows)}
 	c.Metrics["holdout_champion"] = map[string]float64{"mae": r.champScore.MAE, "rmse": r.champScore.RMSE, "version": float64(r.champVer)}
 }
+
+func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
 
 func (p *Pipeline) nextVersion(r *run) error {
 	vs, err := versions(r.modelDir)
@@ -492,6 +509,11 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 	if err := t.LogMetrics(ctx, id, metrics); err != nil {
 		return "", fmt.Errorf("logging metrics: %w", err)
 	}
+	if n, err := p.logHistory(ctx, id, r); err != nil {
+		return "", fmt.Errorf("logging the training history: %w", err)
+	} else if n > 0 {
+		fmt.Fprintf(log, "logged %d training iterations (%s*)\n", n, StepPrefix)
+	}
 	if err := t.LogDataset(ctx, id, DatasetRef{Name: r.cand.Training.Dataset.Name, Digest: r.snap.Digest, Source: r.snap.Path,
 		Context: "training", Rows: len(r.snap.Train)}); err != nil {
 		return "", fmt.Errorf("logging dataset: %w", err)
@@ -523,6 +545,37 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 		return "", fmt.Errorf("moving alias %s: %w", ChampionAlias, err)
 	}
 	return fmt.Sprintf("run %s; registered %s version %s, alias %s; repository version %d", id, r.job.Model, mv, ChampionAlias, r.version), nil
+}
+
+// logHistory logs the candidate's per-iteration metrics (HistoryFile, when
+// the trainer wrote one and the tracker keeps histories) as steps with keys
+// prefixed StepPrefix; it returns the number of iterations logged.
+func (p *Pipeline) logHistory(ctx context.Context, id string, r *run) (int, error) {
+	sl, ok := p.o.Tracker.(StepLogger)
+	if !ok {
+		return 0, nil
+	}
+	b, err := os.ReadFile(filepath.Join(r.candDir, HistoryFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var hist []Iteration
+	if err := json.Unmarshal(b, &hist); err != nil {
+		return 0, fmt.Errorf("%s: %w", HistoryFile, err)
+	}
+	for _, it := range hist {
+		m := make(map[string]float64, len(it.Metrics))
+		for k, v := range it.Metrics {
+			m[StepPrefix+k] = v
+		}
+		if err := sl.LogStep(ctx, id, it.Iteration, m); err != nil {
+			return 0, err
+		}
+	}
+	return len(hist), nil
 }
 
 // (6) publish atomically to models/<name>/<next>/.

@@ -106,6 +106,19 @@ type Config struct {
 	MaxRequests   int           // 0 = no limit
 	Timeout       time.Duration // per HTTP request
 	ProgressEvery time.Duration // progress line interval (0 = none)
+	// Observe, when set, is called (from Run's goroutine) with every answered
+	// request: the day, the version that answered, its prediction and the
+	// day's true value — e.g. to compare versions on the same days.
+	Observe func(Prediction) `json:"-"`
+}
+
+// Prediction is one answered replay request.
+type Prediction struct {
+	Date       time.Time
+	Version    string
+	Prediction float64
+	Label      float64
+	At         time.Time // when the answer arrived
 }
 
 // DefaultConfig returns the defaults.
@@ -274,6 +287,9 @@ func (r *Replayer) Run(ctx context.Context) (*Stats, error) {
 					st.Versions[version] = vs
 				}
 				vs.Requests++
+				if r.cfg.Observe != nil {
+					r.cfg.Observe(Prediction{Date: d.Date, Version: version, Prediction: pred, Label: d.Label, At: time.Now()})
+				}
 				queue = append(queue, pending{id: "replay-" + ds, due: i + r.cfg.LabelDelay, label: d.Label, pred: pred, version: version})
 			}
 		}

@@ -113,6 +113,8 @@ func TestReplay(t *testing.T) {
 	cfg.DaysPerSecond = 50
 	cfg.LabelDelay = 2
 	cfg.ProgressEvery = 100 * time.Millisecond
+	var observed []Prediction
+	cfg.Observe = func(p Prediction) { observed = append(observed, p) }
 	var progress bytes.Buffer
 	r, err := New(cfg, rows, sumFeatures, &progress)
 	if err != nil {
@@ -137,6 +139,11 @@ func TestReplay(t *testing.T) {
 	// v1 predicts a+b = a+1 against a+2: MAE 1; so does v2.
 	if v1, v2 := st.Versions["1"], st.Versions["2"]; v1 == nil || v2 == nil || v1.Requests != 7 || v2.Requests != 7 || math.Abs(v1.MAE()-1) > 1e-9 || v2.Labelled != 7 {
 		t.Errorf("versions = %+v %+v", v1, v2)
+	}
+	// Observe sees every answered request with its version.
+	if len(observed) != 14 || observed[0].Version != "1" || observed[13].Version != "2" || observed[0].Date.Format(DateLayout) != "2015-01-03" ||
+		math.Abs(observed[0].Label-observed[0].Prediction-1) > 1e-9 {
+		t.Errorf("observed %d: %+v … %+v", len(observed), observed[0], observed[len(observed)-1])
 	}
 	// A label is posted only after the prediction LabelDelay days later.
 	pos := map[string]int{}
