@@ -96,6 +96,12 @@ type Config struct {
 
 	ThresholdMargin float64 // card thresholds = margin × test metric (default 1.25)
 
+	// ReferenceDays, when > 0, builds the card's drift reference from the
+	// training rows of the last ReferenceDays days only (by Example.Date), so
+	// a model retrained on a long history is compared with the regime it was
+	// last fitted to rather than with its oldest years. 0 uses every row.
+	ReferenceDays int
+
 	// Lineage written to the card.
 	GitCommit      string
 	TrainerVersion string
@@ -134,6 +140,9 @@ type Step struct {
 func (c Config) Validate() error {
 	if c.Name == "" || strings.ContainsAny(c.Name, `/\`) || strings.HasPrefix(c.Name, ".") {
 		return fmt.Errorf("train: model name %q must be non-empty, without slashes, not starting with a dot", c.Name)
+	}
+	if c.ReferenceDays < 0 {
+		return fmt.Errorf("train: reference days %d must not be negative", c.ReferenceDays)
 	}
 	switch c.Algorithm {
 	case Ridge:
@@ -287,15 +296,19 @@ func Fit(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	// Card.
+	refRows := referenceRows(data.Train, cfg.ReferenceDays)
 	ref := &card.Reference{Features: make(map[string]card.Histogram, F)}
-	col := make([]float64, len(data.Train))
+	col := make([]float64, len(refRows))
 	for j, name := range data.FeatureNames {
-		for i, e := range data.Train {
-			col[i] = e.Features[j]
+		for k, i := range refRows {
+			col[k] = data.Train[i].Features[j]
 		}
 		ref.Features[name] = eval.Histogram(col)
 	}
-	ph := eval.Histogram(trainPred)
+	for k, i := range refRows {
+		col[k] = trainPred[i]
+	}
+	ph := eval.Histogram(col)
 	ref.Prediction = &ph
 	trFrom, trUntil := span(data.Train)
 	teFrom, teUntil := span(data.Test)
@@ -323,6 +336,25 @@ func Fit(ctx context.Context, cfg Config) (*Result, error) {
 		Reference: ref,
 	}
 	return res, nil
+}
+
+// referenceRows returns the indices of the rows that make the drift
+// reference: every row, or those within days of the newest row's date.
+func referenceRows(rows []Example, days int) []int {
+	var newest time.Time
+	for _, e := range rows {
+		if e.Date.After(newest) {
+			newest = e.Date
+		}
+	}
+	from := newest.AddDate(0, 0, -days)
+	idx := make([]int, 0, len(rows))
+	for i, e := range rows {
+		if days <= 0 || e.Date.After(from) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
 }
 
 func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/train/card"
 	"github.com/flywheel-ml/flywheel/train/dataset"
+	"github.com/flywheel-ml/flywheel/train/eval"
 	"github.com/flywheel-ml/flywheel/train/features"
 )
 
@@ -502,5 +504,58 @@ func TestPublishConcurrently(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Fatalf("%d versions", len(seen))
+	}
+}
+
+// TestReferenceDays: the drift reference can be built from the newest
+// training rows only; the default (0) uses every training row.
+func TestReferenceDays(t *testing.T) {
+	d, results := fitted(t)
+	cfg := testConfig(Ridge, d)
+	cfg.ReferenceDays = 365
+	res, err := Fit(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := d.FeatureNames
+	if names == nil {
+		names = features.Names()
+	}
+	j := -1
+	for i, n := range names {
+		if n == "Clark_Lake" {
+			j = i
+		}
+	}
+	if j < 0 {
+		t.Fatal("no Clark_Lake feature")
+	}
+	var recent, all []float64
+	from := mustDate("2011-01-01")
+	for _, e := range d.Train {
+		all = append(all, e.Features[j])
+		if !e.Date.Before(from) {
+			recent = append(recent, e.Features[j])
+		}
+	}
+	cases := []struct {
+		name string
+		got  card.Histogram
+		want card.Histogram
+	}{
+		{"last 365 days", res.Card.Reference.Features["Clark_Lake"], eval.Histogram(recent)},
+		{"every row (default)", results[Ridge].Card.Reference.Features["Clark_Lake"], eval.Histogram(all)},
+	}
+	for _, c := range cases {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: reference %v, want %v", c.name, c.got.Edges, c.want.Edges)
+		}
+	}
+	if reflect.DeepEqual(cases[0].got, cases[1].got) {
+		t.Error("a one-year reference equals the eleven-year one; the option had no effect")
+	}
+	cfg.ReferenceDays = -1
+	if _, err := Fit(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "reference days") {
+		t.Errorf("negative reference days: %v", err)
 	}
 }

@@ -67,7 +67,7 @@ func loopTrainer(f trainerFlags) (pipeline.Trainer, error) {
 	if f.testFraction <= 0 || f.testFraction >= 1 {
 		return nil, usageError{fmt.Errorf("--test-fraction %v must be in (0, 1)", f.testFraction)}
 	}
-	return builtinTrainer{testFraction: f.testFraction}, nil
+	return builtinTrainer{testFraction: f.testFraction, referenceDays: f.referenceDays}, nil
 }
 
 // loopParams turns the trainer's --algorithm and --set flags into pipeline
@@ -99,7 +99,8 @@ func loopParams(f trainerFlags) (string, map[string]any, error) {
 // It writes model.onnx, model.json and the per-iteration history
 // (pipeline.HistoryFile) the track step logs as iter_* steps.
 type builtinTrainer struct {
-	testFraction float64
+	testFraction  float64
+	referenceDays int
 }
 
 func (b builtinTrainer) Fit(ctx context.Context, req pipeline.FitRequest) error {
@@ -124,6 +125,7 @@ func (b builtinTrainer) Fit(ctx context.Context, req pipeline.FitRequest) error 
 	cfg := train.DefaultConfig()
 	cfg.Name, cfg.Algorithm, cfg.Params, cfg.Seed = req.Model, req.Algorithm, params, req.Seed
 	cfg.TrainerVersion = "flywheel trainer " + version
+	cfg.ReferenceDays = b.referenceDays
 	if req.Champion != nil {
 		cfg.GitCommit = req.Champion.Training.GitCommit
 	}

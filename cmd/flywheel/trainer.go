@@ -40,6 +40,7 @@ type trainerFlags struct {
 	algorithm, features              string
 	sets                             stringList
 	testFraction                     float64
+	referenceDays                    int
 	track                            bool
 	tf                               trackingFlags
 	syncInterval                     time.Duration
@@ -75,6 +76,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.fs.Var(&f.sets, "set", "one hyper-parameter of candidates, key=value (repeatable), over the champion card's, e.g. epochs=100")
 	fs.add("set", "")
 	fs.Float(&f.testFraction, "test-fraction", "", 0.1, "built-in trainer: the fraction of the training rows (every k-th, interleaved) that scores the card's test metrics")
+	fs.Int(&f.referenceDays, "reference-days", "", 365, "built-in trainer: the candidate's drift reference comes from its training rows of the last N days (0 = all rows), so a retrained version is not flagged as drifted against years it has outgrown")
 	fs.String(&f.externalCmd, "external-cmd", "", "", "external trainer command (split on spaces); the dataset path and output dir are appended (empty: the built-in trainer)")
 	fs.Duration(&f.externalTimeout, "external-timeout", "", external.DefaultTimeout, "time limit of one external training run")
 	fs.Duration(&f.ready, "ready-wait", "", d.ReadyWait, "how long to wait for serve to report a published version ready")
