@@ -1,0 +1,425 @@
+// Package batch is a dynamic batcher: it sits between the API handler and a
+// model version's session, merges concurrent requests whose inputs have the
+// same names, datatypes and trailing dimensions along dimension 0 into one
+// session run, and splits the outputs back per request.
+//
+// Design, from measurements on the 2-vCPU machines this project targets:
+//   - A worker blocks for the first request, then takes whatever else is
+//     already queued (up to MaxBatchSize rows) and runs at once. It never
+//     sleeps with a partial batch unless MaxQueueDelayMicroseconds asks it to:
+//     Go timers cannot honour sub-millisecond waits in an idle process, and
+//     under load the queue refills while the previous batch runs.
+//   - Each of the Instances workers takes a whole batch, not a single job
+//     (several workers pulling one job each from a channel do not batch).
+//   - The queue is bounded; a full queue fails fast with ErrQueueFull.
+//   - Close (or cancelling Run's context) stops intake; Run returns after the
+//     workers have run every request already queued.
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// ErrQueueFull is returned by Infer when the queue holds QueueCapacity
+// requests; the API maps it to 503 with a Retry-After header.
+var ErrQueueFull = errors.New("batch queue full")
+
+// ErrClosed is returned by Infer after Close (the model version is unloading
+// or the server is shutting down); the API maps it to 503.
+var ErrClosed = errors.New("batcher closed")
+
+// Options configure New.
+type Options struct {
+	Config Config
+	// Runner runs the model version's session; required.
+	Runner Runner
+	// Logger gets rare events (unsplittable outputs); nil discards.
+	Logger *slog.Logger
+	// Observe, when set, is called once per session run from the worker
+	// goroutine (for execution-count and compute-time metrics). Keep it cheap.
+	Observe func(Execution)
+}
+
+// Execution describes one session run.
+type Execution struct {
+	Requests int           // requests merged into the run
+	Rows     int           // dimension 0 of the merged inputs
+	Compute  time.Duration // time inside Runner.Run
+	Err      error
+}
+
+// Result is one request's answer with its timings.
+type Result struct {
+	Outputs []Tensor
+	// Queue is the time from Infer to the start of the session run.
+	Queue time.Duration
+	// Compute is the session run's duration (shared by the merged requests).
+	Compute time.Duration
+	// BatchRequests and BatchRows describe the session run this request was in.
+	BatchRequests, BatchRows int
+}
+
+type job struct {
+	ctx      context.Context
+	inputs   []Tensor
+	rows     int // -1: not mergeable
+	enqueued time.Time
+	res      Result
+	err      error
+	done     chan struct{} // buffered 1
+}
+
+// Batcher merges requests for one model version. Create it with New, start
+// Run in its own goroutine, submit with Infer, stop with Close or by
+// cancelling Run's context.
+type Batcher struct {
+	cfg     Config
+	runner  Runner
+	logger  *slog.Logger
+	observe func(Execution)
+	queue   chan *job
+	jobs    sync.Pool
+
+	mu       sync.RWMutex // guards closed and the close of queue against sends
+	closed   bool
+	closeOne sync.Once
+	stopped  chan struct{} // closed by Close
+}
+
+// New returns a batcher; it runs nothing until Run is called.
+func New(o Options) (*Batcher, error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("batch config: %w", err)
+	}
+	if o.Runner == nil {
+		return nil, errors.New("batch: Options.Runner is required")
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Batcher{
+		cfg:     o.Config,
+		runner:  o.Runner,
+		logger:  logger.With("component", "batch"),
+		observe: o.Observe,
+		queue:   make(chan *job, o.Config.QueueCapacity),
+		stopped: make(chan struct{}),
+	}
+	b.jobs.New = func() any { return &job{done: make(chan struct{}, 1)} }
+	return b, nil
+}
+
+// Config returns the configuration the batcher runs with.
+func (b *Batcher) Config() Config { return b.cfg }
+
+// QueueLength returns the number of requests waiting for a worker.
+func (b *Batcher) QueueLength() int { return len(b.queue) }
+
+// Runner returns the batcher as a Runner (outputs only), so it can stand
+// wherever the session stood.
+func (b *Batcher) Runner() Runner {
+	return RunnerFunc(func(ctx context.Context, in []Tensor) ([]Tensor, error) {
+		r, err := b.Infer(ctx, in)
+		return r.Outputs, err
+	})
+}
+
+// Infer queues one request and waits for its outputs. It fails fast with
+// ErrQueueFull or ErrClosed, and returns ctx.Err() when ctx ends first (a
+// request still queued is then dropped, one already running finishes and its
+// answer is discarded). The returned output Data may share memory with other
+// requests' outputs of the same run; treat it as read-only.
+func (b *Batcher) Infer(ctx context.Context, inputs []Tensor) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	j := b.jobs.Get().(*job)
+	j.ctx, j.inputs, j.rows, j.enqueued = ctx, inputs, rows(inputs), time.Now()
+
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		b.release(j)
+		return Result{}, ErrClosed
+	}
+	select {
+	case b.queue <- j:
+	default:
+		b.mu.RUnlock()
+		b.release(j)
+		return Result{}, ErrQueueFull
+	}
+	b.mu.RUnlock()
+
+	select {
+	case <-j.done:
+		res, err := j.res, j.err
+		b.release(j)
+		return res, err
+	case <-ctx.Done():
+		// The worker still owns j and will signal done into the buffer; j is
+		// not returned to the pool.
+		return Result{}, ctx.Err()
+	}
+}
+
+func (b *Batcher) release(j *job) {
+	*j = job{done: j.done}
+	b.jobs.Put(j)
+}
+
+// Close stops intake: later Infer calls fail with ErrClosed; requests already
+// queued still run. Run returns once they have. Close is idempotent.
+func (b *Batcher) Close() {
+	b.closeOne.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		close(b.queue)
+		b.mu.Unlock()
+		close(b.stopped)
+	})
+}
+
+// Run starts the workers and blocks until Close is called or ctx is done,
+// then drains the queue (every queued request is run and answered) and
+// returns nil.
+func (b *Batcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range b.cfg.Instances {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.work()
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		b.Close()
+	case <-b.stopped:
+	}
+	wg.Wait()
+	return nil
+}
+
+// work is one worker: take a batch, run it, repeat until the queue is closed
+// and empty.
+func (b *Batcher) work() {
+	if b.cfg.LockOSThread {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
+	var (
+		w     = &worker{b: b}
+		batch = make([]*job, 0, min(b.cfg.MaxBatchSize, 256))
+		carry *job // pulled from the queue but did not fit the last batch
+		delay = b.cfg.MaxQueueDelay()
+		timer *time.Timer
+	)
+	for {
+		batch = batch[:0]
+		first := carry
+		carry = nil
+		if first == nil {
+			j, ok := <-b.queue
+			if !ok {
+				return
+			}
+			first = j
+		}
+		batch = append(batch, first)
+		n := max(first.rows, 1)
+		open := true
+		if len(b.queue) == 0 && b.cfg.MaxBatchSize > 1 {
+			// Requesters woken by the previous batch's answers are runnable
+			// but have not enqueued yet: this goroutine was handed the first
+			// job directly and runs ahead of them. Yield once so they can.
+			runtime.Gosched()
+		}
+	fill:
+		for first.rows > 0 && n < b.cfg.MaxBatchSize && open {
+			var (
+				j  *job
+				ok bool
+			)
+			select {
+			case j, ok = <-b.queue:
+			default:
+				if delay <= 0 {
+					break fill
+				}
+				wait := delay - time.Since(first.enqueued)
+				if wait <= 0 {
+					break fill
+				}
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				select {
+				case j, ok = <-b.queue:
+					timer.Stop()
+				case <-timer.C:
+					break fill
+				}
+			}
+			if !ok {
+				open = false
+				break
+			}
+			if j.rows > 0 && n+j.rows > b.cfg.MaxBatchSize {
+				carry = j
+				break
+			}
+			batch = append(batch, j)
+			n += max(j.rows, 1)
+		}
+		w.execute(batch)
+	}
+}
+
+type worker struct {
+	b       *Batcher
+	scratch scratch
+	group   []*job
+	parts   []any
+}
+
+// execute runs one batch: jobs whose context ended are answered with its
+// error; the rest are grouped by compatibility and each group runs once.
+func (w *worker) execute(batch []*job) {
+	start := time.Now()
+	live := batch[:0]
+	for _, j := range batch {
+		if err := j.ctx.Err(); err != nil {
+			j.err = err
+			j.done <- struct{}{}
+			continue
+		}
+		j.res.Queue = start.Sub(j.enqueued)
+		live = append(live, j)
+	}
+	for len(live) > 0 {
+		head := live[0]
+		w.group = append(w.group[:0], head)
+		rest := live[1:1]
+		for _, j := range live[1:] {
+			if head.rows > 0 && j.rows > 0 && compatible(head.inputs, j.inputs) {
+				w.group = append(w.group, j)
+			} else {
+				rest = append(rest, j)
+			}
+		}
+		w.runGroup(w.group)
+		live = rest
+	}
+}
+
+func (w *worker) runGroup(g []*job) {
+	if len(g) == 1 {
+		w.runOne(g[0])
+		return
+	}
+	total := 0
+	for _, j := range g {
+		total += j.rows
+	}
+	head := g[0].inputs
+	merged := make([]Tensor, len(head))
+	for i, t := range head {
+		w.parts = w.parts[:0]
+		elems := 0
+		for _, j := range g {
+			d := j.inputs[i].Data
+			w.parts = append(w.parts, d)
+			elems += max(dataLen(d), 0)
+		}
+		data, err := w.scratch.concat(w.parts, elems)
+		if err != nil {
+			w.fail(g, err)
+			return
+		}
+		shape := make([]int64, len(t.Shape))
+		copy(shape, t.Shape)
+		shape[0] = int64(total)
+		merged[i] = Tensor{Name: t.Name, Datatype: t.Datatype, Shape: shape, Data: data}
+	}
+	t0 := time.Now()
+	outs, err := w.b.runner.Run(context.WithoutCancel(g[0].ctx), merged)
+	compute := time.Since(t0)
+	w.report(Execution{Requests: len(g), Rows: total, Compute: compute, Err: err})
+	if err != nil {
+		w.fail(g, err)
+		return
+	}
+	if !splittable(outs, total) {
+		// An output without a per-row leading dimension (a scalar, a
+		// sequence of maps, ...): answer each request on its own so the
+		// batcher never changes an answer.
+		w.b.logger.Warn("outputs cannot be split along dimension 0; running requests one by one", "requests", len(g))
+		for _, j := range g {
+			w.runOne(j)
+		}
+		return
+	}
+	off := 0
+	for _, j := range g {
+		res := make([]Tensor, len(outs))
+		for k, o := range outs {
+			per := dataLen(o.Data) / total
+			d, _ := sliceData(o.Data, off*per, (off+j.rows)*per)
+			shape := make([]int64, len(o.Shape))
+			copy(shape, o.Shape)
+			shape[0] = int64(j.rows)
+			res[k] = Tensor{Name: o.Name, Datatype: o.Datatype, Shape: shape, Data: d}
+		}
+		off += j.rows
+		j.res.Outputs, j.res.Compute = res, compute
+		j.res.BatchRequests, j.res.BatchRows = len(g), total
+		j.done <- struct{}{}
+	}
+}
+
+func splittable(outs []Tensor, total int) bool {
+	for _, o := range outs {
+		if len(o.Shape) == 0 || o.Shape[0] != int64(total) {
+			return false
+		}
+		n := dataLen(o.Data)
+		if n < 0 || n%total != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *worker) runOne(j *job) {
+	t0 := time.Now()
+	outs, err := w.b.runner.Run(j.ctx, j.inputs)
+	compute := time.Since(t0)
+	rows := max(j.rows, 1)
+	w.report(Execution{Requests: 1, Rows: rows, Compute: compute, Err: err})
+	j.res.Outputs, j.res.Compute, j.err = outs, compute, err
+	j.res.BatchRequests, j.res.BatchRows = 1, rows
+	j.done <- struct{}{}
+}
+
+func (w *worker) fail(g []*job, err error) {
+	for _, j := range g {
+		j.err = err
+		j.done <- struct{}{}
+	}
+}
+
+func (w *worker) report(e Execution) {
+	if w.b.observe != nil {
+		w.b.observe(e)
+	}
+}

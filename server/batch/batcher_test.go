@@ -1,0 +1,329 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func testConfig(mut func(*Config)) Config {
+	c := DefaultConfig()
+	c.Instances = 2
+	if mut != nil {
+		mut(&c)
+	}
+	return c
+}
+
+// start runs b until the test ends and checks that Run returned.
+func start(t *testing.T, b *Batcher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+}
+
+func request(name string, features int, rows int, rng *rand.Rand) []Tensor {
+	d := make([]float32, rows*features)
+	for i := range d {
+		d[i] = rng.Float32()*4 - 2
+	}
+	return []Tensor{{Name: name, Datatype: "FP32", Shape: []int64{int64(rows), int64(features)}, Data: d}}
+}
+
+// The batcher never changes an answer: under random concurrent traffic with
+// mixed batch sizes, every output equals the one the session gives the same
+// request on its own.
+func TestBatchingKeepsAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		model          string
+		clients, reqs  int
+		maxRows, maxBS int
+	}{
+		{"mlp_small", 16, 60, 5, 64},
+		{"mlp_small", 32, 30, 1, 8},
+		{"mlp_wide", 12, 15, 4, 64},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			r, spec := benchModel(t, tc.model)
+			var execs, merged atomic.Int64
+			b, err := New(Options{Config: testConfig(func(c *Config) { c.MaxBatchSize = tc.maxBS }), Runner: r,
+				Observe: func(e Execution) {
+					execs.Add(1)
+					if e.Requests > 1 {
+						merged.Add(1)
+					}
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			start(t, b)
+
+			type pair struct{ in, want []Tensor }
+			work := make([][]pair, tc.clients)
+			rng := rand.New(rand.NewPCG(1, uint64(len(tc.model))))
+			for c := range work {
+				for range tc.reqs {
+					in := request(spec.Input, spec.Features, 1+rng.IntN(tc.maxRows), rng)
+					want, err := r.Run(context.Background(), in)
+					if err != nil {
+						t.Fatal(err)
+					}
+					work[c] = append(work[c], pair{in, want})
+				}
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, tc.clients)
+			for c := range work {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i, p := range work[c] {
+						res, err := b.Infer(context.Background(), p.in)
+						if err != nil {
+							errs <- err
+							return
+						}
+						if err := sameTensors(res.Outputs, p.want); err != nil {
+							errs <- errorf("client %d request %d (batch of %d requests, %d rows): %v", c, i, res.BatchRequests, res.BatchRows, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			total := int64(tc.clients * tc.reqs)
+			t.Logf("%d requests in %d session runs (%d merged)", total, execs.Load(), merged.Load())
+			if merged.Load() == 0 {
+				t.Errorf("no session run merged requests (%d runs for %d requests)", execs.Load(), total)
+			}
+		})
+	}
+}
+
+func errorf(format string, a ...any) error { return errors.New(sprintf(format, a...)) }
+
+func sameTensors(got, want []Tensor) error {
+	if len(got) != len(want) {
+		return errorf("%d outputs, want %d", len(got), len(want))
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if g.Name != w.Name || g.Datatype != w.Datatype || !slices.Equal(g.Shape, w.Shape) {
+			return errorf("output %d is %s %s %v, want %s %s %v", i, g.Name, g.Datatype, g.Shape, w.Name, w.Datatype, w.Shape)
+		}
+		gd, wd := g.Data.([]float32), w.Data.([]float32)
+		if len(gd) != len(wd) {
+			return errorf("output %s has %d values, want %d", g.Name, len(gd), len(wd))
+		}
+		for k := range gd {
+			if gd[k] != wd[k] {
+				return errorf("output %s[%d] = %v, want %v (bit-exact)", g.Name, k, gd[k], wd[k])
+			}
+		}
+	}
+	return nil
+}
+
+// gate blocks every Run until released, to hold a worker busy.
+type gate struct {
+	Runner
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newGate(r Runner) *gate {
+	return &gate{Runner: r, entered: make(chan struct{}, 100), release: make(chan struct{})}
+}
+
+func (g *gate) Run(ctx context.Context, in []Tensor) ([]Tensor, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	return g.Runner.Run(ctx, in)
+}
+
+func TestQueueFullAndCancel(t *testing.T) {
+	r, spec := benchModel(t, "mlp_small")
+	g := newGate(r)
+	var runs atomic.Int64
+	b, err := New(Options{Config: testConfig(func(c *Config) { c.Instances = 1; c.QueueCapacity = 2; c.MaxBatchSize = 1 }),
+		Runner: g, Observe: func(Execution) { runs.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, b)
+	rng := rand.New(rand.NewPCG(2, 2))
+
+	// one request holds the only worker
+	in1, in2, in3 := request(spec.Input, spec.Features, 1, rng), request(spec.Input, spec.Features, 1, rng), request(spec.Input, spec.Features, 1, rng)
+	busy := make(chan error, 1)
+	go func() { _, err := b.Infer(context.Background(), in1); busy <- err }()
+	<-g.entered
+
+	// two fill the queue: one will be cancelled while queued, one waits
+	ctx, cancel := context.WithCancel(context.Background())
+	cancelled := make(chan error, 1)
+	go func() { _, err := b.Infer(ctx, in2); cancelled <- err }()
+	waiting := make(chan error, 1)
+	waitUntil(t, func() bool { return b.QueueLength() == 1 })
+	go func() { _, err := b.Infer(context.Background(), in3); waiting <- err }()
+	waitUntil(t, func() bool { return b.QueueLength() == 2 })
+
+	if _, err := b.Infer(context.Background(), request(spec.Input, spec.Features, 1, rng)); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("third queued request: err %v, want ErrQueueFull", err)
+	}
+	cancel()
+	if err := <-cancelled; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: err %v, want context.Canceled", err)
+	}
+	close(g.release)
+	for name, ch := range map[string]chan error{"busy": busy, "waiting": waiting} {
+		if err := <-ch; err != nil {
+			t.Errorf("%s request: %v", name, err)
+		}
+	}
+	// the cancelled request never reached the session
+	if n := runs.Load(); n != 2 {
+		t.Errorf("%d session runs, want 2 (the cancelled request must be skipped)", n)
+	}
+	// an expired context fails before queueing
+	if _, err := b.Infer(ctx, request(spec.Input, spec.Features, 1, rng)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Infer with a cancelled context: %v", err)
+	}
+}
+
+func TestCloseDrains(t *testing.T) {
+	r, spec := benchModel(t, "mlp_small")
+	g := newGate(r)
+	b, err := New(Options{Config: testConfig(func(c *Config) { c.Instances = 1; c.MaxBatchSize = 4 }), Runner: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- b.Run(context.Background()) }()
+
+	rng := rand.New(rand.NewPCG(3, 3))
+	const n = 20
+	type answer struct {
+		res  Result
+		err  error
+		want []Tensor
+	}
+	answers := make(chan answer, n)
+	for i := range n {
+		in := request(spec.Input, spec.Features, 1+i%3, rng)
+		want, err := r.Run(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			res, err := b.Infer(context.Background(), in)
+			answers <- answer{res, err, want}
+		}()
+		if i == 0 {
+			<-g.entered // the worker is busy; the rest queue up
+		}
+	}
+	waitUntil(t, func() bool { return b.QueueLength() == n-1 })
+	b.Close()
+	if _, err := b.Infer(context.Background(), request(spec.Input, spec.Features, 1, rng)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Infer after Close: %v, want ErrClosed", err)
+	}
+	close(g.release)
+	for range n {
+		a := <-answers
+		if a.err != nil {
+			t.Errorf("queued request lost on shutdown: %v", a.err)
+			continue
+		}
+		if err := sameTensors(a.res.Outputs, a.want); err != nil {
+			t.Error(err)
+		}
+	}
+	select {
+	case <-runDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+	b.Close() // idempotent
+}
+
+// A request whose shape the model rejects is not merged with good ones: it
+// fails alone, the others are answered.
+func TestIncompatibleShapesRunApart(t *testing.T) {
+	r, spec := benchModel(t, "mlp_small")
+	g := newGate(r)
+	b, err := New(Options{Config: testConfig(func(c *Config) { c.Instances = 1 }), Runner: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, b)
+	rng := rand.New(rand.NewPCG(4, 4))
+	type out struct {
+		bad bool
+		err error
+		n   int
+	}
+	outs := make(chan out, 8)
+	send := func(bad bool) func() {
+		f := spec.Features
+		if bad {
+			f--
+		}
+		in := request(spec.Input, f, 2, rng)
+		return func() {
+			res, err := b.Infer(context.Background(), in)
+			outs <- out{bad, err, res.BatchRequests}
+		}
+	}
+	go send(false)()
+	<-g.entered
+	for i := range 6 {
+		go send(i%3 == 0)()
+	}
+	waitUntil(t, func() bool { return b.QueueLength() == 6 })
+	close(g.release)
+	for range 7 {
+		o := <-outs
+		switch {
+		case o.bad && o.err == nil:
+			t.Error("request with 15 features succeeded")
+		case !o.bad && o.err != nil:
+			t.Errorf("good request failed: %v", o.err)
+		case o.bad && !strings.Contains(o.err.Error(), "dimension"):
+			t.Logf("bad request error: %v", o.err)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
