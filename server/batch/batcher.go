@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,6 +85,8 @@ type Batcher struct {
 	logger  *slog.Logger
 	observe func(Execution)
 	queue   chan *job
+	slots   chan *worker // a token per instance; holding one = may run the session
+	queued  atomic.Int64 // requests queued and not yet started
 	jobs    sync.Pool
 
 	mu       sync.RWMutex // guards closed and the close of queue against sends
@@ -113,14 +116,19 @@ func New(o Options) (*Batcher, error) {
 		stopped: make(chan struct{}),
 	}
 	b.jobs.New = func() any { return &job{done: make(chan struct{}, 1)} }
+	b.slots = make(chan *worker, b.cfg.Instances)
+	for range b.cfg.Instances {
+		b.slots <- b.newWorker()
+	}
 	return b, nil
 }
 
 // Config returns the configuration the batcher runs with.
 func (b *Batcher) Config() Config { return b.cfg }
 
-// QueueLength returns the number of requests waiting for a worker.
-func (b *Batcher) QueueLength() int { return len(b.queue) }
+// QueueLength returns the number of requests waiting for a session run (for
+// a queue-length gauge).
+func (b *Batcher) QueueLength() int { return int(b.queued.Load()) }
 
 // Runner returns the batcher as a Runner (outputs only), so it can stand
 // wherever the session stood.
@@ -149,25 +157,69 @@ func (b *Batcher) Infer(ctx context.Context, inputs []Tensor) (Result, error) {
 		b.release(j)
 		return Result{}, ErrClosed
 	}
-	select {
-	case b.queue <- j:
-	default:
+	if b.cfg.Dispatch == DispatchHybrid && len(b.queue) == 0 {
+		// Nothing waits and an instance may be idle: run here, on the
+		// caller's goroutine, without waking a worker thread.
+		select {
+		case w := <-b.slots:
+			b.mu.RUnlock()
+			b.queued.Add(1) // execute counts it out
+			b.runFrom(w, j)
+			b.slots <- w
+			<-j.done
+			return b.finish(j)
+		default:
+		}
+	}
+	// queued counts requests in the channel and those a worker has taken
+	// but not started (waiting for a slot or collecting its batch), so the
+	// capacity check is exact and the channel, as large, never blocks.
+	if b.queued.Add(1) > int64(b.cfg.QueueCapacity) {
+		b.queued.Add(-1)
 		b.mu.RUnlock()
 		b.release(j)
 		return Result{}, ErrQueueFull
 	}
+	b.queue <- j
 	b.mu.RUnlock()
 
+	if b.cfg.Dispatch == DispatchInline {
+		// Inline dispatch: while this request is unanswered, take a free
+		// slot whenever there is one and run a batch from the queue here.
+		// At low concurrency the request runs on the caller's goroutine with
+		// no hand-off to another thread; under load the slot holder runs
+		// everyone's queued requests in one session run.
+		for {
+			select {
+			case <-j.done:
+				return b.finish(j)
+			default:
+			}
+			select {
+			case <-j.done:
+				return b.finish(j)
+			case w := <-b.slots:
+				b.lead(w)
+				b.slots <- w
+			case <-ctx.Done():
+				return Result{}, ctx.Err()
+			}
+		}
+	}
 	select {
 	case <-j.done:
-		res, err := j.res, j.err
-		b.release(j)
-		return res, err
+		return b.finish(j)
 	case <-ctx.Done():
 		// The worker still owns j and will signal done into the buffer; j is
 		// not returned to the pool.
 		return Result{}, ctx.Err()
 	}
+}
+
+func (b *Batcher) finish(j *job) (Result, error) {
+	res, err := j.res, j.err
+	b.release(j)
+	return res, err
 }
 
 func (b *Batcher) release(j *job) {
@@ -187,17 +239,19 @@ func (b *Batcher) Close() {
 	})
 }
 
-// Run starts the workers and blocks until Close is called or ctx is done,
-// then drains the queue (every queued request is run and answered) and
-// returns nil.
+// Run blocks until Close is called or ctx is done, then drains the queue
+// (every queued request is run and answered) and returns nil. With Dispatch
+// "workers" or "hybrid" it also runs the Instances worker goroutines.
 func (b *Batcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for range b.cfg.Instances {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.work()
-		}()
+	if b.cfg.Dispatch != DispatchInline {
+		for range b.cfg.Instances {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.work()
+			}()
+		}
 	}
 	select {
 	case <-ctx.Done():
@@ -205,45 +259,72 @@ func (b *Batcher) Run(ctx context.Context) error {
 	case <-b.stopped:
 	}
 	wg.Wait()
+	// Inline dispatch: requests whose callers gave up may still be queued;
+	// run them so the queue ends empty. Then wait for every slot holder.
+	w := <-b.slots
+	for b.lead(w) {
+	}
+	b.slots <- w
+	held := make([]*worker, 0, b.cfg.Instances)
+	for range b.cfg.Instances {
+		held = append(held, <-b.slots)
+	}
+	for _, w := range held {
+		b.slots <- w
+	}
 	return nil
 }
 
-// work is one worker: take a batch, run it, repeat until the queue is closed
-// and empty.
+// work is one worker goroutine (Dispatch "workers", "hybrid"): take a batch, run it,
+// repeat until the queue is closed and empty.
 func (b *Batcher) work() {
 	if b.cfg.LockOSThread {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
-	var (
-		w     = &worker{b: b}
-		batch = make([]*job, 0, min(b.cfg.MaxBatchSize, 256))
-		carry *job // pulled from the queue but did not fit the last batch
-		delay = b.cfg.MaxQueueDelay()
-		timer *time.Timer
-	)
 	for {
-		batch = batch[:0]
-		first := carry
-		carry = nil
-		if first == nil {
-			j, ok := <-b.queue
-			if !ok {
-				return
-			}
-			first = j
+		j, ok := <-b.queue
+		if !ok {
+			return
 		}
-		batch = append(batch, first)
-		n := max(first.rows, 1)
-		open := true
-		if len(b.queue) == 0 && b.cfg.MaxBatchSize > 1 {
+		if b.cfg.MaxBatchSize > 1 && len(b.queue) == 0 {
 			// Requesters woken by the previous batch's answers are runnable
 			// but have not enqueued yet: this goroutine was handed the first
-			// job directly and runs ahead of them. Yield once so they can.
+			// job directly and would run ahead of them. Yield once so they can.
 			runtime.Gosched()
 		}
+		w := <-b.slots
+		b.runFrom(w, j)
+		b.slots <- w
+	}
+}
+
+// lead runs at most one batch taken from the queue with w (Dispatch
+// "inline": the caller's goroutine does the work). It reports whether the
+// queue gave it anything.
+func (b *Batcher) lead(w *worker) bool {
+	var j *job
+	select {
+	case j = <-b.queue:
+	default:
+	}
+	if j == nil {
+		return false
+	}
+	b.runFrom(w, j)
+	return true
+}
+
+// runFrom collects a batch that starts with first from what is queued (up to
+// MaxBatchSize rows, waiting at most MaxQueueDelay for more) and runs it; a
+// job that did not fit starts the next batch.
+func (b *Batcher) runFrom(w *worker, first *job) {
+	for first != nil {
+		w.batch = append(w.batch[:0], first)
+		n := max(first.rows, 1)
+		var carry *job
 	fill:
-		for first.rows > 0 && n < b.cfg.MaxBatchSize && open {
+		for first.rows > 0 && n < b.cfg.MaxBatchSize {
 			var (
 				j  *job
 				ok bool
@@ -251,51 +332,57 @@ func (b *Batcher) work() {
 			select {
 			case j, ok = <-b.queue:
 			default:
-				if delay <= 0 {
-					break fill
-				}
-				wait := delay - time.Since(first.enqueued)
+				wait := b.cfg.MaxQueueDelay() - time.Since(first.enqueued)
 				if wait <= 0 {
 					break fill
 				}
-				if timer == nil {
-					timer = time.NewTimer(wait)
+				if w.timer == nil {
+					w.timer = time.NewTimer(wait)
 				} else {
-					timer.Reset(wait)
+					w.timer.Reset(wait)
 				}
 				select {
 				case j, ok = <-b.queue:
-					timer.Stop()
-				case <-timer.C:
+					w.timer.Stop()
+				case <-w.timer.C:
 					break fill
 				}
 			}
 			if !ok {
-				open = false
 				break
 			}
 			if j.rows > 0 && n+j.rows > b.cfg.MaxBatchSize {
 				carry = j
 				break
 			}
-			batch = append(batch, j)
+			w.batch = append(w.batch, j)
 			n += max(j.rows, 1)
 		}
-		w.execute(batch)
+		w.execute(w.batch)
+		first = carry
 	}
 }
 
+// worker holds one executor's reusable state: a slot token in inline
+// dispatch, a goroutine's locals in worker dispatch.
 type worker struct {
 	b       *Batcher
 	scratch scratch
+	batch   []*job
 	group   []*job
 	parts   []any
+	timer   *time.Timer
+}
+
+func (b *Batcher) newWorker() *worker {
+	return &worker{b: b, batch: make([]*job, 0, min(b.cfg.MaxBatchSize, 256))}
 }
 
 // execute runs one batch: jobs whose context ended are answered with its
 // error; the rest are grouped by compatibility and each group runs once.
 func (w *worker) execute(batch []*job) {
 	start := time.Now()
+	w.b.queued.Add(-int64(len(batch)))
 	live := batch[:0]
 	for _, j := range batch {
 		if err := j.ctx.Err(); err != nil {

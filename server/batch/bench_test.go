@@ -69,23 +69,25 @@ func BenchmarkInfer(b *testing.B) {
 				d := closedLoop(b, r.Run, ins, c, b.N)
 				b.ReportMetric(float64(b.N)/d.Seconds(), "req/s")
 			})
-			b.Run(fmt.Sprintf("%s/batched/c=%d", model, c), func(b *testing.B) {
-				var runs atomic.Int64
-				bt, err := New(Options{Config: DefaultConfig(), Runner: r, Observe: func(Execution) { runs.Add(1) }})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan error, 1)
-				go func() { done <- bt.Run(ctx) }()
-				b.ResetTimer()
-				d := closedLoop(b, bt.Runner().Run, ins, c, b.N)
-				b.StopTimer()
-				cancel()
-				<-done
-				b.ReportMetric(float64(b.N)/d.Seconds(), "req/s")
-				b.ReportMetric(float64(b.N)/float64(max(runs.Load(), 1)), "rows/run")
-			})
+			for _, bc := range benchConfigs() {
+				b.Run(fmt.Sprintf("%s/%s/c=%d", model, bc.name, c), func(b *testing.B) {
+					var runs atomic.Int64
+					bt, err := New(Options{Config: bc.cfg, Runner: r, Observe: func(Execution) { runs.Add(1) }})
+					if err != nil {
+						b.Fatal(err)
+					}
+					ctx, cancel := context.WithCancel(context.Background())
+					done := make(chan error, 1)
+					go func() { done <- bt.Run(ctx) }()
+					b.ResetTimer()
+					d := closedLoop(b, bt.Runner().Run, ins, c, b.N)
+					b.StopTimer()
+					cancel()
+					<-done
+					b.ReportMetric(float64(b.N)/d.Seconds(), "req/s")
+					b.ReportMetric(float64(b.N)/float64(max(runs.Load(), 1)), "rows/run")
+				})
+			}
 		}
 	}
 }
@@ -103,25 +105,49 @@ func BenchmarkSpeedup(b *testing.B) {
 	}{{"mlp_small", 20000}, {"mlp_wide", 2000}} {
 		r, spec := benchModel(b, tc.model)
 		ins := benchInputs(inputMaker{spec.Input, spec.Features, rand.New(rand.NewPCG(6, 6))}, 64)
-		for _, c := range []int{1, 8, 64} {
-			b.Run(fmt.Sprintf("%s/c=%d", tc.model, c), func(b *testing.B) {
-				bt, err := New(Options{Config: DefaultConfig(), Runner: r})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan error, 1)
-				go func() { done <- bt.Run(ctx) }()
-				defer func() { cancel(); <-done }()
-				var direct, batched time.Duration
-				for range b.N {
-					direct += closedLoop(b, r.Run, ins, c, tc.n)
-					batched += closedLoop(b, bt.Runner().Run, ins, c, tc.n)
-				}
-				b.ReportMetric(float64(direct)/float64(batched), "x")
-				b.ReportMetric(float64(b.N*tc.n)/direct.Seconds(), "direct-req/s")
-				b.ReportMetric(float64(b.N*tc.n)/batched.Seconds(), "batched-req/s")
-			})
+		for _, bc := range benchConfigs() {
+			for _, c := range []int{1, 8, 64} {
+				b.Run(fmt.Sprintf("%s/%s/c=%d", tc.model, bc.name, c), func(b *testing.B) {
+					bt, err := New(Options{Config: bc.cfg, Runner: r})
+					if err != nil {
+						b.Fatal(err)
+					}
+					ctx, cancel := context.WithCancel(context.Background())
+					done := make(chan error, 1)
+					go func() { done <- bt.Run(ctx) }()
+					defer func() { cancel(); <-done }()
+					var direct, batched time.Duration
+					for range b.N {
+						direct += closedLoop(b, r.Run, ins, c, tc.n)
+						batched += closedLoop(b, bt.Runner().Run, ins, c, tc.n)
+					}
+					b.ReportMetric(float64(direct)/float64(batched), "x")
+					b.ReportMetric(float64(b.N*tc.n)/direct.Seconds(), "direct-req/s")
+					b.ReportMetric(float64(b.N*tc.n)/batched.Seconds(), "batched-req/s")
+				})
+			}
 		}
 	}
+}
+
+type benchConfig struct {
+	name string
+	cfg  Config
+}
+
+// benchConfigs are the batcher set-ups compared: the default (hybrid
+// dispatch), hybrid with one instance, inline, and dedicated workers with
+// and without OS-thread pinning.
+func benchConfigs() []benchConfig {
+	hybrid := DefaultConfig()
+	inline := DefaultConfig()
+	inline.Dispatch = DispatchInline
+	workers := DefaultConfig()
+	workers.Dispatch = DispatchWorkers
+	workers.LockOSThread = true
+	unlocked := workers
+	unlocked.LockOSThread = false
+	hybrid1 := hybrid
+	hybrid1.Instances = 1
+	return []benchConfig{{"hybrid", hybrid}, {"hybrid-1", hybrid1}, {"inline", inline}, {"workers", workers}, {"workers-unlocked", unlocked}}
 }

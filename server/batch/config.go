@@ -29,10 +29,28 @@ type Config struct {
 	// from the queue, never a single job, so workers do not starve each other
 	// of batch rows.
 	Instances int `yaml:"instances"`
+	// Dispatch chooses who runs session calls; Instances bounds how many run
+	// at once in every mode.
+	//   "workers": Instances dedicated goroutines take batches off the queue.
+	//   "inline": no goroutines; waiting requesters take turns holding an
+	//     instance slot, each running everything queued at that moment on its
+	//     own goroutine (no thread hand-off at low load).
+	//   "hybrid" (default): workers, but a request that finds the queue empty
+	//     and an instance idle runs at once on the caller's goroutine. On these
+	//     VMs every goroutine hand-off to a sleeping thread costs ~0.1 ms
+	//     (vCPU wake-up), which is most of a request at concurrency 1.
+	Dispatch string `yaml:"dispatch"`
 	// LockOSThread pins each worker goroutine to its OS thread. Measured here:
 	// it helps at GOMAXPROCS=2 and collapses throughput at GOMAXPROCS=1.
 	LockOSThread bool `yaml:"lock_os_thread"`
 }
+
+// Dispatch modes.
+const (
+	DispatchHybrid  = "hybrid"
+	DispatchInline  = "inline"
+	DispatchWorkers = "workers"
+)
 
 // DefaultConfig returns the defaults tuned for a small CPU box: batches of up
 // to 64 rows, no idle waiting, 1024 queued requests, one worker per usable
@@ -44,6 +62,7 @@ func DefaultConfig() Config {
 		MaxQueueDelayMicroseconds: 0,
 		QueueCapacity:             1024,
 		Instances:                 min(procs, 4),
+		Dispatch:                  DispatchHybrid,
 		LockOSThread:              procs >= 2,
 	}
 }
@@ -64,6 +83,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue_capacity must be between 1 and 1048576, got %d", c.QueueCapacity)
 	case c.Instances < 1 || c.Instances > 256:
 		return fmt.Errorf("instances must be between 1 and 256, got %d", c.Instances)
+	case c.Dispatch != DispatchHybrid && c.Dispatch != DispatchInline && c.Dispatch != DispatchWorkers:
+		return fmt.Errorf("dispatch must be %q, %q or %q, got %q", DispatchHybrid, DispatchInline, DispatchWorkers, c.Dispatch)
 	}
 	return nil
 }

@@ -21,6 +21,8 @@ func TestConfigValidate(t *testing.T) {
 		{"queue 0", func(c *Config) { c.QueueCapacity = 0 }, "queue_capacity"},
 		{"instances 0", func(c *Config) { c.Instances = 0 }, "instances"},
 		{"batch 1 is valid", func(c *Config) { c.MaxBatchSize = 1 }, ""},
+		{"unknown dispatch", func(c *Config) { c.Dispatch = "threads" }, "dispatch"},
+		{"workers", func(c *Config) { c.Dispatch = DispatchWorkers }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
@@ -66,7 +68,9 @@ func (e *echo) Run(_ context.Context, in []Tensor) ([]Tensor, error) {
 	return out, nil
 }
 
-func TestMergeSplitEveryType(t *testing.T) {
+func TestMergeSplitEveryType(t *testing.T) { forEachDispatch(t, testMergeSplitEveryType) }
+
+func testMergeSplitEveryType(t *testing.T, dispatch string) {
 	mk := func(k int) []Tensor { // one request of k rows, every type, trailing dims [2]
 		n := 2 * k
 		f32, f64 := make([]float32, n), make([]float64, n)
@@ -93,11 +97,11 @@ func TestMergeSplitEveryType(t *testing.T) {
 	for _, scalar := range []bool{false, true} {
 		e := &echo{scalar: scalar}
 		g := newGate(e)
-		b, err := New(Options{Config: testConfig(func(c *Config) { c.Instances = 1 }), Runner: g})
+		b, err := New(Options{Config: testConfig(dispatch, func(c *Config) { c.Instances = 1 }), Runner: g})
 		if err != nil {
 			t.Fatal(err)
 		}
-		start(t, b)
+		start(t, b, g.open)
 		type res struct {
 			k   int
 			r   Result
@@ -114,7 +118,7 @@ func TestMergeSplitEveryType(t *testing.T) {
 			go send(k)
 		}
 		waitUntil(t, func() bool { return b.QueueLength() == 4 })
-		close(g.release)
+		g.open()
 		for range 5 {
 			r := <-ch
 			if r.err != nil {
