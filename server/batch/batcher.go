@@ -64,6 +64,9 @@ type Result struct {
 	Compute time.Duration
 	// BatchRequests and BatchRows describe the session run this request was in.
 	BatchRequests, BatchRows int
+	// Executions is 1 for exactly one request of each session run and 0 for
+	// the others, so summing it over requests counts session runs.
+	Executions int
 }
 
 type job struct {
@@ -436,7 +439,7 @@ func (w *worker) runGroup(g []*job) {
 		shape := make([]int64, len(t.Shape))
 		copy(shape, t.Shape)
 		shape[0] = int64(total)
-		merged[i] = Tensor{Name: t.Name, Datatype: t.Datatype, Shape: shape, Data: data}
+		merged[i] = Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: data}
 	}
 	t0 := time.Now()
 	outs, err := w.b.runner.Run(context.WithoutCancel(g[0].ctx), merged)
@@ -465,11 +468,14 @@ func (w *worker) runGroup(g []*job) {
 			shape := make([]int64, len(o.Shape))
 			copy(shape, o.Shape)
 			shape[0] = int64(j.rows)
-			res[k] = Tensor{Name: o.Name, Datatype: o.Datatype, Shape: shape, Data: d}
+			res[k] = Tensor{Name: o.Name, DataType: o.DataType, Shape: shape, Data: d}
 		}
-		off += j.rows
 		j.res.Outputs, j.res.Compute = res, compute
 		j.res.BatchRequests, j.res.BatchRows = len(g), total
+		if off == 0 {
+			j.res.Executions = 1
+		}
+		off += j.rows
 		j.done <- struct{}{}
 	}
 }
@@ -494,7 +500,7 @@ func (w *worker) runOne(j *job) {
 	rows := max(j.rows, 1)
 	w.report(Execution{Requests: 1, Rows: rows, Compute: compute, Err: err})
 	j.res.Outputs, j.res.Compute, j.err = outs, compute, err
-	j.res.BatchRequests, j.res.BatchRows = 1, rows
+	j.res.BatchRequests, j.res.BatchRows, j.res.Executions = 1, rows, 1
 	j.done <- struct{}{}
 }
 

@@ -56,7 +56,7 @@ func request(name string, features int, rows int, rng *rand.Rand) []Tensor {
 	for i := range d {
 		d[i] = rng.Float32()*4 - 2
 	}
-	return []Tensor{{Name: name, Datatype: "FP32", Shape: []int64{int64(rows), int64(features)}, Data: d}}
+	return []Tensor{{Name: name, DataType: "FP32", Shape: []int64{int64(rows), int64(features)}, Data: d}}
 }
 
 // The batcher never changes an answer: under random concurrent traffic with
@@ -114,6 +114,7 @@ func testBatchingKeepsAnswers(t *testing.T, dispatch string) {
 				}
 			}
 			var wg sync.WaitGroup
+			var counted atomic.Int64 // sum of Result.Executions
 			errs := make(chan error, tc.clients)
 			for c := range work {
 				wg.Add(1)
@@ -125,6 +126,7 @@ func testBatchingKeepsAnswers(t *testing.T, dispatch string) {
 							errs <- err
 							return
 						}
+						counted.Add(int64(res.Executions))
 						if err := sameTensors(res.Outputs, p.want); err != nil {
 							errs <- errorf("client %d request %d (batch of %d requests, %d rows): %v", c, i, res.BatchRequests, res.BatchRows, err)
 							return
@@ -138,6 +140,9 @@ func testBatchingKeepsAnswers(t *testing.T, dispatch string) {
 				t.Error(err)
 			}
 			total := int64(tc.clients * tc.reqs)
+			if counted.Load() != execs.Load() {
+				t.Errorf("requests count %d executions, the session ran %d times", counted.Load(), execs.Load())
+			}
 			t.Logf("%d requests in %d session runs (%d merged)", total, execs.Load(), merged.Load())
 			// With one (slowed) instance requesters queue while the session
 			// runs, so merging must happen. With two, both cores may be inside
@@ -158,8 +163,8 @@ func sameTensors(got, want []Tensor) error {
 	}
 	for i := range got {
 		g, w := got[i], want[i]
-		if g.Name != w.Name || g.Datatype != w.Datatype || !slices.Equal(g.Shape, w.Shape) {
-			return errorf("output %d is %s %s %v, want %s %s %v", i, g.Name, g.Datatype, g.Shape, w.Name, w.Datatype, w.Shape)
+		if g.Name != w.Name || g.DataType != w.DataType || !slices.Equal(g.Shape, w.Shape) {
+			return errorf("output %d is %s %s %v, want %s %s %v", i, g.Name, g.DataType, g.Shape, w.Name, w.DataType, w.Shape)
 		}
 		gd, wd := g.Data.([]float32), w.Data.([]float32)
 		if len(gd) != len(wd) {

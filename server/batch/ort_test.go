@@ -84,7 +84,7 @@ func (r *ortRunner) Run(_ context.Context, in []Tensor) ([]Tensor, error) {
 	for i, t := range in {
 		d, ok := t.Data.([]float32)
 		if !ok || t.Name != r.inputs[i] {
-			return nil, fmt.Errorf("input %d: want FP32 %q, got %s %q", i, r.inputs[i], t.Datatype, t.Name)
+			return nil, fmt.Errorf("input %d: want FP32 %q, got %s %q", i, r.inputs[i], t.DataType, t.Name)
 		}
 		v, err := ortgo.NewTensor(ortgo.Shape(t.Shape), d)
 		if err != nil {
@@ -99,7 +99,7 @@ func (r *ortRunner) Run(_ context.Context, in []Tensor) ([]Tensor, error) {
 	res := make([]Tensor, len(outs))
 	for i, o := range outs {
 		ot := o.(*ortgo.Tensor[float32])
-		res[i] = Tensor{Name: r.outputs[i], Datatype: "FP32", Shape: ot.GetShape().Clone(), Data: append([]float32(nil), ot.GetData()...)}
+		res[i] = Tensor{Name: r.outputs[i], DataType: "FP32", Shape: ot.GetShape().Clone(), Data: append([]float32(nil), ot.GetData()...)}
 		o.Destroy()
 	}
 	return res, nil

@@ -10,14 +10,22 @@ import (
 // handler and the session. Data holds a typed slice whose length is the
 // product of Shape: []float32 (FP32), []float64 (FP64), []int8, []int16,
 // []int32, []int64, []uint8, []uint16, []uint32, []uint64, []bool, []string
-// (BYTES), and []uint16 bit patterns for FP16. Datatype is the Open Inference
+// (BYTES); FP16 and BF16 widened to []float32. DataType is the Open Inference
 // Protocol name; the batcher only compares it, so any consistent naming works.
+//
+// The fields match server/tensor.Tensor of the serving packages: the batcher
+// only reads them and builds new values from existing ones, so replacing
+// this type and DataType by aliases (type Tensor = tensor.Tensor, type
+// DataType = tensor.DataType) compiles unchanged.
 type Tensor struct {
 	Name     string
-	Datatype string
+	DataType DataType
 	Shape    []int64
 	Data     any
 }
+
+// DataType is an Open Inference Protocol datatype name ("FP32", ...).
+type DataType = string
 
 // Runner runs a model once: inputs in, every output out. Implementations must
 // be safe for concurrent use and must not keep references to input data after
@@ -63,7 +71,7 @@ func compatible(a, b []Tensor) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Name != b[i].Name || a[i].Datatype != b[i].Datatype || !slices.Equal(a[i].Shape[1:], b[i].Shape[1:]) {
+		if a[i].Name != b[i].Name || a[i].DataType != b[i].DataType || !slices.Equal(a[i].Shape[1:], b[i].Shape[1:]) {
 			return false
 		}
 	}

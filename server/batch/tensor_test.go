@@ -60,10 +60,10 @@ func (e *echo) Run(_ context.Context, in []Tensor) ([]Tensor, error) {
 		d := reflect.ValueOf(t.Data)
 		c := reflect.MakeSlice(d.Type(), d.Len(), d.Len())
 		reflect.Copy(c, d)
-		out[i] = Tensor{Name: t.Name + "_out", Datatype: t.Datatype, Shape: append([]int64(nil), t.Shape...), Data: c.Interface()}
+		out[i] = Tensor{Name: t.Name + "_out", DataType: t.DataType, Shape: append([]int64(nil), t.Shape...), Data: c.Interface()}
 	}
 	if e.scalar {
-		out = append(out, Tensor{Name: "count", Datatype: "INT64", Shape: []int64{}, Data: []int64{in[0].Shape[0]}})
+		out = append(out, Tensor{Name: "count", DataType: "INT64", Shape: []int64{}, Data: []int64{in[0].Shape[0]}})
 	}
 	return out, nil
 }
@@ -86,11 +86,11 @@ func testMergeSplitEveryType(t *testing.T, dispatch string) {
 		}
 		ts := []Tensor{}
 		for _, d := range []struct {
-			dt   string
+			dt   DataType
 			data any
 		}{{"FP32", f32}, {"FP64", f64}, {"INT8", i8}, {"INT16", i16}, {"INT32", i32}, {"INT64", i64},
 			{"UINT8", u8}, {"UINT16", u16}, {"UINT32", u32}, {"UINT64", u64}, {"BOOL", bs}, {"BYTES", ss}} {
-			ts = append(ts, Tensor{Name: strings.ToLower(d.dt), Datatype: d.dt, Shape: []int64{int64(k), 2}, Data: d.data})
+			ts = append(ts, Tensor{Name: strings.ToLower(string(d.dt)), DataType: d.dt, Shape: []int64{int64(k), 2}, Data: d.data})
 		}
 		return ts
 	}
