@@ -99,7 +99,7 @@ func ElementSize(datatype string) int {
 	switch datatype {
 	case "BOOL", "INT8", "UINT8":
 		return 1
-	case "INT16", "UINT16", "FP16":
+	case "INT16", "UINT16", "FP16", "BF16":
 		return 2
 	case "INT32", "UINT32", "FP32":
 		return 4
@@ -113,11 +113,12 @@ func ElementSize(datatype string) int {
 
 var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
 
-// Decode converts one tensor's bytes to a typed slice (FP32 []float32, FP64
-// []float64, INTn []intn, UINTn []uintn, FP16 []uint16 bit patterns, BOOL
-// []bool, BYTES []string) holding exactly the elements of shape. On a
-// little-endian machine, when raw is aligned for the element type, the slice
-// shares raw's memory (no copy): keep raw unchanged while it is used.
+// Decode converts one tensor's bytes to a typed slice as in server/tensor
+// (FP32 []float32, FP64 []float64, INTn []intn, UINTn []uintn, FP16 and BF16
+// widened to []float32, BOOL []bool, BYTES []string) holding exactly the
+// elements of shape. On a little-endian machine, when raw is aligned for the
+// element type, numeric slices share raw's memory (no copy): keep raw
+// unchanged while they are used.
 func Decode(raw []byte, datatype string, shape []int64) (any, error) {
 	n, err := elements(shape)
 	if err != nil {
@@ -146,8 +147,18 @@ func Decode(raw []byte, datatype string, shape []int64) (any, error) {
 		return view[uint8](raw, n, nil), nil
 	case "INT16":
 		return view(raw, n, func(b []byte) int16 { return int16(binary.LittleEndian.Uint16(b)) }), nil
-	case "UINT16", "FP16":
+	case "UINT16":
 		return view(raw, n, binary.LittleEndian.Uint16), nil
+	case "FP16", "BF16":
+		conv := halfValue
+		if datatype == "BF16" {
+			conv = bf16Value
+		}
+		out := make([]float32, n)
+		for i := range out {
+			out[i] = conv(binary.LittleEndian.Uint16(raw[2*i:]))
+		}
+		return out, nil
 	case "INT32":
 		return view(raw, n, func(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }), nil
 	case "UINT32":
@@ -219,9 +230,24 @@ func elements(shape []int64) (int, error) {
 	return int(n), nil
 }
 
-// Append appends data's binary form (see Decode for the types) to dst; FP16
-// bit patterns ([]uint16) encode like UINT16.
-func Append(dst []byte, data any) ([]byte, error) {
+// Append appends data's binary form (see Decode for the types) to dst.
+// datatype matters only for FP16 and BF16, whose []float32 data is narrowed
+// to 2 bytes per element (rounding to nearest even).
+func Append(dst []byte, datatype string, data any) ([]byte, error) {
+	if datatype == "FP16" || datatype == "BF16" {
+		s, ok := data.([]float32)
+		if !ok {
+			return dst, formatErr("%s data must be []float32, got %T", datatype, data)
+		}
+		conv := halfBits
+		if datatype == "BF16" {
+			conv = bf16Bits
+		}
+		for _, v := range s {
+			dst = binary.LittleEndian.AppendUint16(dst, conv(v))
+		}
+		return dst, nil
+	}
 	switch s := data.(type) {
 	case []bool:
 		for _, v := range s {

@@ -10,7 +10,7 @@ import (
 // Output is one tensor of an infer response.
 type Output struct {
 	Name     string
-	Datatype string
+	DataType string
 	Shape    []int64
 	Data     any // typed slice, as in tensorjson and Decode
 	// Binary sends Data after the JSON object with a binary_data_size
@@ -67,7 +67,7 @@ func AppendResponse(dst []byte, r Response) (body []byte, headerLength int, bina
 			dst = append(dst, ',')
 		}
 		if !o.Binary {
-			if dst, err = tensorjson.AppendTensor(dst, o.Name, o.Datatype, o.Shape, o.Data); err != nil {
+			if dst, err = tensorjson.AppendTensor(dst, o.Name, o.DataType, o.Shape, o.Data); err != nil {
 				return dst, 0, false, err
 			}
 			continue
@@ -76,18 +76,18 @@ func AppendResponse(dst []byte, r Response) (body []byte, headerLength int, bina
 		dst = append(dst, `{"name":`...)
 		dst = tensorjson.AppendString(dst, o.Name)
 		dst = append(dst, `,"datatype":`...)
-		dst = tensorjson.AppendString(dst, o.Datatype)
+		dst = tensorjson.AppendString(dst, o.DataType)
 		dst = append(dst, `,"shape":`...)
 		dst = tensorjson.AppendShape(dst, o.Shape)
 		dst = append(dst, `,"parameters":{"binary_data_size":`...)
-		dst = strconv.AppendInt(dst, int64(binarySize(o.Data)), 10)
+		dst = strconv.AppendInt(dst, int64(binarySize(o.DataType, o.Data)), 10)
 		dst = append(dst, `}}`...)
 	}
 	dst = append(dst, "]}"...)
 	headerLength = len(dst) - start
 	for _, o := range r.Outputs {
 		if o.Binary {
-			if dst, err = Append(dst, o.Data); err != nil {
+			if dst, err = Append(dst, o.DataType, o.Data); err != nil {
 				return dst, 0, false, err
 			}
 		}
@@ -96,7 +96,10 @@ func AppendResponse(dst []byte, r Response) (body []byte, headerLength int, bina
 }
 
 // binarySize returns the byte length Append will write for data.
-func binarySize(data any) int {
+func binarySize(datatype string, data any) int {
+	if s, ok := data.([]float32); ok && (datatype == "FP16" || datatype == "BF16") {
+		return 2 * len(s)
+	}
 	switch s := data.(type) {
 	case []bool:
 		return len(s)

@@ -14,14 +14,14 @@
 // true/false, strings and brackets. Element parsing itself is strconv's
 // (Eisel-Lemire for floats), so values are exactly what encoding/json gives.
 //
-// Datatypes map to Go slices: FP32 []float32, FP64 []float64, INT8..INT64
-// []int8..[]int64, UINT8..UINT64 []uint8..[]uint64, BOOL []bool, BYTES
-// []string, FP16 []uint16 (IEEE 754 half bit patterns, rounded to nearest
-// even from the decimal value).
+// Datatypes map to Go slices as in server/tensor: FP32 []float32, FP64
+// []float64, INT8..INT64 []int8..[]int64, UINT8..UINT64 []uint8..[]uint64,
+// BOOL []bool, BYTES []string, and FP16 and BF16 widened to []float32 (FP16
+// values beyond ±65504 are rejected). Integer datatypes also accept
+// integral numbers written as floats ("2.0", "1e3") when in range.
 //
-// Non-finite floats: JSON has no NaN or infinity. The encoder writes them as
-// the strings "NaN", "Infinity" and "-Infinity", and the decoder accepts those
-// strings for FP16/FP32/FP64, so an answer can be sent back as a request.
+// Non-finite floats: JSON has no NaN or infinity; the encoder writes them as
+// null, and the decoder rejects anything but numbers for numeric datatypes.
 package tensorjson
 
 import (
@@ -76,6 +76,8 @@ func Decode(data []byte, datatype string, shape []int64) (any, error) {
 		return decodeAs(data, shape, parseF64)
 	case "FP16":
 		return decodeAs(data, shape, parseF16)
+	case "BF16":
+		return decodeAs(data, shape, parseF32)
 	case "INT8":
 		return decodeAs(data, shape, parseInt[int8](8))
 	case "INT16":
@@ -394,26 +396,8 @@ func isHex(c byte) bool {
 // errors copy the input).
 func bstr(b []byte) string { return unsafeString(b) }
 
-func nonFinite(kind int, tok []byte) (float64, bool) {
-	if kind != tokString {
-		return 0, false
-	}
-	switch string(tok) {
-	case `"NaN"`:
-		return math.NaN(), true
-	case `"Infinity"`:
-		return math.Inf(1), true
-	case `"-Infinity"`:
-		return math.Inf(-1), true
-	}
-	return 0, false
-}
-
 func parseF32(kind int, tok []byte) (float32, string) {
 	if kind != tokNumber {
-		if f, ok := nonFinite(kind, tok); ok {
-			return float32(f), ""
-		}
 		return 0, "want a number"
 	}
 	if f, ok := fastF32(tok); ok {
@@ -428,9 +412,6 @@ func parseF32(kind int, tok []byte) (float32, string) {
 
 func parseF64(kind int, tok []byte) (float64, string) {
 	if kind != tokNumber {
-		if f, ok := nonFinite(kind, tok); ok {
-			return f, ""
-		}
 		return 0, "want a number"
 	}
 	if f, ok := fastF64(tok); ok {
@@ -443,18 +424,12 @@ func parseF64(kind int, tok []byte) (float64, string) {
 	return f, ""
 }
 
-func parseF16(kind int, tok []byte) (uint16, string) {
-	if kind != tokNumber {
-		if f, ok := nonFinite(kind, tok); ok {
-			return Float16Bits(f), ""
-		}
-		return 0, "want a number"
-	}
-	f, err := strconv.ParseFloat(bstr(tok), 64)
-	if err != nil || math.Abs(f) >= 65520 { // 65520 rounds to +Inf in half precision
+func parseF16(kind int, tok []byte) (float32, string) {
+	f, reason := parseF32(kind, tok)
+	if reason == "" && (f > 65504 || f < -65504) {
 		return 0, "number out of FP16 range"
 	}
-	return Float16Bits(f), ""
+	return f, reason
 }
 
 type signed interface {
@@ -494,14 +469,32 @@ func parseInt[T signed](bits int) elemParser[T] {
 			}
 		}
 		v, err := strconv.ParseInt(bstr(tok), 10, bits)
-		if err != nil {
-			if errors.Is(err, strconv.ErrRange) {
-				return 0, fmt.Sprintf("integer out of INT%d range", bits)
-			}
-			return 0, "want an integer"
+		if err == nil {
+			return T(v), ""
 		}
-		return T(v), ""
+		if errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Sprintf("integer out of INT%d range", bits)
+		}
+		f, reason := integral(tok)
+		if reason != "" {
+			return 0, reason
+		}
+		lo, hi := -math.Ldexp(1, bits-1), math.Ldexp(1, bits-1)
+		if f < lo || f >= hi {
+			return 0, fmt.Sprintf("integer out of INT%d range", bits)
+		}
+		return T(int64(f)), ""
 	}
+}
+
+// integral parses a number with a fraction or exponent ("2.0", "1e3") that
+// must have an integer value.
+func integral(tok []byte) (float64, string) {
+	f, err := strconv.ParseFloat(bstr(tok), 64)
+	if err != nil || f != math.Trunc(f) {
+		return 0, "want an integer"
+	}
+	return f, ""
 }
 
 func parseUint[T unsigned](bits int) elemParser[T] {
@@ -509,20 +502,21 @@ func parseUint[T unsigned](bits int) elemParser[T] {
 		if kind != tokNumber {
 			return 0, "want an integer"
 		}
-		if tok[0] == '-' {
-			if bytes.Equal(tok, []byte("-0")) {
-				return 0, ""
-			}
+		v, err := strconv.ParseUint(bstr(tok), 10, bits)
+		if err == nil {
+			return T(v), ""
+		}
+		if errors.Is(err, strconv.ErrRange) {
 			return 0, fmt.Sprintf("integer out of UINT%d range", bits)
 		}
-		v, err := strconv.ParseUint(bstr(tok), 10, bits)
-		if err != nil {
-			if errors.Is(err, strconv.ErrRange) {
-				return 0, fmt.Sprintf("integer out of UINT%d range", bits)
-			}
-			return 0, "want an integer"
+		f, reason := integral(tok)
+		if reason != "" {
+			return 0, reason
 		}
-		return T(v), ""
+		if f < 0 || f >= math.Ldexp(1, bits) {
+			return 0, fmt.Sprintf("integer out of UINT%d range", bits)
+		}
+		return T(uint64(f)), ""
 	}
 }
 

@@ -86,19 +86,6 @@ func AppendData(dst []byte, data any) ([]byte, error) {
 	return append(dst, ']'), nil
 }
 
-// AppendFloat16Data appends FP16 bit patterns as a JSON array of numbers
-// ([]uint16 alone would encode as UINT16 integers).
-func AppendFloat16Data(dst []byte, bits []uint16) []byte {
-	dst = append(dst, '[')
-	for i, v := range bits {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendFloat(dst, Float16Value(v), 32)
-	}
-	return append(dst, ']')
-}
-
 func appendInts[T int8 | int16 | int32 | int64](dst []byte, s []T) []byte {
 	for i, v := range s {
 		if i > 0 {
@@ -123,13 +110,8 @@ func appendUints[T uint8 | uint16 | uint32 | uint64](dst []byte, s []T) []byte {
 // 'f' form, 'e' form for very large or small magnitudes with a trimmed
 // exponent.
 func appendFloat(dst []byte, f float64, bits int) []byte {
-	switch {
-	case math.IsNaN(f):
-		return append(dst, `"NaN"`...)
-	case math.IsInf(f, 1):
-		return append(dst, `"Infinity"`...)
-	case math.IsInf(f, -1):
-		return append(dst, `"-Infinity"`...)
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(dst, "null"...)
 	}
 	abs := math.Abs(f)
 	format := byte('f')
@@ -160,10 +142,8 @@ func AppendTensor(dst []byte, name, datatype string, shape []int64, data any) ([
 	dst = append(dst, `,"shape":`...)
 	dst = AppendShape(dst, shape)
 	dst = append(dst, `,"data":`...)
-	var err error
-	if bits, ok := data.([]uint16); ok && datatype == "FP16" {
-		dst = AppendFloat16Data(dst, bits)
-	} else if dst, err = AppendData(dst, data); err != nil {
+	dst, err := AppendData(dst, data)
+	if err != nil {
 		return dst, err
 	}
 	return append(dst, '}'), nil
@@ -234,68 +214,4 @@ func AppendString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
-}
-
-// Float16Bits converts f to IEEE 754 binary16 bits, rounding to nearest even.
-func Float16Bits(f float64) uint16 {
-	var sign uint16
-	if math.Signbit(f) {
-		sign = 0x8000
-	}
-	if math.IsNaN(f) {
-		return sign | 0x7e00
-	}
-	a := math.Abs(f)
-	if math.IsInf(f, 0) || a >= 65520 {
-		return sign | 0x7c00
-	}
-	if a < 0x1p-25 { // rounds to zero (half of the smallest subnormal 2^-24 is a tie to even 0)
-		return sign
-	}
-	frac, exp := math.Frexp(a) // a = frac * 2^exp, frac in [0.5, 1)
-	e := exp - 1               // a = (2*frac) * 2^e, 2*frac in [1,2)
-	var m float64
-	var he int
-	if e < -14 { // subnormal: value = m * 2^-24
-		m = a * (1 << 24)
-		he = 0
-	} else {
-		m = (2*frac - 1) * 1024 // 10-bit mantissa
-		he = e + 15
-	}
-	r := math.RoundToEven(m)
-	if he == 0 {
-		if r >= 1024 { // rounded up into the normal range
-			return sign | 1<<10
-		}
-		return sign | uint16(r)
-	}
-	if r >= 1024 {
-		r = 0
-		he++
-	}
-	if he >= 31 {
-		return sign | 0x7c00
-	}
-	return sign | uint16(he)<<10 | uint16(r)
-}
-
-// Float16Value converts IEEE 754 binary16 bits to a float64.
-func Float16Value(h uint16) float64 {
-	sign := 1.0
-	if h&0x8000 != 0 {
-		sign = -1
-	}
-	e := int(h>>10) & 0x1f
-	m := float64(h & 0x3ff)
-	switch e {
-	case 0:
-		return sign * m * 0x1p-24
-	case 31:
-		if m != 0 {
-			return math.NaN()
-		}
-		return math.Inf(int(sign))
-	}
-	return sign * (1 + m/1024) * math.Ldexp(1, e-15)
 }

@@ -118,8 +118,8 @@ func TestAppendTensor(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	got, _ = AppendTensor(nil, "h", "FP16", []int64{3}, []uint16{0x3c00, 0x7c00, 0x7e00})
-	if want := `{"name":"h","datatype":"FP16","shape":[3],"data":[1,"Infinity","NaN"]}`; string(got) != want {
+	got, _ = AppendTensor(nil, "h", "FP16", []int64{3}, []float32{1, float32(math.Inf(1)), float32(math.NaN())})
+	if want := `{"name":"h","datatype":"FP16","shape":[3],"data":[1,null,null]}`; string(got) != want {
 		t.Errorf("FP16: got %s, want %s", got, want)
 	}
 	if _, err := AppendData(nil, []complex64{1}); err == nil {

@@ -91,20 +91,44 @@ func refDecode(data []byte, datatype string, shape []int64) (any, error) {
 }
 
 func refFloat(e any, bits int) (float64, error) {
-	switch x := e.(type) {
-	case json.Number:
+	if x, ok := e.(json.Number); ok {
 		return strconv.ParseFloat(string(x), bits)
-	case string:
-		switch x {
-		case "NaN":
-			return math.NaN(), nil
-		case "Infinity":
-			return math.Inf(1), nil
-		case "-Infinity":
-			return math.Inf(-1), nil
-		}
 	}
 	return 0, errors.New("not a number")
+}
+
+// refInt is the integer rule: a plain integer, or an integral number written
+// as a float, in range.
+func refInt(e any, bits int, unsigned bool) (int64, uint64, error) {
+	n, ok := e.(json.Number)
+	if !ok {
+		return 0, 0, errors.New("not a number")
+	}
+	if unsigned {
+		if v, err := strconv.ParseUint(string(n), 10, bits); err == nil {
+			return 0, v, nil
+		} else if errors.Is(err, strconv.ErrRange) {
+			return 0, 0, err
+		}
+	} else if v, err := strconv.ParseInt(string(n), 10, bits); err == nil {
+		return v, 0, nil
+	} else if errors.Is(err, strconv.ErrRange) {
+		return 0, 0, err
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || f != math.Trunc(f) {
+		return 0, 0, errors.New("not an integer")
+	}
+	if unsigned {
+		if f < 0 || f >= math.Ldexp(1, bits) {
+			return 0, 0, errors.New("range")
+		}
+		return 0, uint64(f), nil
+	}
+	if f < -math.Ldexp(1, bits-1) || f >= math.Ldexp(1, bits-1) {
+		return 0, 0, errors.New("range")
+	}
+	return int64(f), 0, nil
 }
 
 func refConvert(leaves []any, datatype string) (any, error) {
@@ -112,7 +136,6 @@ func refConvert(leaves []any, datatype string) (any, error) {
 	var (
 		f32 []float32
 		f64 []float64
-		f16 []uint16
 		i64 []int64
 		u64 []uint64
 		bs  []bool
@@ -120,7 +143,7 @@ func refConvert(leaves []any, datatype string) (any, error) {
 	)
 	for _, e := range leaves {
 		switch datatype {
-		case "FP32":
+		case "FP32", "BF16":
 			f, err := refFloat(e, 32)
 			if err != nil {
 				return nil, err
@@ -133,33 +156,22 @@ func refConvert(leaves []any, datatype string) (any, error) {
 			}
 			f64 = append(f64, f)
 		case "FP16":
-			f, err := refFloat(e, 64)
+			f, err := refFloat(e, 32)
 			if err != nil {
 				return nil, err
 			}
-			if _, isNum := e.(json.Number); isNum && math.Abs(f) >= 65520 {
+			if math.Abs(f) > 65504 {
 				return nil, errors.New("range")
 			}
-			f16 = append(f16, Float16Bits(f))
+			f32 = append(f32, float32(f))
 		case "INT8", "INT16", "INT32", "INT64":
-			n, ok := e.(json.Number)
-			if !ok {
-				return nil, errors.New("not a number")
-			}
-			v, err := strconv.ParseInt(string(n), 10, bitsOf[datatype])
+			v, _, err := refInt(e, bitsOf[datatype], false)
 			if err != nil {
 				return nil, err
 			}
 			i64 = append(i64, v)
 		case "UINT8", "UINT16", "UINT32", "UINT64":
-			n, ok := e.(json.Number)
-			if !ok {
-				return nil, errors.New("not a number")
-			}
-			if n == "-0" {
-				n = "0"
-			}
-			v, err := strconv.ParseUint(string(n), 10, bitsOf[datatype])
+			_, v, err := refInt(e, bitsOf[datatype], true)
 			if err != nil {
 				return nil, err
 			}
@@ -181,12 +193,10 @@ func refConvert(leaves []any, datatype string) (any, error) {
 		}
 	}
 	switch datatype {
-	case "FP32":
+	case "FP32", "FP16", "BF16":
 		return orEmpty(f32), nil
 	case "FP64":
 		return orEmpty(f64), nil
-	case "FP16":
-		return orEmpty(f16), nil
 	case "INT8":
 		return conv[int8](i64), nil
 	case "INT16":
