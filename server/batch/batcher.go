@@ -96,6 +96,7 @@ type Batcher struct {
 	closed   bool
 	closeOne sync.Once
 	stopped  chan struct{} // closed by Close
+	ran      chan struct{} // closed when Run returns
 }
 
 // New returns a batcher; it runs nothing until Run is called.
@@ -117,6 +118,7 @@ func New(o Options) (*Batcher, error) {
 		observe: o.Observe,
 		queue:   make(chan *job, o.Config.QueueCapacity),
 		stopped: make(chan struct{}),
+		ran:     make(chan struct{}),
 	}
 	b.jobs.New = func() any { return &job{done: make(chan struct{}, 1)} }
 	b.slots = make(chan *worker, b.cfg.Instances)
@@ -242,10 +244,15 @@ func (b *Batcher) Close() {
 	})
 }
 
+// Wait blocks until Run has returned (after Close, every queued request has
+// then been answered). Call it only when Run was started.
+func (b *Batcher) Wait() { <-b.ran }
+
 // Run blocks until Close is called or ctx is done, then drains the queue
-// (every queued request is run and answered) and returns nil. With Dispatch
+// (every queued request is run and answered) and returns nil. Call it once. With Dispatch
 // "workers" or "hybrid" it also runs the Instances worker goroutines.
 func (b *Batcher) Run(ctx context.Context) error {
+	defer close(b.ran)
 	var wg sync.WaitGroup
 	if b.cfg.Dispatch != DispatchInline {
 		for range b.cfg.Instances {

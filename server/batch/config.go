@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"runtime"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is the dynamic batching configuration of one model (the
@@ -87,4 +89,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dispatch must be %q, %q or %q, got %q", DispatchHybrid, DispatchInline, DispatchWorkers, c.Dispatch)
 	}
 	return nil
+}
+
+// UnmarshalYAML presets DefaultConfig, so a `dynamic_batching:` block names
+// only what it changes, then validates.
+func (c *Config) UnmarshalYAML(value *yaml.Node) error {
+	*c = DefaultConfig()
+	type plain Config
+	if err := value.Decode((*plain)(c)); err != nil {
+		return err
+	}
+	return c.Validate()
 }

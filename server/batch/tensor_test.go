@@ -6,7 +6,47 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
+
+func TestConfigYAML(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		want      func(*Config)
+		err       string
+	}{
+		{"defaults fill the rest", "max_batch_size: 8\n", func(c *Config) { c.MaxBatchSize = 8 }, ""},
+		{"all keys", "max_batch_size: 32\nmax_queue_delay_microseconds: 500\nqueue_capacity: 10\ninstances: 1\ndispatch: workers\nlock_os_thread: false\n",
+			func(c *Config) {
+				*c = Config{MaxBatchSize: 32, MaxQueueDelayMicroseconds: 500, QueueCapacity: 10, Instances: 1, Dispatch: DispatchWorkers}
+			}, ""},
+		{"invalid value", "queue_capacity: 0\n", nil, "queue_capacity must be between 1 and 1048576, got 0"},
+		{"wrong type", "max_batch_size: many\n", nil, "cannot unmarshal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got struct {
+				B Config `yaml:"dynamic_batching"`
+			}
+			doc := "dynamic_batching:\n  " + strings.ReplaceAll(strings.TrimSuffix(tc.doc, "\n"), "\n", "\n  ") + "\n"
+			err := yaml.Unmarshal([]byte(doc), &got)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := DefaultConfig()
+			tc.want(&want)
+			if got.B != want {
+				t.Fatalf("got %+v, want %+v", got.B, want)
+			}
+		})
+	}
+}
 
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
