@@ -33,14 +33,18 @@ type Config struct {
 	Instances int `yaml:"instances"`
 	// Dispatch chooses who runs session calls; Instances bounds how many run
 	// at once in every mode.
-	//   "workers": Instances dedicated goroutines take batches off the queue.
+	//   "workers" (default): Instances dedicated goroutines take batches off
+	//     the queue. Smoke runs over HTTP at c=64 (shared 2-vCPU VM): 7-9 rows
+	//     per session run and the best req/s of the three modes.
 	//   "inline": no goroutines; waiting requesters take turns holding an
 	//     instance slot, each running everything queued at that moment on its
 	//     own goroutine (no thread hand-off at low load).
-	//   "hybrid" (default): workers, but a request that finds the queue empty
-	//     and an instance idle runs at once on the caller's goroutine. On these
+	//   "hybrid": workers, but at low load (a request alone in the
+	//     batcher while the latest session run served one request) it runs
+	//     at once on the caller's goroutine. On these
 	//     VMs every goroutine hand-off to a sleeping thread costs ~0.1 ms
-	//     (vCPU wake-up), which is most of a request at concurrency 1.
+	//     (vCPU wake-up), which is most of a request at concurrency 1; in
+	//     smoke runs it doubled c=1 req/s but batched less at c=64.
 	Dispatch string `yaml:"dispatch"`
 	// LockOSThread pins each worker goroutine to its OS thread. Measured here:
 	// it helps at GOMAXPROCS=2 and collapses throughput at GOMAXPROCS=1.
@@ -56,7 +60,7 @@ const (
 
 // DefaultConfig returns the defaults tuned for a small CPU box: batches of up
 // to 64 rows, no idle waiting, 1024 queued requests, one worker per usable
-// CPU, and OS-thread pinning only when there are at least two.
+// CPU (at most 4), and OS-thread pinning only when there are at least two.
 func DefaultConfig() Config {
 	procs := runtime.GOMAXPROCS(0)
 	return Config{
@@ -64,7 +68,7 @@ func DefaultConfig() Config {
 		MaxQueueDelayMicroseconds: 0,
 		QueueCapacity:             1024,
 		Instances:                 min(procs, 4),
-		Dispatch:                  DispatchHybrid,
+		Dispatch:                  DispatchWorkers,
 		LockOSThread:              procs >= 2,
 	}
 }
