@@ -173,8 +173,10 @@ type scanner[T any] struct {
 	leaf  int // depth (1-based) of scalar elements; 0 until the first one
 	// deepest is the greatest depth of an array seen (0: the outermost)
 	deepest int
-	dims    [MaxDepth]int
-	seen    [MaxDepth]bool
+	// dims[d] is the length of the arrays at depth d, -1 until one closes;
+	// entries below opened are initialised (depth d opens only after d-1).
+	dims   [MaxDepth]int32
+	opened int
 }
 
 func (s *scanner[T]) fail(reason string) error { return &Error{s.pos, reason} }
@@ -196,6 +198,10 @@ func (s *scanner[T]) array(d int) error {
 		return s.fail("nested too deep")
 	}
 	s.pos++ // '['
+	if d >= s.opened {
+		s.dims[d] = -1
+		s.opened = d + 1
+	}
 	n := 0
 	s.skipSpace()
 	if s.pos < len(s.data) && s.data[s.pos] == ']' {
@@ -246,11 +252,14 @@ func (s *scanner[T]) array(d int) error {
 }
 
 func (s *scanner[T]) endArray(d, n int) error {
-	if !s.seen[d] {
-		s.seen[d], s.dims[d] = true, n
+	if n > math.MaxInt32 {
+		return s.fail("array too long")
+	}
+	if s.dims[d] < 0 {
+		s.dims[d] = int32(n)
 		return nil
 	}
-	if s.dims[d] != n {
+	if int(s.dims[d]) != n {
 		return s.fail(fmt.Sprintf("ragged nesting: arrays of %d and %d elements at depth %d", s.dims[d], n, d+1))
 	}
 	return nil
