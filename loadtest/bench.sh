@@ -202,7 +202,42 @@ for m in "${models[@]}"; do
   done
 done
 
-RES=$TMP/results.tsv # target model c run rps p50 p90 p99 max errors host server
+# Server overhead from Flywheel's own histograms: request duration minus
+# compute (ORT run) duration, as means (exact: _sum/_count deltas) and as
+# medians interpolated within the histogram buckets (approximate).
+scrape() { # model -> "name le value" lines for the request and compute histograms of model
+  curl -fs -m 5 "http://127.0.0.1:$FLYWHEEL_PORT/metrics" 2>/dev/null |
+    awk -v m="model=\"$1\"" 'index($0, m) && /^flywheel_inference_(request|compute)_duration_seconds_(bucket|sum|count)/ {
+      name = $1; sub(/\{.*/, "", name); le = "-"
+      if (match($1, /le="[^"]*"/)) le = substr($1, RSTART + 4, RLENGTH - 5)
+      print name, le, $2 }'
+}
+overhead() { # before-file after-file -> "mean_us p50_us" (request - compute)
+  awk '
+    FNR == NR { before[$1 " " $2] = $3; next }
+    { d = $3 - before[$1 " " $2]; kind = ($1 ~ /request/) ? "r" : "c"
+      if ($1 ~ /_sum$/) sum[kind] = d
+      else if ($1 ~ /_count$/) cnt[kind] = d
+      else { n[kind]++; le[kind, n[kind]] = $2; cum[kind, n[kind]] = d } }
+    function p50(k,    i, half, lo, prev, hi) {
+      half = cnt[k] / 2; prev = 0; lo = 0
+      for (i = 1; i <= n[k]; i++) {
+        hi = le[k, i]
+        if (cum[k, i] >= half) {
+          if (hi == "+Inf") return lo
+          return lo + (hi - lo) * (cum[k, i] > prev ? (half - prev) / (cum[k, i] - prev) : 0)
+        }
+        prev = cum[k, i]; lo = hi
+      }
+      return lo
+    }
+    END {
+      if (!cnt["r"] || !cnt["c"]) { print "- -"; exit }
+      printf "%.1f %.1f\n", 1e6 * (sum["r"] / cnt["r"] - sum["c"] / cnt["c"]), 1e6 * (p50("r") - p50("c"))
+    }' "$1" "$2"
+}
+
+RES=$TMP/results.tsv # target model c run rps p50 p90 p99 max errors host server overhead_mean_us overhead_p50_us
 : >"$RES"
 echo
 echo "# Flywheel vs Node peer — $(date -u +%FT%TZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), wrk -t1, ${DURATION}s per run, batch $BATCH"
@@ -211,17 +246,23 @@ for run in $(seq 1 "$REPEAT"); do
   for m in "${models[@]}"; do
     for c in $CONCURRENCY; do
       for t in "${run_targets[@]}"; do
+        [[ $t == flywheel ]] && scrape "$m" >"$TMP/m0"
         s0=$(cpu_ticks "${SPIDS[$t,$m]}")
         read -r hb0 ht0 < <(host_ticks)
         line=$(run_wrk "$t" "$m" "$c" "$DURATION")
         read -r hb1 ht1 < <(host_ticks)
         s1=$(cpu_ticks "${SPIDS[$t,$m]}")
+        ovh="- -"
+        if [[ $t == flywheel ]]; then
+          scrape "$m" >"$TMP/m1"
+          ovh=$(overhead "$TMP/m0" "$TMP/m1")
+        fi
         get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
         errs=$(($(get non2xx) + $(get socket_errors)))
         host=$(awk -v b=$((hb1 - hb0)) -v t=$((ht1 - ht0)) -v n="$NCPU" 'BEGIN{printf "%.0f", t ? 100*n*b/t : 0}')
         srv=$(awk -v d=$((s1 - s0)) -v hz="$HZ" -v s="$(get duration_s)" 'BEGIN{printf "%.0f", 100*d/hz/s}')
-        printf '%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$m" "$c" "$run" "$(get rps)" \
-          "$(get p50_ms)" "$(get p90_ms)" "$(get p99_ms)" "$(get max_ms)" "$errs" "$host" "$srv" >>"$RES"
+        printf '%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$m" "$c" "$run" "$(get rps)" \
+          "$(get p50_ms)" "$(get p90_ms)" "$(get p99_ms)" "$(get max_ms)" "$errs" "$host" "$srv" ${ovh% *} ${ovh#* } >>"$RES"
         printf '  run %s %-9s %-10s c=%-3s %8.0f req/s  p50 %s ms  p99 %s ms  errors %s  host %s%%  server %s%%\n' \
           "$run" "$t" "$m" "$c" "$(get rps)" "$(get p50_ms)" "$(get p99_ms)" "$errs" "$host" "$srv" >&2
       done
@@ -233,15 +274,15 @@ done
 {
   echo "## Every run"
   echo
-  echo "| server | model | conc | run | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | host CPU % | server CPU % |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12}' "$RES"
+  echo "| server | model | conc | run | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | host CPU % | server CPU % | overhead mean µs | overhead p50 µs |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14}' "$RES"
   echo
   echo "## Median of $REPEAT runs per model and concurrency"
   echo
   if [[ " ${run_targets[*]} " == *" flywheel "* && " ${run_targets[*]} " == *" node "* ]]; then
-    echo "| model | conc | flywheel req/s | node req/s | ratio | flywheel p50 ms | node p50 ms | flywheel p99 ms | node p99 ms | p99 ratio (node/flywheel) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| model | conc | flywheel req/s | node req/s | ratio | flywheel p50 ms | node p50 ms | flywheel p99 ms | node p99 ms | p99 ratio (node/flywheel) | flywheel overhead p50 µs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   else
     echo "| server | model | conc | req/s | p50 ms | p99 ms |"
     echo "|---|---|---:|---:|---:|---:|"
@@ -255,6 +296,7 @@ done
     {
       key = $1 SUBSEP $2 SUBSEP $3; cnt[key]++
       val[key, cnt[key], "rps"] = $5; val[key, cnt[key], "p50"] = $6; val[key, cnt[key], "p99"] = $8
+      val[key, cnt[key], "ovh"] = $14
       if (!(($2, $3) in seen)) { seen[$2, $3] = 1; order[++no] = $2 SUBSEP $3 }
       servers[$1] = 1
     }
@@ -264,8 +306,8 @@ done
         if (both) {
           f = "flywheel" SUBSEP m SUBSEP c; nn = "node" SUBSEP m SUBSEP c
           fr = median(f, "rps"); nr = median(nn, "rps"); fp99 = median(f, "p99"); np99 = median(nn, "p99")
-          printf "| %s | %s | %.0f | %.0f | %.2fx | %.3f | %.3f | %.3f | %.3f | %.2fx |\n", m, c, fr, nr, nr ? fr / nr : 0,
-            median(f, "p50"), median(nn, "p50"), fp99, np99, fp99 ? np99 / fp99 : 0
+          printf "| %s | %s | %.0f | %.0f | %.2fx | %.3f | %.3f | %.3f | %.3f | %.2fx | %.1f |\n", m, c, fr, nr, nr ? fr / nr : 0,
+            median(f, "p50"), median(nn, "p50"), fp99, np99, fp99 ? np99 / fp99 : 0, median(f, "ovh")
         } else {
           for (s in servers) {
             key = s SUBSEP m SUBSEP c
@@ -275,5 +317,7 @@ done
       }
     }' "$RES"
   echo
+  echo "Overhead: Flywheel's request minus compute (ORT run) duration from its /metrics histograms during the run:"
+  echo "the mean is exact; the p50 difference is interpolated within ×2.5-wide buckets (approximate)."
   echo "Node peer: ${NODE_WORKERS}-worker cluster; ORT default threads for mlp_small/ridership, INTRA_OP_THREADS=$NODE_WIDE_INTRA for mlp_wide."
 } | tee ${OUT:+"$OUT"}
