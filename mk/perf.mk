@@ -13,3 +13,7 @@ bench: build ## Flywheel vs the Node.js peer, closed loop, c=1,8,64, Markdown ta
 bench-go: deps ## in-process Go benchmarks: batcher vs direct session calls, JSON codec vs encoding/json
 	$(GO) test -run '^$$' -bench 'Speedup' -benchtime 3x ./server/batch
 	$(GO) test -run '^$$' -bench . -benchmem ./server/tensorjson
+
+.PHONY: bench-rss
+bench-rss: build ## RSS of flywheel serve under 5 minutes of load stays within 10% of minute 1 (not in make test)
+	loadtest/rss.sh
