@@ -26,6 +26,8 @@
 #   FLYWHEEL_BIN=bin/flywheel  FLYWHEEL_PORT=18080  FLYWHEEL_ARGS= (extra serve flags)
 #   NODE_PORT=18081  NODE_WORKERS=2  NODE_WIDE_INTRA=1 (intra-op threads of the peer for mlp_wide)
 #   OUT=file   also write the tables there
+#   BINARY=1   send inputs as binary tensor data (loadtest/oip.lua); the Node peer does not
+#              speak the extension, so use it with TARGETS=flywheel
 # Caveats: wrk shares the 2 cores with the servers (~20-25 % of one core); c=1 mostly
 # measures the VM's wake-up latency; compare rows whose host CPU % agree.
 set -euo pipefail

@@ -12,6 +12,9 @@
 --   BATCH=1           rows per request
 --   INPUT=input       input tensor name
 --   NESTED=0          1: data as nested rows [[...],[...]] instead of flat
+--   BINARY=0          1: send the input as binary tensor data (Triton's extension:
+--                     Inference-Header-Content-Length, binary_data_size) instead of JSON
+--   BINARY_OUTPUT=0   1: ask for binary outputs ("binary_data_output": true)
 -- Row values are (i%7)/7 - 0.5: the bench harness's reference row.
 
 local model = os.getenv("MODEL") or "mlp_small"
@@ -32,10 +35,29 @@ for r = 1, batch do
   rows[r] = nested and ("[" .. rowstr .. "]") or rowstr
 end
 
+local binary = os.getenv("BINARY") == "1"
+local params = os.getenv("BINARY_OUTPUT") == "1" and ',"parameters":{"binary_data_output":true}' or ""
+
 wrk.method = "POST"
-wrk.body = string.format('{"inputs":[{"name":"%s","shape":[%d,%d],"datatype":"FP32","data":[%s]}]}',
-  input, batch, features, table.concat(rows, ","))
-wrk.headers["Content-Type"] = "application/json"
+if binary then
+  -- little-endian FP32 bytes through LuaJIT's ffi (wrk embeds LuaJIT)
+  local ffi = require("ffi")
+  local n = batch * features
+  local buf = ffi.new("float[?]", n)
+  for k = 0, n - 1 do
+    buf[k] = ((k % features) % 7) / 7 - 0.5
+  end
+  local header = string.format(
+    '{"inputs":[{"name":"%s","shape":[%d,%d],"datatype":"FP32","parameters":{"binary_data_size":%d}}]%s}',
+    input, batch, features, 4 * n, params)
+  wrk.body = header .. ffi.string(buf, 4 * n)
+  wrk.headers["Content-Type"] = "application/octet-stream"
+  wrk.headers["Inference-Header-Content-Length"] = tostring(#header)
+else
+  wrk.body = string.format('{"inputs":[{"name":"%s","shape":[%d,%d],"datatype":"FP32","data":[%s]}]%s}',
+    input, batch, features, table.concat(rows, ","), params)
+  wrk.headers["Content-Type"] = "application/json"
+end
 
 function done(summary, latency, requests)
   local secs = summary.duration / 1e6
