@@ -371,3 +371,92 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Under concurrent traffic with random cancellations, a Close in the middle
+// leaves no request hanging: each gets its correct answer, its context's
+// error, ErrClosed or ErrQueueFull, and Run returns.
+func TestCloseUnderLoad(t *testing.T) { forEachDispatch(t, testCloseUnderLoad) }
+
+func testCloseUnderLoad(t *testing.T, dispatch string) {
+	r, spec := benchModel(t, "mlp_small")
+	b, err := New(Options{Config: testConfig(dispatch, func(c *Config) { c.QueueCapacity = 16; c.MaxBatchSize = 8 }), Runner: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- b.Run(context.Background()) }()
+
+	const clients, reqs = 24, 40
+	type pair struct{ in, want []Tensor }
+	work := make([][]pair, clients)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for c := range work {
+		for range reqs {
+			in := request(spec.Input, spec.Features, 1+rng.IntN(3), rng)
+			want, err := r.Run(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			work[c] = append(work[c], pair{in, want})
+		}
+	}
+	var answered, cancelled, closed, full atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for c := range work {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, p := range work[c] {
+				ctx, cancel := context.WithCancel(context.Background())
+				if (c+i)%5 == 0 {
+					go func() { time.Sleep(time.Duration(i%3) * 20 * time.Microsecond); cancel() }()
+				}
+				res, err := b.Infer(ctx, p.in)
+				cancel()
+				switch {
+				case err == nil:
+					if e := sameTensors(res.Outputs, p.want); e != nil {
+						errs <- e
+						return
+					}
+					answered.Add(1)
+				case errors.Is(err, context.Canceled):
+					cancelled.Add(1)
+				case errors.Is(err, ErrClosed):
+					closed.Add(1)
+				case errors.Is(err, ErrQueueFull):
+					full.Add(1)
+				default:
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	waitUntil(t, func() bool { return answered.Load() >= 20 })
+	b.Close()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("requests still hanging 20 s after Close")
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	select {
+	case <-runDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+	if b.QueueLength() != 0 {
+		t.Errorf("queue length %d after Run returned", b.QueueLength())
+	}
+	t.Logf("answered %d, cancelled %d, closed %d, queue full %d", answered.Load(), cancelled.Load(), closed.Load(), full.Load())
+	if closed.Load() == 0 {
+		t.Log("every request was done before Close took effect")
+	}
+}
