@@ -127,7 +127,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rcfg.Root = f.models
 	rcfg.RescanInterval = f.rescanInterval
 	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt}
-	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m})
+	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m,
+		Wrap: repository.BatchWrap(logger)})
 	if err != nil {
 		return usageError{err}
 	}

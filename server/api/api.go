@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/oip"
 	"github.com/flywheel-ml/flywheel/server/repository"
@@ -275,8 +276,11 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		code = fiber.StatusUnsupportedMediaType
 	case errors.Is(err, repository.ErrModelNotFound), errors.Is(err, repository.ErrVersionNotFound):
 		code = fiber.StatusNotFound
-	case errors.Is(err, repository.ErrUnavailable):
+	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, batch.ErrClosed):
 		code = fiber.StatusServiceUnavailable
+	case errors.Is(err, batch.ErrQueueFull):
+		code = fiber.StatusServiceUnavailable
+		c.Set(fiber.HeaderRetryAfter, "1")
 	case errors.Is(err, context.DeadlineExceeded):
 		code, msg = fiber.StatusServiceUnavailable, "inference timed out: "+msg
 	case errors.As(err, &fe):
