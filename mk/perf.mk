@@ -3,9 +3,10 @@
 
 TEST_TARGETS += test-perf
 
-test-perf: ## bounded fuzzing of the OIP data decoder and the binary tensor codec (5 s each)
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 5s ./server/tensorjson
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 5s ./server/binarydata
+test-perf: ## bounded fuzzing of the OIP data decoder, the infer fast path and the binary tensor codec (4 s each)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 4s ./server/tensorjson
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime 4s ./server/oip
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 4s ./server/binarydata
 
 bench: build ## Flywheel vs the Node.js peer, closed loop, c=1,8,64, Markdown table (minutes; not in make test)
 	loadtest/bench.sh

@@ -40,6 +40,7 @@ type serveFlags struct {
 	mlflowModel     string
 	logFormat       string
 	logLevel        string
+	pprofListen     string
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
@@ -79,6 +80,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.mlflowModel, "mlflow-model", "", "", "model served by POST /invocations without ?model= when several are loaded")
 	fs.String(&f.logFormat, "log-format", "", "text", "log format: text or json")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn or error")
+	fs.String(&f.pprofListen, "pprof-listen", "", "", "address for Go's /debug/pprof profiling endpoints, e.g. 127.0.0.1:6060 (empty: off)")
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -163,6 +165,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("listening on --listen %s: %w", f.listen, err)
 	}
 	logger.Info("serving", "component", "api", "addr", ln.Addr().String())
+	if f.pprofListen != "" {
+		stopPprof, err := servePprof(f.pprofListen, logger)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watchDone := make(chan error, 1)
