@@ -51,6 +51,10 @@ func flywheelEnv(t *testing.T) map[string]map[string]string {
 	return out
 }
 
+// builtCommands are the subcommands that must not be placeholders any more:
+// their --help is always checked.
+var builtCommands = map[string]bool{"serve": true, "trainer": true, "train": true}
+
 // Every FLYWHEEL_* variable the deployment sets is one the command reads
 // (a misspelt variable would be ignored silently): the binary is built and
 // each subcommand's --help, which lists every flag's variable, is read.
@@ -71,7 +75,7 @@ func TestDeploymentEnvMatchesFlags(t *testing.T) {
 		switch {
 		case err == nil:
 			help[cmd] = string(out)
-		case strings.Contains(string(out), "not built yet"):
+		case strings.Contains(string(out), "not built yet") && !builtCommands[cmd]:
 			placeholder[cmd] = true
 		default:
 			t.Errorf("flywheel %s --help: %v\n%s", cmd, err, out)

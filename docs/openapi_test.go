@@ -3,11 +3,19 @@ package docs
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flywheel-ml/flywheel/server/api"
+	"github.com/flywheel-ml/flywheel/server/monitor"
+	"github.com/flywheel-ml/flywheel/server/repository"
+	"github.com/flywheel-ml/flywheel/train/jobs"
+	"github.com/flywheel-ml/flywheel/train/service"
 )
 
 // route is one (method, path) pair a server registers. Path uses the
@@ -19,67 +27,50 @@ type route struct {
 func (r route) String() string { return r.Method + " " + r.Path }
 
 // registeredRoutes returns, per server ("serve", "trainer"), the routes the
-// server registers.
-//
-// Until the servers are merged into this branch it returns the routes
-// CONTRACTS.md promises, as the serve, monitor and loop branches register
-// them (read from their code: server/api, server/feedback, train/service).
-// After the merge, replace the body with the real apps; this wiring was run
-// against a copy of the three branches on 2026-11-22 and passed:
-//
-//	cfg := repository.DefaultConfig()
-//	cfg.Root = t.TempDir()
-//	repo, err := repository.New(repository.Options{Config: cfg})
-//	srv, err := api.New(api.Options{Repository: repo, Gatherer: prometheus.NewRegistry()}) // /metrics needs a Gatherer
-//	db, err := predlog.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"), time.Second)
-//	st, err := feedback.New(feedback.Options{DB: db})
-//	fa, err := feedback.NewAPI(feedback.APIOptions{Store: st, AdminToken: "x"})
-//	fa.Register(srv.App())
-//	for _, r := range srv.App().GetRoutes(true) {
-//		out["serve"] = append(out["serve"], route{r.Method, r.Path})
-//	}
-//	js, err := jobs.Open(context.Background(), jobs.Options{Path: filepath.Join(t.TempDir(), "j.db")})
-//	svc, err := service.New(service.Options{Store: js, Token: "x", DefaultModel: "ridership"})
-//	out["trainer"], err = parseRoutes(svc.Routes()) // "METHOD /path" strings
-//
-// (error checks left out here). If cmd/flywheel serve mounts the feedback
-// API differently, build the app the way serve does. fiber registers HEAD
-// beside every GET; normaliseRoutes drops HEAD unless the document lists it.
+// real servers register: serve's app built as `flywheel serve` builds it
+// (server/api with /metrics, plus the feedback routes of server/monitor) and
+// the trainer's app of train/service. fiber registers HEAD beside every GET;
+// normaliseRoutes drops HEAD unless the document lists it.
 func registeredRoutes(t *testing.T) map[string][]route {
 	t.Helper()
-	return map[string][]route{
-		"serve": {
-			{"GET", "/v2/health/live"},
-			{"GET", "/v2/health/ready"},
-			{"GET", "/v2"},
-			{"GET", "/v2/models/:model"},
-			{"GET", "/v2/models/:model/versions/:version"},
-			{"GET", "/v2/models/:model/ready"},
-			{"GET", "/v2/models/:model/versions/:version/ready"},
-			{"POST", "/v2/models/:model/infer"},
-			{"POST", "/v2/models/:model/versions/:version/infer"},
-			{"POST", "/v2/repository/index"},
-			{"POST", "/v2/repository/models/:model/load"},
-			{"POST", "/v2/repository/models/:model/unload"},
-			{"POST", "/invocations"},
-			{"GET", "/ping"},
-			{"GET", "/health"},
-			{"GET", "/version"},
-			{"GET", "/metrics"},
-			{"POST", "/v1/feedback"},
-			{"GET", "/v1/feedback/export"},
-			{"GET", "/v1/predictions/*"},
-		},
-		"trainer": {
-			{"POST", "/v1/alerts"},
-			{"POST", "/v1/retrain"},
-			{"GET", "/v1/jobs"},
-			{"GET", "/v1/jobs/:id"},
-			{"GET", "/metrics"},
-			{"GET", "/health/live"},
-			{"GET", "/health/ready"},
-		},
+	ctx := context.Background()
+	out := map[string][]route{}
+	cfg := repository.DefaultConfig()
+	cfg.Root = t.TempDir()
+	repo, err := repository.New(repository.Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
+	mcfg := monitor.DefaultConfig()
+	mcfg.DB = filepath.Join(t.TempDir(), "flywheel.db")
+	mon, err := monitor.New(ctx, monitor.Options{Config: mcfg, AdminToken: "x", Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Close() })
+	srv, err := api.New(api.Options{Config: api.DefaultConfig(), Repository: repo, Gatherer: reg, Observers: []api.Observer{mon}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon.Register(srv.App())
+	for _, r := range srv.Routes() {
+		out["serve"] = append(out["serve"], route{r.Method, r.Path})
+	}
+
+	js, err := jobs.Open(ctx, jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { js.Close() })
+	svc, err := service.New(service.Options{Store: js, Token: "x", DefaultModel: "ridership", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out["trainer"], err = parseRoutes(svc.Routes()); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // parseRoutes turns "METHOD /path" strings into routes.

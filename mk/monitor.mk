@@ -36,3 +36,8 @@ monitoring-token: $(MON_DIR)/secrets/trainer-token ## random bearer token shared
 
 $(MON_DIR)/secrets/trainer-token:
 	@mkdir -p $(@D); umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $@; echo "wrote $@"
+
+# End-to-end monitoring tests (real serve, real Prometheus); also part of test-go.
+.PHONY: test-monitoring-e2e
+test-monitoring-e2e: deps ## drift alert in a real Prometheus, drift of the ridership card, 20k predictions + feedback, dashboard vs live scrapes
+	$(GO) test -count=1 -v -run 'TestDriftAlertFiresInPrometheus|TestDriftOfRidershipCard|TestLoadPredictionsWithFeedbackThroughServe|TestDashboardMetricsScraped' ./internal/e2e/

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/metrics"
+	"github.com/flywheel-ml/flywheel/server/monitor"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
 )
@@ -41,6 +42,7 @@ type serveFlags struct {
 	logFormat       string
 	logLevel        string
 	pprofListen     string
+	monitor         monitor.Config
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
@@ -81,6 +83,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.logFormat, "log-format", "", "text", "log format: text or json")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn or error")
 	fs.String(&f.pprofListen, "pprof-listen", "", "", "address for Go's /debug/pprof profiling endpoints, e.g. 127.0.0.1:6060 (empty: off)")
+	addMonitorFlags(fs, &f.monitor)
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -90,6 +93,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
+	}
+	if err := f.monitor.Validate(); err != nil {
+		return usageError{err}
 	}
 	token := f.adminToken
 	if f.adminTokenFile != "" {
@@ -125,12 +131,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 
+	// Monitoring before the repository: its hook sees the first scan's versions.
+	mon, err := monitor.New(ctx, monitor.Options{Config: f.monitor, AdminToken: token, Registerer: reg, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("--predlog-db: %w", err)
+	}
+	defer mon.Close()
+
 	rcfg := repository.DefaultConfig()
 	rcfg.Root = f.models
 	rcfg.RescanInterval = f.rescanInterval
 	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt}
 	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m,
-		Wrap: repository.BatchWrap(logger)})
+		OnChange: mon.OnChange, Wrap: repository.BatchWrap(logger)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -155,10 +168,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	acfg.BodyLimit, acfg.ReadTimeout, acfg.WriteTimeout, acfg.IdleTimeout = f.bodyLimit, f.readTimeout, f.writeTimeout, f.idleTimeout
 	acfg.InferTimeout, acfg.AdminToken, acfg.MLflowModel = f.inferTimeout, token, f.mlflowModel
 	srv, err := api.New(api.Options{Config: acfg, Repository: repo, Logger: logger.With("component", "api"),
-		Metrics: m, Gatherer: reg, Version: version})
+		Metrics: m, Gatherer: reg, Version: version, Observers: []api.Observer{mon}})
 	if err != nil {
 		return usageError{err}
 	}
+	mon.Register(srv.App())
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -174,6 +188,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
+	mon.Start()
 	watchDone := make(chan error, 1)
 	go func() { watchDone <- repo.Run(watchCtx) }()
 	serveDone := make(chan error, 1)
@@ -186,7 +201,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Info("shutting down", "component", "serve", "timeout", f.shutdownTimeout)
 	case serveErr = <-serveDone:
 	}
-	// Order: readiness drops, HTTP drains, the watcher stops, sessions close.
+	// Order: readiness drops, HTTP drains, the watcher stops, the
+	// prediction log writes what is queued, sessions and the database close.
 	srv.SetReady(false)
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
@@ -195,6 +211,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	stopWatch()
 	<-watchDone
+	if err := mon.Close(); err != nil {
+		logger.Warn("closing the prediction database", "component", "predlog", "err", err)
+	}
 	if err := repo.Close(); err != nil {
 		logger.Warn("closing sessions", "component", "repository", "err", err)
 	}

@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/flywheel-ml/flywheel/server/ort"
+	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
 )
 
@@ -42,12 +44,15 @@ func TestServeStartupErrors(t *testing.T) {
 		{"bad flag", []string{"--no-such-flag"}, "flag provided but not defined"},
 		{"empty token file", []string{"--admin-token-file", file + "-empty"}, "--admin-token-file"},
 		{"bad graph optimisation", []string{"--models", dir, "--graph-optimization", "max"}, `graph_optimization_level "max"`},
+		{"bad sample rate", []string{"--models", dir, "--predlog-sample-rate", "1.5"}, "sample_rate must be in (0, 1]"},
+		{"bad drift window", []string{"--models", dir, "--drift-window", "10", "--drift-min-rows", "20"}, "min_rows must be between 1 and window"},
+		{"prediction database in a file", []string{"--models", dir, "--predlog-db", filepath.Join(file, "x.db")}, "--predlog-db"},
 	}
 	os.WriteFile(file+"-empty", nil, 0o644)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			args := append([]string{"--listen", "127.0.0.1:0"}, c.args...)
+			args := append([]string{"--listen", "127.0.0.1:0", "--predlog-db", filepath.Join(t.TempDir(), "p.db")}, c.args...)
 			err := runServe(context.Background(), args, &out, &errb)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want %q", err, c.want)
@@ -67,13 +72,16 @@ func TestServeEmptyFolderAndGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
+	db := filepath.Join(t.TempDir(), "var", "flywheel.db")
 	addr := freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
 	done := make(chan error, 1)
 	base := ort.LiveSessions()
 	go func() {
-		done <- runServe(ctx, []string{"--models", root, "--listen", addr, "--log-format", "json", "--rescan-interval", "200ms"}, &logs, &logs)
+		// The log is written only when serve stops: the shutdown must flush it.
+		done <- runServe(ctx, []string{"--models", root, "--listen", addr, "--log-format", "json", "--rescan-interval", "200ms",
+			"--predlog-db", db, "--predlog-flush-interval", "1h"}, &logs, &logs)
 	}()
 	url := "http://" + addr
 	waitHTTP(t, url+"/v2/health/ready", 200)
@@ -87,11 +95,13 @@ func TestServeEmptyFolderAndGracefulShutdown(t *testing.T) {
 	os.Rename(tmp, filepath.Join(root, "mlp", "1"))
 	waitHTTP(t, url+"/v2/models/mlp/ready", 200)
 	body := `{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","data":[` + strings.Repeat("0.1,", 15) + `0.1]}]}`
-	r, err := http.Post(url+"/v2/models/mlp/infer", "application/json", strings.NewReader(body))
-	if err != nil || r.StatusCode != 200 {
-		t.Fatalf("infer: %v %v", r, err)
+	for i := range 3 {
+		r, err := http.Post(url+"/v2/models/mlp/infer", "application/json", strings.NewReader(`{"id":"shutdown-`+strconv.Itoa(i)+`",`+body[1:]))
+		if err != nil || r.StatusCode != 200 {
+			t.Fatalf("infer: %v %v", r, err)
+		}
+		r.Body.Close()
 	}
-	r.Body.Close()
 	cancel()
 	select {
 	case err := <-done:
@@ -109,6 +119,16 @@ func TestServeEmptyFolderAndGracefulShutdown(t *testing.T) {
 	}
 	if _, err := http.Get(url + "/v2/health/live"); err == nil {
 		t.Error("still accepting connections after shutdown")
+	}
+	store, err := predlog.Open(context.Background(), db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for i := range 3 {
+		if rec, err := store.Get(context.Background(), "shutdown-"+strconv.Itoa(i)); err != nil || rec.Model != "mlp" || rec.Version != 1 {
+			t.Errorf("prediction shutdown-%d after shutdown: %+v, %v", i, rec, err)
+		}
 	}
 }
 

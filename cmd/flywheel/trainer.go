@@ -173,6 +173,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		n, _ := store.CountState(context.Background(), jobs.StateQueued)
 		return float64(n)
 	})
+	metrics.InitSteps(pipeline.Steps...)
 	serveClient := &serving.Client{BaseURL: f.serveURL, Token: adminToken}
 	p, err := pipeline.New(pipeline.Options{
 		Config:    cfg,

@@ -104,6 +104,22 @@ type Options struct {
 	// version use the wrapper. A wrapper that implements io.Closer is closed
 	// when the version retires, before its session.
 	Wrap func(model string, version int64, cfg ModelConfig, r Runner) Runner
+	// OnChange, when set, is told when a version starts serving (it became
+	// READY, or was reloaded from new files: Ready true with the new card)
+	// and when it stops (unloaded, retired by the version policy, removed
+	// from disk, or the repository closes: Ready false). Calls are serialised
+	// and come from the goroutine that reconciles the repository, outside
+	// its locks; they must return quickly and must not call back into the
+	// repository's Scan, Load or Unload.
+	OnChange func(Change)
+}
+
+// Change is a version entering or leaving service (see Options.OnChange).
+type Change struct {
+	Model   string
+	Version int64
+	Ready   bool       // true: serving now; false: no longer serving
+	Card    *card.Card // the card of the served files (nil without model.json or when !Ready)
 }
 
 // Repository is the set of served model versions.
@@ -113,6 +129,7 @@ type Repository struct {
 	metrics *metrics.Metrics
 	load    Loader
 	wrap    func(string, int64, ModelConfig, Runner) Runner
+	change  func(Change)
 
 	reconcileMu sync.Mutex      // serialises scans, loads and unloads
 	unloaded    map[string]bool // models unloaded through the API; guarded by reconcileMu
@@ -236,7 +253,7 @@ func New(o Options) (*Repository, error) {
 	if o.Config.WarmupTimeout == 0 {
 		o.Config.WarmupTimeout = DefaultConfig().WarmupTimeout
 	}
-	return &Repository{cfg: o.Config, log: o.Logger, metrics: o.Metrics, load: o.Loader, wrap: o.Wrap,
+	return &Repository{cfg: o.Config, log: o.Logger, metrics: o.Metrics, load: o.Loader, wrap: o.Wrap, change: o.OnChange,
 		unloaded: map[string]bool{}, models: map[string]*modelState{}, kick: make(chan struct{}, 1)}, nil
 }
 
@@ -301,6 +318,7 @@ func (r *Repository) removeModel(name string) {
 	for _, v := range m.versions {
 		if v.live != nil {
 			v.live.retire()
+			r.notify(Change{Model: name, Version: v.n})
 		}
 		r.metrics.DeleteVersion(name, v.n)
 	}
@@ -442,6 +460,7 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 		vs.state, vs.reason = StateReady, ""
 		r.mu.Unlock()
 		r.metrics.SetVersionState(name, v, StateReady)
+		r.notify(Change{Model: name, Version: v, Ready: true, Card: e.card})
 		if old != nil {
 			old.retire()
 			r.log.Info("model version reloaded", "model", name, "version", v)
@@ -485,6 +504,7 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 	for _, e := range retire {
 		r.metrics.SetVersionState(name, e.version, StateUnloading)
 		e.retire()
+		r.notify(Change{Model: name, Version: e.version})
 		r.log.Info("model version unloaded", "model", name, "version", e.version)
 	}
 	for v, s := range states {
@@ -506,6 +526,13 @@ func (r *Repository) setState(m *modelState, vs *versionState, state, reason str
 	vs.state, vs.reason = state, reason
 	r.mu.Unlock()
 	r.metrics.SetVersionState(m.name, vs.n, state)
+}
+
+// notify calls OnChange when set.
+func (r *Repository) notify(c Change) {
+	if r.change != nil {
+		r.change(c)
+	}
 }
 
 // loadVersion loads, checks and warms up one version without exposing it.
@@ -757,6 +784,7 @@ func (r *Repository) Close() error {
 	r.mu.Unlock()
 	for _, e := range retire {
 		e.retire()
+		r.notify(Change{Model: e.model, Version: e.version})
 	}
 	return nil
 }

@@ -354,3 +354,44 @@ func TestWrapRunner(t *testing.T) {
 		t.Fatalf("closed %d, open %d", closed, fl.open())
 	}
 }
+
+func TestOnChange(t *testing.T) {
+	root := t.TempDir()
+	put(t, root, "m", 1, "ok")
+	put(t, root, "gone", 1, "ok")
+	var events []string
+	c := DefaultConfig()
+	c.Root = root
+	fl := &fakeLoader{}
+	r, err := New(Options{Config: c, Loader: fl.load, OnChange: func(ch Change) {
+		s := "-"
+		if ch.Ready {
+			s = "+"
+		}
+		events = append(events, s+ch.Model+"/"+strconv.FormatInt(ch.Version, 10))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	steps := []struct {
+		name string
+		do   func()
+		want string
+	}{
+		{"scan", func() { r.Scan(ctx) }, "+gone/1 +m/1"},
+		{"new version retires the old", func() { put(t, root, "m", 2, "ok"); r.Scan(ctx) }, "+m/2 -m/1"},
+		{"failed newer version changes nothing", func() { put(t, root, "m", 3, "bad"); r.Scan(ctx) }, ""},
+		{"model folder removed", func() { os.RemoveAll(filepath.Join(root, "gone")); r.Scan(ctx) }, "-gone/1"},
+		{"unload", func() { r.Unload(ctx, "m") }, "-m/2"},
+		{"load", func() { r.Load(ctx, "m") }, "+m/2"},
+		{"close", func() { r.Close() }, "-m/2"},
+	}
+	for _, s := range steps {
+		events = nil
+		s.do()
+		if got := strings.Join(events, " "); got != s.want {
+			t.Errorf("%s: events %q, want %q", s.name, got, s.want)
+		}
+	}
+}

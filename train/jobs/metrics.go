@@ -51,6 +51,17 @@ func NewMetrics(reg prometheus.Registerer, queueLength func() float64) *Metrics 
 	return m
 }
 
+// InitSteps exports the step duration histograms of the named steps before
+// any job ran (a histogram without series is invisible to dashboards).
+func (m *Metrics) InitSteps(steps ...string) {
+	if m == nil {
+		return
+	}
+	for _, s := range steps {
+		m.steps.WithLabelValues(s)
+	}
+}
+
 func (m *Metrics) observeStep(step string, d time.Duration) {
 	if m == nil {
 		return

@@ -1,0 +1,255 @@
+// Package monitor wires in-service monitoring into the server: the
+// prediction log, feedback labels and drift, fed by an api.Observer (every
+// served prediction) and the repository's OnChange hook (versions entering
+// and leaving service), with the feedback routes mounted on the server's app.
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flywheel-ml/flywheel/server/api"
+	"github.com/flywheel-ml/flywheel/server/drift"
+	"github.com/flywheel-ml/flywheel/server/feedback"
+	"github.com/flywheel-ml/flywheel/server/predlog"
+	"github.com/flywheel-ml/flywheel/server/repository"
+	"github.com/flywheel-ml/flywheel/train/card"
+)
+
+// Config tunes the monitoring of serve.
+type Config struct {
+	// DB is the SQLite database of the prediction log and the feedback
+	// labels (its folder is created); "" turns the prediction log, feedback
+	// and the prediction lookup off (drift stays on).
+	DB string `yaml:"db"`
+	// BusyTimeout is the SQLite busy timeout of DB.
+	BusyTimeout time.Duration  `yaml:"busy_timeout"`
+	Predlog     predlog.Config `yaml:"predlog"`
+	Drift       drift.Config   `yaml:"drift"`
+	// FeedbackMaxItems limits the labels of one POST /v1/feedback.
+	FeedbackMaxItems int `yaml:"feedback_max_items"`
+}
+
+// DefaultConfig: var/flywheel.db, a 5s busy timeout, the prediction log's
+// and drift's defaults, 10,000 labels per feedback request.
+func DefaultConfig() Config {
+	return Config{DB: filepath.Join("var", "flywheel.db"), BusyTimeout: 5 * time.Second,
+		Predlog: predlog.DefaultConfig(), Drift: drift.DefaultConfig(), FeedbackMaxItems: 10000}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DB != "" {
+		if err := c.Predlog.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("prediction log: %w", err))
+		}
+		if c.BusyTimeout < 0 {
+			errs = append(errs, fmt.Errorf("busy_timeout must not be negative, got %s", c.BusyTimeout))
+		}
+		if c.FeedbackMaxItems < 1 {
+			errs = append(errs, fmt.Errorf("feedback_max_items must be positive, got %d", c.FeedbackMaxItems))
+		}
+	}
+	if err := c.Drift.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("drift: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Options are the dependencies of a Monitor.
+type Options struct {
+	Config Config
+	// AdminToken guards GET /v1/feedback/export (empty: the export is off).
+	AdminToken string
+	// Registerer receives every monitoring metric; nil registers nothing.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Monitor is the running monitoring of serve.
+type Monitor struct {
+	db     *predlog.Store // nil when the prediction log is off
+	log    *predlog.Log
+	drift  *drift.Monitor
+	store  *feedback.Store
+	api    *feedback.API
+	logger *slog.Logger
+
+	mu    sync.RWMutex
+	cards map[versionKey]*card.Card // every version served since start (lineage of old predictions)
+
+	stop context.CancelFunc
+	done chan struct{}
+	runs int
+}
+
+type versionKey struct {
+	model   string
+	version int
+}
+
+// New opens the prediction database (when configured) and builds the
+// prediction log, the feedback store and API, and the drift monitor. Start
+// runs their actors; Close stops them and closes the database.
+func New(ctx context.Context, o Options) (*Monitor, error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, err
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, reg := o.Config, o.Registerer
+	m := &Monitor{logger: logger, cards: map[versionKey]*card.Card{}}
+	var err error
+	m.drift, err = drift.New(drift.Options{Config: cfg.Drift, Registerer: reg, Logger: logger.With("component", "drift")})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DB == "" {
+		logger.Info("prediction log off (no database): no feedback or prediction lookup", "component", "predlog")
+		return m, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.DB), 0o755); err != nil {
+		return nil, fmt.Errorf("prediction database %s: %w", cfg.DB, err)
+	}
+	m.db, err = predlog.Open(ctx, cfg.DB, cfg.BusyTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("prediction database %s: %w", cfg.DB, err)
+	}
+	fail := func(err error) (*Monitor, error) {
+		m.db.Close()
+		return nil, err
+	}
+	m.log, err = predlog.New(predlog.Options{Config: cfg.Predlog, Store: m.db, Registerer: reg, Logger: logger.With("component", "predlog")})
+	if err != nil {
+		return fail(err)
+	}
+	m.store, err = feedback.New(feedback.Options{DB: m.db, Log: m.log, Cards: m.card, Registerer: reg, Logger: logger.With("component", "feedback")})
+	if err != nil {
+		return fail(err)
+	}
+	m.api, err = feedback.NewAPI(feedback.APIOptions{Store: m.store, AdminToken: o.AdminToken, MaxItems: cfg.FeedbackMaxItems, Logger: logger.With("component", "feedback")})
+	if err != nil {
+		return fail(err)
+	}
+	logger.Info("prediction log open", "component", "predlog", "db", cfg.DB, "sample_rate", cfg.Predlog.SampleRate,
+		"queue", cfg.Predlog.QueueSize, "max_age", cfg.Predlog.MaxAge, "max_rows", cfg.Predlog.MaxRows)
+	return m, nil
+}
+
+// card is the feedback store's card lookup.
+func (m *Monitor) card(model string, version int) *card.Card {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.cards[versionKey{model, version}]
+}
+
+// OnChange is the repository hook: a version that starts serving gets a
+// fresh drift window and its quality counters (at zero, with the card's
+// thresholds); one that stops serving exports no drift any more.
+func (m *Monitor) OnChange(c repository.Change) {
+	v := int(c.Version)
+	if !c.Ready {
+		m.drift.Remove(c.Model, v)
+		return
+	}
+	m.mu.Lock()
+	m.cards[versionKey{c.Model, v}] = c.Card
+	m.mu.Unlock()
+	var names []string
+	var ref *card.Reference
+	if c.Card != nil {
+		names, ref = c.Card.FeatureNames(), c.Card.Reference
+	}
+	st := m.drift.Add(c.Model, v, names, ref)
+	if m.store != nil {
+		m.store.AddVersion(c.Model, v, c.Card)
+	}
+	m.logger.Debug("monitoring model version", "component", "drift", "model", c.Model, "version", v, "drift", st.Enabled, "reason", st.Reason)
+}
+
+// Observe is the api.Observer: it feeds the drift monitor and the
+// prediction log. Both copy or enqueue and never block. Row i of a request
+// of n > 1 rows is logged as "<request id>/<i>".
+func (m *Monitor) Observe(ob api.Observation) {
+	if len(ob.Inputs) != 1 || len(ob.Outputs) == 0 {
+		return // drift and the log describe one feature matrix
+	}
+	version := int(ob.Version)
+	if in, ok := ob.Inputs[0].Data.([]float32); ok {
+		out, _ := ob.Outputs[0].Data.([]float32)
+		m.drift.Observe(ob.Model, version, in, out)
+	} else if in, ok := ob.Inputs[0].Float64s(); ok {
+		out, _ := ob.Outputs[0].Float64s()
+		m.drift.ObserveFloat64(ob.Model, version, in, out)
+	}
+	if m.log == nil {
+		return
+	}
+	in, ok1 := ob.Inputs[0].Float64s()
+	out, ok2 := ob.Outputs[0].Float64s()
+	if !ok1 || !ok2 {
+		return
+	}
+	var names []string
+	if ob.Card != nil {
+		names = ob.Card.FeatureNames()
+	}
+	m.log.RecordRows(predlog.Entry{ID: ob.RequestID, Time: ob.Time, Model: ob.Model, Version: version,
+		Parameters: ob.Parameters, FeatureNames: names, Features: in, Outputs: out}, ob.Inputs[0].Rows())
+}
+
+// Register mounts POST /v1/feedback, GET /v1/feedback/export and
+// GET /v1/predictions/{id} on the server's app (nothing when the prediction
+// log is off).
+func (m *Monitor) Register(r fiber.Router) {
+	if m.api != nil {
+		m.api.Register(r)
+	}
+}
+
+// Start runs the prediction log and drift actors until Close.
+func (m *Monitor) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stop, m.done = cancel, make(chan struct{}, 2)
+	m.runs = 1
+	go func() { _ = m.drift.Run(ctx); m.done <- struct{}{} }()
+	if m.log != nil {
+		m.runs++
+		go func() {
+			if err := m.log.Run(ctx); err != nil {
+				m.logger.Error("prediction log stopped", "component", "predlog", "err", err)
+			}
+			m.done <- struct{}{}
+		}()
+	}
+}
+
+// Close stops the actors — the prediction log writes what is still queued
+// — and closes the database. Call it after the HTTP server has drained.
+func (m *Monitor) Close() error {
+	if m.stop != nil {
+		m.stop()
+		for range m.runs {
+			<-m.done
+		}
+		m.stop = nil
+	}
+	if m.db != nil {
+		err := m.db.Close()
+		m.db = nil
+		return err
+	}
+	return nil
+}
