@@ -81,11 +81,12 @@ trap 'exit 130' INT TERM
 
 # ---- models -------------------------------------------------------------
 mkdir -p "$TMP/onnx" "$TMP/models"
-(cd "$ROOT" && go run ./loadtest/benchmodels -out "$TMP/onnx" >/dev/null)
+(cd "$ROOT" && go run ./loadtest/benchmodels -out "$TMP/onnx" -cards >/dev/null)
 declare -A INPUT FEATURES
 for m in mlp_small mlp_wide; do
   mkdir -p "$TMP/models/$m/1"
   cp "$TMP/onnx/$m.onnx" "$TMP/models/$m/1/model.onnx"
+  mv "$TMP/onnx/$m.json" "$TMP/models/$m/1/model.json" # card with a drift reference
   INPUT[$m]=input
 done
 FEATURES[mlp_small]=16
@@ -144,7 +145,8 @@ for t in $TARGETS; do
       fi
       log=$TMP/flywheel.log
       # shellcheck disable=SC2086
-      "$FLYWHEEL_BIN" serve --models "$TMP/models" --listen "127.0.0.1:$FLYWHEEL_PORT" $FLYWHEEL_ARGS >"$log" 2>&1 &
+      "$FLYWHEEL_BIN" serve --models "$TMP/models" --listen "127.0.0.1:$FLYWHEEL_PORT" \
+        --predlog-db "$TMP/predlog.db" $FLYWHEEL_ARGS >"$log" 2>&1 &
       pid=$!
       PIDS+=("$pid")
       if wait_ready "http://127.0.0.1:$FLYWHEEL_PORT/v2/health/ready" "$pid" "$log"; then
@@ -232,20 +234,21 @@ for m in "${models[@]}"; do
   done
 done
 
-# Server overhead from Flywheel's own histograms: request duration minus
-# compute (ORT run) duration, as means (exact: _sum/_count deltas) and as
-# medians interpolated within the histogram buckets (approximate).
-scrape() { # model -> "name le value" lines for the request and compute histograms of model
+# Server overhead from Flywheel's own histograms: per request, request duration
+# minus ORT run time (flywheel_inference_overhead_seconds, buckets 20 % wide), as
+# the median interpolated within its bucket; the mean from the request and
+# compute histograms' _sum/_count deltas is exact.
+scrape() { # model -> "name le value" lines for the request, compute and overhead histograms of model
   curl -fs -m 5 "http://127.0.0.1:$FLYWHEEL_PORT/metrics" 2>/dev/null |
-    awk -v m="model=\"$1\"" 'index($0, m) && /^flywheel_inference_(request|compute)_duration_seconds_(bucket|sum|count)/ {
+    awk -v m="model=\"$1\"" 'index($0, m) && /^flywheel_inference_(request_duration|compute_duration|overhead)_seconds_(bucket|sum|count)/ {
       name = $1; sub(/\{.*/, "", name); le = "-"
       if (match($1, /le="[^"]*"/)) le = substr($1, RSTART + 4, RLENGTH - 5)
       print name, le, $2 }'
 }
-overhead() { # before-file after-file -> "mean_us p50_us" (request - compute)
+overhead() { # before-file after-file -> "mean_us p50_us"
   awk '
     FNR == NR { before[$1 " " $2] = $3; next }
-    { d = $3 - before[$1 " " $2]; kind = ($1 ~ /request/) ? "r" : "c"
+    { d = $3 - before[$1 " " $2]; kind = ($1 ~ /request/) ? "r" : ($1 ~ /compute/) ? "c" : "o"
       if ($1 ~ /_sum$/) sum[kind] = d
       else if ($1 ~ /_count$/) cnt[kind] = d
       else { n[kind]++; le[kind, n[kind]] = $2; cum[kind, n[kind]] = d } }
@@ -262,8 +265,8 @@ overhead() { # before-file after-file -> "mean_us p50_us" (request - compute)
       return lo
     }
     END {
-      if (!cnt["r"] || !cnt["c"]) { print "- -"; exit }
-      printf "%.1f %.1f\n", 1e6 * (sum["r"] / cnt["r"] - sum["c"] / cnt["c"]), 1e6 * (p50("r") - p50("c"))
+      if (!cnt["r"] || !cnt["c"] || !cnt["o"]) { print "- -"; exit }
+      printf "%.1f %.1f\n", 1e6 * (sum["r"] / cnt["r"] - sum["c"] / cnt["c"]), 1e6 * p50("o")
     }' "$1" "$2"
 }
 
@@ -347,7 +350,8 @@ done
       }
     }' "$RES"
   echo
-  echo "Overhead: Flywheel's request minus compute (ORT run) duration from its /metrics histograms during the run:"
-  echo "the mean is exact; the p50 difference is interpolated within ×2.5-wide buckets (approximate)."
+  echo "Overhead: per request, Flywheel's request duration minus its ORT run time, from its own /metrics during the run"
+  echo "(flywheel_inference_overhead_seconds: median interpolated within 20 %-wide buckets; the mean from _sum/_count)."
+  echo "It includes decoding and, with batching under load, the wait for the previous batch (queueing)."
   echo "Node peer: ${NODE_WORKERS}-worker cluster; ORT default threads for mlp_small/ridership, INTRA_OP_THREADS=$NODE_WIDE_INTRA for mlp_wide."
 } | tee ${OUT:+"$OUT"}

@@ -33,12 +33,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-(cd "$ROOT" && go run ./loadtest/benchmodels -out "$TMP/onnx" >/dev/null)
+(cd "$ROOT" && go run ./loadtest/benchmodels -out "$TMP/onnx" -cards >/dev/null)
 mkdir -p "$TMP/models/$MODEL/1"
 cp "$TMP/onnx/$MODEL.onnx" "$TMP/models/$MODEL/1/model.onnx"
+cp "$TMP/onnx/$MODEL.json" "$TMP/models/$MODEL/1/model.json" # drift reference
+printf 'dynamic_batching:\n  max_batch_size: 64\n' >"$TMP/models/$MODEL/config.yaml"
 [[ -x $FLYWHEEL_BIN ]] || (cd "$ROOT" && make -s build)
 # shellcheck disable=SC2086
-"$FLYWHEEL_BIN" serve --models "$TMP/models" --listen "127.0.0.1:$FLYWHEEL_PORT" $FLYWHEEL_ARGS >"$TMP/log" 2>&1 &
+"$FLYWHEEL_BIN" serve --models "$TMP/models" --listen "127.0.0.1:$FLYWHEEL_PORT" \
+  --predlog-db "$TMP/predlog.db" $FLYWHEEL_ARGS >"$TMP/log" 2>&1 &
 pid=$!
 for _ in $(seq 150); do
   curl -fs -m1 "http://127.0.0.1:$FLYWHEEL_PORT/v2/models/$MODEL/ready" >/dev/null 2>&1 && break

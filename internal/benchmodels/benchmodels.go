@@ -17,6 +17,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // Spec describes one benchmark model.
@@ -259,4 +261,37 @@ func mlp(graphName string, sizes []int, seed uint64) []byte {
 	m = m.sub(7, g)                        // graph
 	m = m.sub(8, opset)                    // opset_import
 	return m
+}
+
+// Card returns a model card for s (features f00, f01, …) whose reference
+// distribution is ten equal bins over [-1, 1] for every feature and over
+// [0, 1] for the prediction (the first output column), so that a server
+// with drift monitoring on does the full per-request drift work for the
+// benchmark models.
+func (s Spec) Card() *card.Card {
+	names := make([]string, s.Features)
+	feats := make(map[string]card.Histogram, s.Features)
+	for i := range names {
+		names[i] = fmt.Sprintf("f%02d", i)
+		feats[names[i]] = uniform(-1, 1, 10)
+	}
+	pred := uniform(0, 1, 10)
+	return &card.Card{
+		Name: s.Name, Version: 1, Task: "classification",
+		Inputs:    []card.Tensor{{Name: s.Input, DataType: "FP32", Shape: []int64{-1, int64(s.Features)}, Features: names}},
+		Outputs:   []card.Tensor{{Name: s.Output, DataType: "FP32", Shape: []int64{-1, int64(s.Classes)}}},
+		Training:  card.Training{Algorithm: "benchmark"},
+		Reference: &card.Reference{Features: feats, Prediction: &pred},
+	}
+}
+
+func uniform(lo, hi float64, bins int) card.Histogram {
+	h := card.Histogram{Edges: make([]float64, bins+1), Proportions: make([]float64, bins)}
+	for i := range h.Edges {
+		h.Edges[i] = lo + (hi-lo)*float64(i)/float64(bins)
+	}
+	for i := range h.Proportions {
+		h.Proportions[i] = 1 / float64(bins)
+	}
+	return h
 }

@@ -16,3 +16,12 @@ func TestDeterministic(t *testing.T) {
 		})
 	}
 }
+
+func TestCardsValidate(t *testing.T) {
+	for _, s := range Specs {
+		c := s.Card()
+		if err := c.Validate(); err != nil || len(c.FeatureNames()) != s.Features {
+			t.Fatalf("%s: %v, %d features", s.Name, err, len(c.FeatureNames()))
+		}
+	}
+}
