@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
 	"time"
+
+	"github.com/flywheel-ml/flywheel/server/api"
 )
 
 // servePprof serves Go's profiling endpoints on their own listener (never on
@@ -26,4 +29,14 @@ func servePprof(addr string, logger *slog.Logger) (func(), error) {
 	go func() { _ = srv.Serve(ln) }()
 	logger.Info("profiling endpoints", "component", "serve", "addr", ln.Addr().String())
 	return func() { _ = srv.Close() }, nil
+}
+
+// connCounter reports the API server's open connections once it is set.
+type connCounter struct{ srv atomic.Pointer[api.Server] }
+
+func (c *connCounter) load() int {
+	if s := c.srv.Load(); s != nil {
+		return s.OpenConnections()
+	}
+	return 0
 }

@@ -138,12 +138,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer mon.Close()
 
+	// The batchers' hybrid dispatch reads the HTTP server's open connections;
+	// the repository (and its batchers) exist before the server does.
+	var openConns connCounter
 	rcfg := repository.DefaultConfig()
 	rcfg.Root = f.models
 	rcfg.RescanInterval = f.rescanInterval
 	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt}
 	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m,
-		OnChange: mon.OnChange, Wrap: repository.BatchWrap(logger)})
+		OnChange: mon.OnChange, Wrap: repository.BatchWrap(logger, openConns.load)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -173,6 +176,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{err}
 	}
 	mon.Register(srv.App())
+	openConns.srv.Store(srv)
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {

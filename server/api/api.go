@@ -179,6 +179,10 @@ func (s *Server) App() *fiber.App { return s.app }
 // middleware.
 func (s *Server) Routes() []fiber.Route { return s.app.GetRoutes(true) }
 
+// OpenConnections returns the number of open client connections (a load
+// signal for the dynamic batcher's hybrid dispatch).
+func (s *Server) OpenConnections() int { return int(s.app.Server().GetOpenConnectionsCount()) }
+
 // SetReady switches readiness (GET /v2/health/ready, /ping, /health).
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 

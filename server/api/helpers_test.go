@@ -59,7 +59,7 @@ func startServer(t testing.TB, root string, opts ...serverOpt) *testServer {
 	for _, o := range opts {
 		o(&rc, &ao)
 	}
-	repo, err := repository.New(repository.Options{Config: rc, Logger: logger, Metrics: m, Wrap: repository.BatchWrap(logger)})
+	repo, err := repository.New(repository.Options{Config: rc, Logger: logger, Metrics: m, Wrap: repository.BatchWrap(logger, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,12 @@ type Options struct {
 	// Observe, when set, is called once per session run from the worker
 	// goroutine (for execution-count and compute-time metrics). Keep it cheap.
 	Observe func(Execution)
+	// Clients, when set, reports how many clients are connected (for the
+	// HTTP server: open connections). With Dispatch "hybrid" a request then
+	// runs inline only while at most Instances clients are connected, so
+	// many concurrent clients always get the workers' batching. Keep it cheap
+	// (an atomic load); it is called for requests that find the batcher idle.
+	Clients func() int
 }
 
 // Execution describes one session run.
@@ -87,6 +93,7 @@ type Batcher struct {
 	runner  Runner
 	logger  *slog.Logger
 	observe func(Execution)
+	clients func() int
 	queue   chan *job
 	slots   chan *worker // a token per instance; holding one = may run the session
 	queued  atomic.Int64 // requests queued and not yet started
@@ -121,6 +128,7 @@ func New(o Options) (*Batcher, error) {
 		runner:  o.Runner,
 		logger:  logger.With("component", "batch"),
 		observe: o.Observe,
+		clients: o.Clients,
 		queue:   make(chan *job, o.Config.QueueCapacity),
 		stopped: make(chan struct{}),
 		ran:     make(chan struct{}),
@@ -169,14 +177,17 @@ func (b *Batcher) Infer(ctx context.Context, inputs []Tensor) (Result, error) {
 	}
 	alone := b.inflight.Add(1) == 1
 	defer b.inflight.Add(-1)
-	if b.cfg.Dispatch == DispatchHybrid && alone && b.lastRequests.Load() <= 1 {
+	if b.cfg.Dispatch == DispatchHybrid && alone && b.lastRequests.Load() <= 1 &&
+		(b.clients == nil || b.clients() <= b.cfg.Instances) {
 		// Low load (no other request in the batcher, and the last session
 		// run served a single request): run here, on the caller's
 		// goroutine, without waking a worker thread. Under load the workers
 		// form batches of several requests and this path stays off until
 		// they shrink back to one. (Going inline whenever the queue is
 		// merely empty defeated batching: measured over HTTP at c=64, 1-4
-		// rows per run instead of 8-15.)
+		// rows per run instead of 8-15. Even "alone" is often true at c=64
+		// on two cores, where requests are parsed one after another: hence
+		// the Clients bound.)
 		select {
 		case w := <-b.slots:
 			b.mu.RUnlock()

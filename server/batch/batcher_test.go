@@ -460,3 +460,38 @@ func testCloseUnderLoad(t *testing.T, dispatch string) {
 		t.Log("every request was done before Close took effect")
 	}
 }
+
+// TestHybridClientsBound checks that hybrid dispatch runs a request inline
+// (on the caller, with no worker running) only while Clients reports at
+// most Instances connected clients; beyond that it queues for the workers.
+func TestHybridClientsBound(t *testing.T) {
+	echo := RunnerFunc(func(_ context.Context, in []Tensor) ([]Tensor, error) { return in, nil })
+	in := []Tensor{{Name: "x", DataType: "FP32", Shape: []int64{1, 2}, Data: []float32{1, 2}}}
+	for _, tc := range []struct {
+		name    string
+		clients int
+		inline  bool
+	}{
+		{"one client", 1, true},
+		{"as many as instances", 2, true},
+		{"many clients", 64, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := New(Options{Config: testConfig(DispatchHybrid, nil), Runner: echo,
+				Clients: func() int { return tc.clients }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Run is not started: only the inline path can answer.
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			_, err = b.Infer(ctx, in)
+			if tc.inline && err != nil {
+				t.Fatalf("want an inline answer, got %v", err)
+			}
+			if !tc.inline && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("want the request queued for a worker (deadline), got %v", err)
+			}
+		})
+	}
+}

@@ -33,18 +33,20 @@ type Config struct {
 	Instances int `yaml:"instances"`
 	// Dispatch chooses who runs session calls; Instances bounds how many run
 	// at once in every mode.
-	//   "workers" (default): Instances dedicated goroutines take batches off
+	//   "workers": Instances dedicated goroutines take batches off
 	//     the queue. Smoke runs over HTTP at c=64 (shared 2-vCPU VM): 7-9 rows
-	//     per session run and the best req/s of the three modes.
+	//     per session run.
 	//   "inline": no goroutines; waiting requesters take turns holding an
 	//     instance slot, each running everything queued at that moment on its
 	//     own goroutine (no thread hand-off at low load).
-	//   "hybrid": workers, but at low load (a request alone in the
-	//     batcher while the latest session run served one request) it runs
-	//     at once on the caller's goroutine. On these
-	//     VMs every goroutine hand-off to a sleeping thread costs ~0.1 ms
-	//     (vCPU wake-up), which is most of a request at concurrency 1; in
-	//     smoke runs it doubled c=1 req/s but batched less at c=64.
+	//   "hybrid" (default): workers, but at low load (a request alone in the
+	//     batcher while the latest session run served one request, and at
+	//     most Instances clients connected when Options.Clients is set) it
+	//     runs at once on the caller's goroutine. On these VMs every
+	//     goroutine hand-off to a sleeping thread costs ~0.1 ms (vCPU
+	//     wake-up), which is most of a request at concurrency 1: hybrid
+	//     doubles c=1 req/s; without the Clients bound it batched less at
+	//     c=64 (20-25 % fewer req/s), with it c=64 matches "workers".
 	Dispatch string `yaml:"dispatch"`
 	// LockOSThread pins each worker goroutine to its OS thread. Measured here:
 	// it helps at GOMAXPROCS=2 and collapses throughput at GOMAXPROCS=1.
@@ -61,7 +63,13 @@ const (
 // DefaultConfig returns the defaults tuned for a small CPU box: batches of up
 // to 64 rows, no idle waiting, 1024 queued requests, one worker per two
 // usable CPUs (at least one, at most 4), and OS-thread pinning only when
-// there are at least two CPUs.
+// there are at least two CPUs, and hybrid dispatch.
+//
+// Why hybrid: with the HTTP server's open connections as Options.Clients,
+// it runs a request inline only while few clients are connected, and is
+// the workers' batching otherwise. Measured over HTTP on a 2-vCPU VM
+// (interleaved, mlp_small): c=1 2.0-2.2x the req/s of "workers", c=64 the
+// same within noise (-4 % and +23 % in two rounds).
 //
 // Why half the CPUs: the workers run the model, the other CPUs parse and
 // answer HTTP. Measured over HTTP at concurrency 64 on a 2-vCPU VM, one
@@ -76,7 +84,7 @@ func DefaultConfig() Config {
 		MaxQueueDelayMicroseconds: 0,
 		QueueCapacity:             1024,
 		Instances:                 min(max(procs/2, 1), 4),
-		Dispatch:                  DispatchWorkers,
+		Dispatch:                  DispatchHybrid,
 		LockOSThread:              procs >= 2,
 	}
 }

@@ -12,8 +12,9 @@ import (
 // the session of every version whose config.yaml has a dynamic_batching
 // block; other versions keep the session itself. The batcher's workers run
 // until the version retires (the repository closes the wrapper, which
-// drains the queue, before the session).
-func BatchWrap(logger *slog.Logger) func(string, int64, ModelConfig, Runner) Runner {
+// drains the queue, before the session). clients, when not nil, is
+// batch.Options.Clients (the HTTP server's open connections).
+func BatchWrap(logger *slog.Logger, clients func() int) func(string, int64, ModelConfig, Runner) Runner {
 	if logger == nil {
 		logger = nopLogger()
 	}
@@ -21,7 +22,7 @@ func BatchWrap(logger *slog.Logger) func(string, int64, ModelConfig, Runner) Run
 		if cfg.DynamicBatching == nil {
 			return r
 		}
-		b, err := batch.New(batch.Options{Config: *cfg.DynamicBatching, Runner: r,
+		b, err := batch.New(batch.Options{Config: *cfg.DynamicBatching, Runner: r, Clients: clients,
 			Logger: logger.With("model", model, "version", version)})
 		if err != nil { // LoadModelConfig validated it already
 			logger.Error("dynamic batching disabled", "component", "batch", "model", model, "version", version, "err", err)
