@@ -28,6 +28,11 @@
 #   NODE_DIR=../shared/bench/node-ort (or --node-dir DIR; the peer's package.json, lock and server.js)
 #   NODE_PORT=18081  NODE_WORKERS=2  NODE_WIDE_INTRA=1 (intra-op threads of the peer for mlp_wide)
 #   OUT=file   also write the tables there
+#   OPEN=auto  open-loop runs with k6 (constant arrival rate, no coordinated omission) after the
+#              closed-loop ones: auto = when k6 is found (PATH or bin/tools/k6), 1 = required, 0 = off
+#   OPEN_RATE=auto  requests/s: auto = half of the lower of the two servers' best closed-loop
+#              median req/s for the model (the same rate for both servers); OPEN_DURATION=20s
+#   K6=path to the k6 binary
 #   BINARY=1   send inputs as binary tensor data (loadtest/oip.lua); the Node peer does not
 #              speak the extension, so use it with TARGETS=flywheel
 # Caveats: wrk shares the 2 cores with the servers (~20-25 % of one core); c=1 mostly
@@ -64,6 +69,10 @@ NODE_PORT=${NODE_PORT:-18081}
 NODE_WORKERS=${NODE_WORKERS:-2}
 NODE_WIDE_INTRA=${NODE_WIDE_INTRA:-1}
 OUT=${OUT:-}
+OPEN=${OPEN:-auto}
+OPEN_RATE=${OPEN_RATE:-auto}
+OPEN_DURATION=${OPEN_DURATION:-20s}
+K6=${K6:-$(command -v k6 || echo "$ROOT/bin/tools/k6")}
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk (make sysdeps)" >&2; exit 1; }
 ((DURATION >= 1 && DURATION <= 120)) || { echo "DURATION must be 1..120 s" >&2; exit 2; }
@@ -303,6 +312,38 @@ for run in $(seq 1 "$REPEAT"); do
   done
 done
 
+# ---- open loop (k6) -----------------------------------------------------
+OPENRES=$TMP/open.tsv # target model rate rps p50 p90 p99 max failed dropped
+: >"$OPENRES"
+if [[ $OPEN != 0 && ! -x $K6 ]]; then
+  [[ $OPEN == 1 ]] && { echo "k6 not found at $K6 (go install go.k6.io/k6@latest, GOBIN=bin/tools)" >&2; exit 1; }
+  echo "note: k6 not found; no open-loop runs (GOBIN=$ROOT/bin/tools go install go.k6.io/k6@latest)" >&2
+  OPEN=0
+fi
+if [[ $OPEN != 0 ]]; then
+  for m in "${models[@]}"; do
+    rate=$OPEN_RATE
+    if [[ $rate == auto ]]; then
+      rate=$(awk -F'\t' -v m="$m" '$2 == m { k = $1 SUBSEP $3; s[k] += $5; n[k]++; srv[$1] = 1 }
+        END { lo = -1
+          for (t in srv) { best = 0
+            for (k in s) { split(k, a, SUBSEP); if (a[1] == t && s[k] / n[k] > best) best = s[k] / n[k] }
+            if (lo < 0 || best < lo) lo = best }
+          printf "%d", lo / 2 }' "$RES")
+    fi
+    ((rate > 0)) || continue
+    for t in "${run_targets[@]}"; do
+      line=$(MODEL=$m FEATURES=${FEATURES[$m]} INPUT=${INPUT[$m]} BATCH=$BATCH timeout 300 "$K6" run -q \
+        -e URL="${URL[$t,$m]}/v2/models/$m/infer" -e RATE="$rate" -e DURATION="$OPEN_DURATION" "$HERE/oip.k6.js" 2>/dev/null | grep '^RESULT' || true)
+      get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$m" "$rate" "$(get rps)" "$(get p50_ms)" "$(get p90_ms)" \
+        "$(get p99_ms)" "$(get max_ms)" "$(get failed)" "$(get dropped)" >>"$OPENRES"
+      printf '  open  %-9s %-10s rate %s: %s req/s  p50 %s ms  p99 %s ms  failed %s  dropped %s\n' "$t" "$m" "$rate" \
+        "$(get rps)" "$(get p50_ms)" "$(get p99_ms)" "$(get failed)" "$(get dropped)" >&2
+    done
+  done
+fi
+
 # ---- tables -------------------------------------------------------------
 {
   echo "## Every run"
@@ -354,4 +395,14 @@ done
   echo "(flywheel_inference_overhead_seconds: median interpolated within 20 %-wide buckets; the mean from _sum/_count)."
   echo "It includes decoding and, with batching under load, the wait for the previous batch (queueing)."
   echo "Node peer: ${NODE_WORKERS}-worker cluster; ORT default threads for mlp_small/ridership, INTRA_OP_THREADS=$NODE_WIDE_INTRA for mlp_wide."
+  if [[ -s $OPENRES ]]; then
+    echo
+    echo "## Open loop: k6 constant-arrival-rate, ${OPEN_DURATION} per run, the same rate for both servers"
+    echo
+    echo "| server | model | rate req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | failed | dropped (k6 had no free VU) |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}' "$OPENRES"
+    echo
+    echo "k6 costs ~0.2 ms of CPU per request on these cores, shared with the servers."
+  fi
 } | tee ${OUT:+"$OUT"}
