@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Memory under sustained load: starts `bin/flywheel serve` on the bench models,
 # runs wrk closed loop for DURATION seconds, samples the server's RSS every
-# INTERVAL seconds, and checks that RSS at the end stays within LIMIT % of
-# its value after the first minute (the issue's bound: 10 % over 5 minutes).
+# INTERVAL seconds, and checks that every sample after the first minute stays
+# within LIMIT % of the value at the first minute (the issue's bound: 10 % over
+# 5 minutes).
 #
 #   loadtest/rss.sh                          # 300 s at c=64 on mlp_small, sample every 10 s
 #   DURATION=20 INTERVAL=2 BASELINE=10 loadtest/rss.sh   # smoke
@@ -58,12 +59,14 @@ echo
 echo "| t s | RSS KiB |"
 echo "|---:|---:|"
 base= last= t=0
+samples=()
 while ((t + INTERVAL <= DURATION)); do
   sleep "$INTERVAL"
   t=$((t + INTERVAL))
   r=$(rss_kib)
   echo "| $t | $r |"
   ((t == BASELINE)) && base=$r
+  ((t > BASELINE)) && samples+=("$r")
   last=$r
 done
 wait "$wrkpid" || true
@@ -71,7 +74,11 @@ wrkpid=
 grep '^RESULT' "$TMP/wrk" || cat "$TMP/wrk"
 base=${base:-$last}
 pct=$(awk -v a="$last" -v b="$base" 'BEGIN{printf "%.1f", 100*(a-b)/b}')
+# every sample after the baseline counts, not only the last one
+read -r lo hi < <(printf '%s\n' "${samples[@]:-$last}" | awk -v b="$base" '
+  { p = 100 * ($1 - b) / b; if (NR == 1 || p < lo) lo = p; if (NR == 1 || p > hi) hi = p }
+  END { printf "%.1f %.1f\n", lo, hi }')
 echo
-echo "RSS at ${BASELINE}s: $base KiB; at the end: $last KiB; change $pct % (limit $LIMIT %)"
-awk -v p="$pct" -v l="$LIMIT" 'BEGIN{exit !(p <= l && p >= -l)}' || { echo "FAIL: RSS moved more than $LIMIT %"; exit 1; }
+echo "RSS at ${BASELINE}s: $base KiB; at the end: $last KiB ($pct %); samples after ${BASELINE}s from $lo % to $hi % (limit ±$LIMIT %)"
+awk -v lo="$lo" -v hi="$hi" -v l="$LIMIT" 'BEGIN{exit !(hi <= l && lo >= -l)}' || { echo "FAIL: RSS moved more than $LIMIT % from its value at ${BASELINE}s"; exit 1; }
 echo "ok"

@@ -8,7 +8,7 @@ test-perf: ## bounded fuzzing of the OIP data decoder, the infer fast path and t
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime 4s ./server/oip
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 4s ./server/binarydata
 
-bench: build ## Flywheel vs the Node.js peer, closed loop, c=1,8,64, Markdown table (minutes; not in make test)
+bench: build ## Flywheel vs the Node.js peer in one sitting: closed loop c=1,8,64 + k6 open loop, Markdown table (~10 min; not in make test)
 	loadtest/bench.sh
 
 bench-go: deps ## in-process Go benchmarks: batcher vs direct session calls, JSON codec vs encoding/json
