@@ -41,6 +41,7 @@ type serveFlags struct {
 	mlflowModel     string
 	logFormat       string
 	logLevel        string
+	pprofListen     string
 	monitor         monitor.Config
 }
 
@@ -81,6 +82,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.mlflowModel, "mlflow-model", "", "", "model served by POST /invocations without ?model= when several are loaded")
 	fs.String(&f.logFormat, "log-format", "", "text", "log format: text or json")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn or error")
+	fs.String(&f.pprofListen, "pprof-listen", "", "", "address for Go's /debug/pprof profiling endpoints, e.g. 127.0.0.1:6060 (empty: off)")
 	addMonitorFlags(fs, &f.monitor)
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
@@ -136,12 +138,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer mon.Close()
 
+	// The batchers' hybrid dispatch reads the HTTP server's open connections;
+	// the repository (and its batchers) exist before the server does.
+	var openConns connCounter
 	rcfg := repository.DefaultConfig()
 	rcfg.Root = f.models
 	rcfg.RescanInterval = f.rescanInterval
 	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt}
 	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m,
-		OnChange: mon.OnChange})
+		OnChange: mon.OnChange, Wrap: repository.BatchWrap(logger, openConns.load)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -171,12 +176,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{err}
 	}
 	mon.Register(srv.App())
+	openConns.srv.Store(srv)
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listening on --listen %s: %w", f.listen, err)
 	}
 	logger.Info("serving", "component", "api", "addr", ln.Addr().String())
+	if f.pprofListen != "" {
+		stopPprof, err := servePprof(f.pprofListen, logger)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	mon.Start()

@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/oip"
 	"github.com/flywheel-ml/flywheel/server/repository"
@@ -178,6 +179,10 @@ func (s *Server) App() *fiber.App { return s.app }
 // middleware.
 func (s *Server) Routes() []fiber.Route { return s.app.GetRoutes(true) }
 
+// OpenConnections returns the number of open client connections (a load
+// signal for the dynamic batcher's hybrid dispatch).
+func (s *Server) OpenConnections() int { return int(s.app.Server().GetOpenConnectionsCount()) }
+
 // SetReady switches readiness (GET /v2/health/ready, /ping, /health).
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 
@@ -275,8 +280,11 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		code = fiber.StatusUnsupportedMediaType
 	case errors.Is(err, repository.ErrModelNotFound), errors.Is(err, repository.ErrVersionNotFound):
 		code = fiber.StatusNotFound
-	case errors.Is(err, repository.ErrUnavailable):
+	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, batch.ErrClosed):
 		code = fiber.StatusServiceUnavailable
+	case errors.Is(err, batch.ErrQueueFull):
+		code = fiber.StatusServiceUnavailable
+		c.Set(fiber.HeaderRetryAfter, "1")
 	case errors.Is(err, context.DeadlineExceeded):
 		code, msg = fiber.StatusServiceUnavailable, "inference timed out: "+msg
 	case errors.As(err, &fe):

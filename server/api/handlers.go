@@ -166,7 +166,7 @@ func (s *Server) run(c *fiber.Ctx, l *repository.Lease, start time.Time, rid, pr
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("model %q version %d: %w", l.Model, l.Version, ctx.Err())
 		}
-		return nil, fmt.Errorf("%w: model %q version %d: %v", errInference, l.Model, l.Version, err)
+		return nil, fmt.Errorf("%w: model %q version %d: %w", errInference, l.Model, l.Version, err)
 	}
 	if len(s.obs) > 0 {
 		o := Observation{Model: l.Model, Version: l.Version, RequestID: rid, Time: start, Protocol: protocol,

@@ -26,6 +26,7 @@ type testServer struct {
 	srv  *api.Server
 	repo *repository.Repository
 	reg  *prometheus.Registry
+	m    *metrics.Metrics
 	url  string
 	c    *http.Client
 }
@@ -58,7 +59,7 @@ func startServer(t testing.TB, root string, opts ...serverOpt) *testServer {
 	for _, o := range opts {
 		o(&rc, &ao)
 	}
-	repo, err := repository.New(repository.Options{Config: rc, Logger: logger, Metrics: m})
+	repo, err := repository.New(repository.Options{Config: rc, Logger: logger, Metrics: m, Wrap: repository.BatchWrap(logger, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func startServer(t testing.TB, root string, opts ...serverOpt) *testServer {
 	go func() { _ = srv.Serve(ln) }()
 	srv.SetReady(true)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	ts := &testServer{srv: srv, repo: repo, reg: reg, url: "http://" + ln.Addr().String(), c: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	ts := &testServer{srv: srv, repo: repo, reg: reg, m: m, url: "http://" + ln.Addr().String(), c: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
@@ -175,4 +176,15 @@ func waitState(t testing.TB, repo *repository.Repository, model string, version 
 	}
 	t.Fatalf("%s version %d not %s within %s: index %+v", model, version, state, within, repo.Index())
 	return 0
+}
+
+// writeConfig writes models/<model>/config.yaml.
+func writeConfig(t testing.TB, root, model, yaml string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(root, model), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, model, repository.ConfigFileName), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/flywheel-ml/flywheel/server/api"
+	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/repository"
 	"github.com/flywheel-ml/flywheel/server/tensor"
@@ -86,4 +88,55 @@ func TestTimedRunnerWithoutORT(t *testing.T) {
 		}
 	}
 	t.Error("no queue histogram")
+}
+
+// failing is a runner that always fails with err.
+type failing struct{ err error }
+
+func (f failing) Run(context.Context, []tensor.Tensor) ([]tensor.Tensor, error) { return nil, f.err }
+
+// TestBatcherErrorsMapTo503 checks the batcher's sentinel errors survive the
+// handler's wrapping: a full queue is 503 with Retry-After, a closed one 503.
+func TestBatcherErrorsMapTo503(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		err        error
+		code       int
+		retryAfter string
+	}{
+		{"queue full", batch.ErrQueueFull, 503, "1"},
+		{"closed", batch.ErrClosed, 503, ""},
+		{"other", errors.New("boom"), 500, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			os.MkdirAll(filepath.Join(root, "echo", "1"), 0o755)
+			os.WriteFile(filepath.Join(root, "echo", "1", "model.onnx"), []byte("fake"), 0o644)
+			rc := repository.DefaultConfig()
+			rc.Root = root
+			repo, err := repository.New(repository.Options{Config: rc,
+				Loader: func(string, ortOpts) (repository.Loaded, error) { return echo{}, nil },
+				Wrap: func(string, int64, repository.ModelConfig, repository.Runner) repository.Runner {
+					return failing{tc.err}
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := repo.Scan(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			srv, err := api.New(api.Options{Repository: repo})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest("POST", "/v2/models/echo/infer", strings.NewReader(`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`))
+			res, err := srv.App().Test(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.StatusCode != tc.code || res.Header.Get("Retry-After") != tc.retryAfter {
+				t.Fatalf("status %d Retry-After %q, want %d %q", res.StatusCode, res.Header.Get("Retry-After"), tc.code, tc.retryAfter)
+			}
+		})
+	}
 }

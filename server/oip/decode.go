@@ -59,10 +59,19 @@ type Decoder struct {
 // Decode parses an inference request body and checks it against the
 // signature. Every client mistake is a *DecodeError.
 func (d Decoder) Decode(body []byte) (*Request, error) {
+	if r, err := d.decodeFast(body); err == nil {
+		return r, nil
+	}
 	var req InferenceRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, &DecodeError{Reason: "invalid JSON body: " + jsonReason(err)}
 	}
+	return d.check(&req, false)
+}
+
+// check validates a parsed request against the signature and decodes its
+// data; fast selects the fast path's data decoder.
+func (d Decoder) check(req *InferenceRequest, fast bool) (*Request, error) {
 	if err := CheckParameters("parameters", req.Parameters); err != nil {
 		return nil, err
 	}
@@ -92,7 +101,7 @@ func (d Decoder) Decode(body []byte) (*Request, error) {
 		if err := CheckParameters("parameters", in.Parameters); err != nil {
 			return nil, inputErr(in.Name, "%s", err.(*DecodeError).Reason)
 		}
-		t, err := d.DecodeInput(d.Inputs[idx], in)
+		t, err := d.decodeInput(d.Inputs[idx], in, fast)
 		if err != nil {
 			return nil, err
 		}
@@ -122,6 +131,10 @@ func (d Decoder) Decode(body []byte) (*Request, error) {
 // DecodeInput checks one input's datatype and shape against spec and
 // decodes its data.
 func (d Decoder) DecodeInput(spec tensor.Spec, in RequestInput) (tensor.Tensor, error) {
+	return d.decodeInput(spec, in, false)
+}
+
+func (d Decoder) decodeInput(spec tensor.Spec, in RequestInput, fast bool) (tensor.Tensor, error) {
 	dt := tensor.DataType(in.Datatype)
 	if in.Datatype == "" {
 		return tensor.Tensor{}, inputErr(in.Name, "datatype is missing; the model expects %s", spec.DataType)
@@ -161,7 +174,15 @@ func (d Decoder) DecodeInput(spec tensor.Spec, in RequestInput) (tensor.Tensor, 
 	if len(in.Data) == 0 {
 		return tensor.Tensor{}, inputErr(in.Name, "data is missing")
 	}
-	data, err := parseData(in.Data, dt, in.Shape, int(n))
+	var data any
+	var err error
+	if fast {
+		if data, err = decodeDataFast(in.Data, dt, in.Shape); err != nil {
+			return tensor.Tensor{}, errSlowPath
+		}
+	} else {
+		data, err = parseData(in.Data, dt, in.Shape, int(n))
+	}
 	if err != nil {
 		return tensor.Tensor{}, inputErr(in.Name, "%s", err.Error())
 	}

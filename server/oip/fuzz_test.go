@@ -1,7 +1,9 @@
 package oip
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"testing"
 
 	"github.com/flywheel-ml/flywheel/server/tensor"
@@ -40,4 +42,64 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDecodeFast holds the fast path to the general decoder: whatever the
+// fast path accepts, the general decoder accepts with the same result.
+func FuzzDecodeFast(f *testing.F) {
+	for _, b := range []string{
+		`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`,
+		`{"id":"a","parameters":{"date":"2026-01-02","n":1.5,"b":true},"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2e3],[-0.5,0]]}],"outputs":[{"name":"y"}]}`,
+		` { "inputs" : [ { "datatype" : "FP64" , "data" : [ 1 , 2 ] , "shape" : [ 1 , 2 ] , "name" : "d" } ] } `,
+		`{"inputs":[{"name":"x","shape":[0,2],"datatype":"FP32","data":[]}],"outputs":[]}`,
+		`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],"parameters":{}}`,
+		`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,"]"]}]}`,
+	} {
+		f.Add([]byte(b))
+	}
+	d := Decoder{
+		Inputs: []tensor.Spec{
+			{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}},
+			{Name: "d", DataType: tensor.FP64, Shape: nil},
+		},
+		Outputs:     []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1}}},
+		MaxElements: 1 << 16,
+	}
+	d1 := Decoder{Inputs: d.Inputs[:1], Outputs: d.Outputs, MaxElements: d.MaxElements}
+	d2 := Decoder{Inputs: d.Inputs[1:], Outputs: d.Outputs, MaxElements: d.MaxElements}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, dec := range []Decoder{d, d1, d2} {
+			fast, err := dec.decodeFast(body)
+			if err != nil {
+				continue
+			}
+			var req InferenceRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				t.Fatalf("fast path accepted what encoding/json rejects (%v): %q", err, body)
+			}
+			slow, err := dec.check(&req, false)
+			if err != nil {
+				t.Fatalf("fast path accepted what the general decoder rejects (%v): %q", err, body)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)
+			}
+		}
+	})
+}
+
+// TestDecodeFastPathTaken checks that the common request shapes do take the
+// fast path (a refactor that silently sent everything to encoding/json
+// would pass every other test).
+func TestDecodeFastPathTaken(t *testing.T) {
+	for _, b := range []string{
+		`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`,
+		`{"id":"replay-2016-01-01","parameters":{"date":"2016-01-01"},"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}],"outputs":[{"name":"y"}]}`,
+	} {
+		d := Decoder{Inputs: []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}}},
+			Outputs: []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1}}}}
+		if _, err := d.decodeFast([]byte(b)); err != nil {
+			t.Errorf("%s: %v", b, err)
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/ort"
 )
 
@@ -69,10 +70,17 @@ func (c Config) Validate() error {
 //	  inter_op_threads: 1    # default 1
 //	  graph_optimization_level: all   # disabled | basic | extended | all
 //	warmup: true             # run once on zeros before serving (default true)
+//	dynamic_batching:        # merge concurrent requests into one session run (default: off)
+//	  max_batch_size: 64
+//	  max_queue_delay_microseconds: 0
+//	  queue_capacity: 1024
 type ModelConfig struct {
 	VersionPolicy VersionPolicy `yaml:"version_policy"`
 	Session       SessionConfig `yaml:"session"`
 	Warmup        *bool         `yaml:"warmup"`
+	// DynamicBatching, when set, puts a batch.Batcher in front of every
+	// version's session (through Options.Wrap; the repository only parses it).
+	DynamicBatching *batch.Config `yaml:"dynamic_batching"`
 }
 
 // VersionPolicy selects which versions on disk are served.
@@ -120,6 +128,11 @@ func (c ModelConfig) Validate() error {
 	}
 	if set > 1 {
 		return errors.New("at most one of version_policy.latest, version_policy.all and version_policy.specific may be set")
+	}
+	if c.DynamicBatching != nil {
+		if err := c.DynamicBatching.Validate(); err != nil {
+			return fmt.Errorf("dynamic_batching: %w", err)
+		}
 	}
 	return c.sessionOptions(ort.DefaultSessionOptions()).Validate()
 }

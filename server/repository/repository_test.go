@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/tensor"
 )
@@ -258,6 +259,14 @@ func TestModelConfig(t *testing.T) {
 		{"bad level", "session:\n  graph_optimization_level: max\n", `graph_optimization_level "max"`, nil},
 		{"bad threads", "session:\n  intra_op_threads: 1000\n", "intra_op_threads 1000", nil},
 		{"bad yaml", "version_policy: [\n", "parsing YAML", nil},
+		{"no batching", "warmup: true\n", "", func(c ModelConfig) bool { return c.DynamicBatching == nil }},
+		{"batching defaults", "dynamic_batching: {max_batch_size: 8}\n", "", func(c ModelConfig) bool {
+			d := batch.DefaultConfig()
+			d.MaxBatchSize = 8
+			return c.DynamicBatching != nil && *c.DynamicBatching == d
+		}},
+		{"batching unknown key", "dynamic_batching:\n  max_batch: 8\n", `unknown key "max_batch"`, nil},
+		{"batching bad value", "dynamic_batching:\n  queue_capacity: 0\n", "queue_capacity must be between", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,0 +1,20 @@
+# perf: fuzzing of the tensor codecs in `make test`; benchmarks only on demand.
+.PHONY: test-perf bench bench-go
+
+TEST_TARGETS += test-perf
+
+test-perf: ## bounded fuzzing of the OIP data decoder, the infer fast path and the binary tensor codec (4 s each)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 4s ./server/tensorjson
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime 4s ./server/oip
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 4s ./server/binarydata
+
+bench: build ## Flywheel vs the Node.js peer in one sitting: closed loop c=1,8,64 + k6 open loop, Markdown table (~10 min; not in make test)
+	loadtest/bench.sh
+
+bench-go: deps ## in-process Go benchmarks: batcher vs direct session calls, JSON codec vs encoding/json
+	$(GO) test -run '^$$' -bench 'Speedup' -benchtime 3x ./server/batch
+	$(GO) test -run '^$$' -bench . -benchmem ./server/tensorjson
+
+.PHONY: bench-rss
+bench-rss: build ## RSS of flywheel serve under 5 minutes of load stays within 10% of minute 1 (not in make test)
+	loadtest/rss.sh

@@ -1,0 +1,54 @@
+package repository
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/flywheel-ml/flywheel/server/batch"
+	"github.com/flywheel-ml/flywheel/server/tensor"
+)
+
+// BatchWrap returns an Options.Wrap that puts a batch.Batcher in front of
+// the session of every version whose config.yaml has a dynamic_batching
+// block; other versions keep the session itself. The batcher's workers run
+// until the version retires (the repository closes the wrapper, which
+// drains the queue, before the session). clients, when not nil, is
+// batch.Options.Clients (the HTTP server's open connections).
+func BatchWrap(logger *slog.Logger, clients func() int) func(string, int64, ModelConfig, Runner) Runner {
+	if logger == nil {
+		logger = nopLogger()
+	}
+	return func(model string, version int64, cfg ModelConfig, r Runner) Runner {
+		if cfg.DynamicBatching == nil {
+			return r
+		}
+		b, err := batch.New(batch.Options{Config: *cfg.DynamicBatching, Runner: r, Clients: clients,
+			Logger: logger.With("model", model, "version", version)})
+		if err != nil { // LoadModelConfig validated it already
+			logger.Error("dynamic batching disabled", "component", "batch", "model", model, "version", version, "err", err)
+			return r
+		}
+		go b.Run(context.Background())
+		return batchedRunner{b}
+	}
+}
+
+// batchedRunner adapts a batch.Batcher to Runner, TimedRunner and io.Closer.
+type batchedRunner struct{ b *batch.Batcher }
+
+func (a batchedRunner) Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+	res, err := a.b.Infer(ctx, in)
+	return res.Outputs, err
+}
+
+func (a batchedRunner) RunTimed(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, Timing, error) {
+	res, err := a.b.Infer(ctx, in)
+	return res.Outputs, Timing{Queue: res.Queue, Compute: res.Compute, Executions: res.Executions}, err
+}
+
+// Close stops intake and returns once every queued request has run.
+func (a batchedRunner) Close() error {
+	a.b.Close()
+	a.b.Wait()
+	return nil
+}
