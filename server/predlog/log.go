@@ -429,7 +429,7 @@ func (l *Log) prune() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
 	defer cancel()
-	n, err := l.store.prune(ctx, l.now(), l.cfg.MaxAge, l.cfg.MaxRows)
+	n, err := l.store.prune(ctx, l.now(), l.cfg.MaxAge, l.cfg.MaxRows, 0)
 	if err != nil {
 		l.logger.Error("applying prediction log retention", "err", err)
 		return

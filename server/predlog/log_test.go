@@ -371,3 +371,51 @@ func TestRecordRows(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneInChunks: retention deletes in bounded transactions and keeps
+// exactly the newest rows, ties on the timestamp broken by insertion order.
+func TestPruneInChunks(t *testing.T) {
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		maxAge  time.Duration
+		maxRows int64
+		chunk   int
+		want    string // ids kept
+		deleted int64
+	}{
+		{"rows, chunk smaller than the excess", 0, 3, 2, "8,9,10", 8},
+		{"rows, one chunk", 0, 3, 100, "8,9,10", 8},
+		{"rows, nothing to do", 0, 20, 2, "0,1,2,3,4,5,6,7,8,9,10", 0},
+		{"age, chunk of one", 3 * time.Hour, 0, 1, "6,7,8,9,10", 6},
+		{"age then rows", 3 * time.Hour, 2, 4, "9,10", 9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t)
+			ctx := context.Background()
+			var batch []Entry
+			for i := range 11 {
+				// two rows per hour: ids 2k and 2k+1 share a timestamp
+				batch = append(batch, Entry{ID: fmt.Sprint(i), Time: base.Add(time.Duration(i/2) * time.Hour), Model: "m", Version: 1})
+			}
+			if err := s.insert(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			now := base.Add(6 * time.Hour)
+			n, err := s.prune(ctx, now, tt.maxAge, tt.maxRows, tt.chunk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kept []string
+			for i := range 11 {
+				if _, err := s.Get(ctx, fmt.Sprint(i)); err == nil {
+					kept = append(kept, fmt.Sprint(i))
+				}
+			}
+			if got := strings.Join(kept, ","); got != tt.want || n != tt.deleted {
+				t.Fatalf("kept %s (deleted %d), want %s (deleted %d)", got, n, tt.want, tt.deleted)
+			}
+		})
+	}
+}
