@@ -3,7 +3,7 @@ TEST_TARGETS += test-fuzz
 
 .PHONY: test-fuzz
 test-fuzz: ## fuzz the inference request decoder (bounded: 200k inputs)
-	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=200000x ./server/oip
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=200000x ./server/oip
 
 # ONNX Runtime's StringNormalizer (onnxruntime_go's example_strings.onnx, served in the api tests)
 # needs the en_US.UTF-8 locale; Debian images ship without it. Runs before the Makefile's sysdeps.
