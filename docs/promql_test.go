@@ -7,53 +7,9 @@ import (
 	"testing"
 
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/flywheel-ml/flywheel/monitoring"
 )
-
-// contractMetrics are the metric families CONTRACTS.md names (serve,
-// monitor, trainer), plus Prometheus's own up.
-var contractMetrics = map[string]bool{
-	"flywheel_inference_requests_total":               true,
-	"flywheel_inference_rows_total":                   true,
-	"flywheel_inference_executions_total":             true,
-	"flywheel_inference_request_duration_seconds":     true,
-	"flywheel_inference_queue_duration_seconds":       true,
-	"flywheel_inference_compute_duration_seconds":     true,
-	"flywheel_http_requests_total":                    true,
-	"flywheel_http_request_duration_seconds":          true,
-	"flywheel_model_version_ready":                    true,
-	"flywheel_model_version_state":                    true,
-	"flywheel_model_load_attempts_total":              true,
-	"flywheel_feature_drift_psi":                      true,
-	"flywheel_prediction_drift_psi":                   true,
-	"flywheel_drift_window_rows":                      true,
-	"flywheel_feedback_labels_total":                  true,
-	"flywheel_feedback_absolute_error_total":          true,
-	"flywheel_feedback_squared_error_total":           true,
-	"flywheel_feedback_correct_total":                 true,
-	"flywheel_model_error_threshold":                  true,
-	"flywheel_predlog_dropped_total":                  true,
-	"flywheel_predlog_queue_length":                   true,
-	"flywheel_predlog_written_total":                  true,
-	"flywheel_trainer_jobs_total":                     true,
-	"flywheel_trainer_step_duration_seconds":          true,
-	"flywheel_trainer_last_success_timestamp_seconds": true,
-	"flywheel_trainer_alert_to_serving_seconds":       true,
-	"flywheel_trainer_queue_length":                   true,
-	"up":                                              true,
-}
-
-// knownMetric accepts a contract metric or a histogram series of one.
-func knownMetric(name string) bool {
-	if contractMetrics[name] {
-		return true
-	}
-	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-		if base, ok := strings.CutSuffix(name, suffix); ok && contractMetrics[base] {
-			return true
-		}
-	}
-	return false
-}
 
 var promqlMetricRe = regexp.MustCompile(`flywheel_[a-z]`)
 
@@ -112,7 +68,7 @@ func TestPromQLInDocs(t *testing.T) {
 			}
 			var unknown []string
 			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
-				if vs, ok := n.(*parser.VectorSelector); ok && !knownMetric(vs.Name) {
+				if vs, ok := n.(*parser.VectorSelector); ok && !monitoring.IsMetric(vs.Name) {
 					unknown = append(unknown, vs.Name)
 				}
 				return nil
@@ -137,8 +93,8 @@ func TestPromQLExpressions(t *testing.T) {
 		t.Errorf("promqlExpressions = %q, want %q", got, want)
 	}
 	for name, ok := range map[string]bool{"flywheel_inference_request_duration_seconds_bucket": true, "flywheel_trainer_jobs_total": true, "flywheel_inference_latency": false} {
-		if knownMetric(name) != ok {
-			t.Errorf("knownMetric(%q) = %v, want %v", name, !ok, ok)
+		if monitoring.IsMetric(name) != ok {
+			t.Errorf("monitoring.IsMetric(%q) = %v, want %v", name, !ok, ok)
 		}
 	}
 }

@@ -4,61 +4,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/promql/parser"
 )
-
-// contractMetrics are the metric names CONTRACTS.md lists (serve, monitor,
-// trainer) plus Prometheus's own `up`. Histograms are listed by base name.
-var contractMetrics = map[string]bool{
-	"up": true,
-	// serve
-	"flywheel_inference_requests_total":           true,
-	"flywheel_inference_rows_total":               true,
-	"flywheel_inference_executions_total":         true,
-	"flywheel_inference_request_duration_seconds": true,
-	"flywheel_inference_queue_duration_seconds":   true,
-	"flywheel_inference_compute_duration_seconds": true,
-	"flywheel_http_requests_total":                true,
-	"flywheel_http_request_duration_seconds":      true,
-	"flywheel_model_version_ready":                true,
-	"flywheel_model_version_state":                true,
-	"flywheel_model_load_attempts_total":          true,
-	// monitor
-	"flywheel_feature_drift_psi":             true,
-	"flywheel_prediction_drift_psi":          true,
-	"flywheel_drift_window_rows":             true,
-	"flywheel_feedback_labels_total":         true,
-	"flywheel_feedback_absolute_error_total": true,
-	"flywheel_feedback_squared_error_total":  true,
-	"flywheel_feedback_correct_total":        true,
-	"flywheel_model_error_threshold":         true,
-	"flywheel_predlog_dropped_total":         true,
-	"flywheel_predlog_queue_length":          true,
-	"flywheel_predlog_written_total":         true,
-	// trainer
-	"flywheel_trainer_jobs_total":                     true,
-	"flywheel_trainer_step_duration_seconds":          true,
-	"flywheel_trainer_last_success_timestamp_seconds": true,
-	"flywheel_trainer_alert_to_serving_seconds":       true,
-	"flywheel_trainer_queue_length":                   true,
-}
-
-var histogramSeries = regexp.MustCompile(`_(bucket|sum|count)$`)
-
-// knownMetric reports whether name is a contract metric or a series of a
-// contract histogram.
-func knownMetric(name string) bool {
-	if contractMetrics[name] {
-		return true
-	}
-	base := histogramSeries.ReplaceAllString(name, "")
-	return base != name && contractMetrics[base] && strings.HasSuffix(base, "_seconds")
-}
 
 // grafanaVars replaces Grafana's template variables by values PromQL parses.
 var grafanaVars = strings.NewReplacer(
@@ -146,7 +97,7 @@ func TestDashboardExpressions(t *testing.T) {
 					}
 					for _, name := range metricNames(expr) {
 						used[name] = true
-						if !knownMetric(name) {
+						if !IsMetric(name) {
 							t.Errorf("panel %q target %s uses %q, not a metric of CONTRACTS.md", p.Title, tg.RefID, name)
 						}
 					}
@@ -184,8 +135,8 @@ func TestKnownMetric(t *testing.T) {
 		"flywheel_drift_psi":                                 false,
 		"":                                                   false,
 	} {
-		if got := knownMetric(name); got != want {
-			t.Errorf("knownMetric(%q) = %v, want %v", name, got, want)
+		if got := IsMetric(name); got != want {
+			t.Errorf("IsMetric(%q) = %v, want %v", name, got, want)
 		}
 	}
 }
