@@ -372,6 +372,14 @@ func (d Decoder) decodeFast(body []byte) (*Request, error) {
 
 // decodeDataFast decodes FP32 and FP64 data with tensorjson.
 func decodeDataFast(raw []byte, dt tensor.DataType, shape []int64) (any, error) {
+	// Zero-element tensors are rare and tensorjson does not check the nesting
+	// of empty data against the shape (it accepted [[ ]] for [0,2]): leave
+	// them to the general decoder, which does.
+	for _, d := range shape {
+		if d == 0 {
+			return nil, errSlowPath
+		}
+	}
 	switch dt {
 	case tensor.FP32, tensor.FP64:
 		return tensorjson.Decode(raw, string(dt), shape)
