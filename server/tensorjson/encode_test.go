@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/flywheel-ml/flywheel/server/tensor"
 )
 
 // Output encoding matches encoding/json byte for byte for finite values (so
@@ -43,7 +45,7 @@ func TestAppendDataMatchesEncodingJSON(t *testing.T) {
 			if string(got) != string(want) {
 				t.Fatalf("AppendData:\n got %.300s\nwant %.300s", got, want)
 			}
-			back, err := Decode(got, tc.dt, []int64{int64(lenOf(tc.data))})
+			back, err := Decode(got, tc.dt, []int64{int64(tensor.Tensor{Data: tc.data}.Len())})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,36 +79,6 @@ func finite[T float32 | float64](s []T) []T {
 		}
 	}
 	return out
-}
-
-func lenOf(d any) int {
-	switch s := d.(type) {
-	case []float32:
-		return len(s)
-	case []float64:
-		return len(s)
-	case []int8:
-		return len(s)
-	case []int16:
-		return len(s)
-	case []int32:
-		return len(s)
-	case []int64:
-		return len(s)
-	case []uint8:
-		return len(s)
-	case []uint16:
-		return len(s)
-	case []uint32:
-		return len(s)
-	case []uint64:
-		return len(s)
-	case []bool:
-		return len(s)
-	case []string:
-		return len(s)
-	}
-	return -1
 }
 
 func TestAppendTensor(t *testing.T) {

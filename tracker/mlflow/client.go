@@ -161,19 +161,10 @@ func (c *Client) do(ctx context.Context, method, rawPath string, query url.Value
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "flywheel-tracker")
-	switch {
-	case c.cfg.Token != "":
-		req.Header.Set("Authorization", "Bearer "+string(c.cfg.Token))
-	case c.cfg.Username != "":
-		req.SetBasicAuth(c.cfg.Username, string(c.cfg.Password))
-	}
 	op := method + " " + rawPath
-	resp, err := c.http.Do(req)
+	resp, err := c.send(ctx, req, op)
 	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("mlflow %s: %w", op, ctx.Err())
-		}
-		return &tracker.Error{Kind: tracker.ErrUnavailable, Op: "mlflow " + op, Message: err.Error()}
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -573,19 +564,10 @@ func (c *Client) doRaw(ctx context.Context, method, escapedPath string, body []b
 	if body != nil {
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
-	switch {
-	case c.cfg.Token != "":
-		req.Header.Set("Authorization", "Bearer "+string(c.cfg.Token))
-	case c.cfg.Username != "":
-		req.SetBasicAuth(c.cfg.Username, string(c.cfg.Password))
-	}
 	op := method + " " + p
-	resp, err := c.http.Do(req)
+	resp, err := c.send(ctx, req, op)
 	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("mlflow %s: %w", op, ctx.Err())
-		}
-		return &tracker.Error{Kind: tracker.ErrUnavailable, Op: "mlflow " + op, Message: err.Error()}
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -715,4 +697,24 @@ func (c *Client) GetModelVersionByAlias(ctx context.Context, name, alias string)
 		return tracker.ModelVersion{}, err
 	}
 	return out.ModelVersion.version(), nil
+}
+
+// send authenticates req (bearer token, else basic auth) and sends it through
+// the retrying client; a transport failure after the retries is
+// tracker.ErrUnavailable, a done ctx its own error.
+func (c *Client) send(ctx context.Context, req *retryablehttp.Request, op string) (*http.Response, error) {
+	switch {
+	case c.cfg.Token != "":
+		req.Header.Set("Authorization", "Bearer "+string(c.cfg.Token))
+	case c.cfg.Username != "":
+		req.SetBasicAuth(c.cfg.Username, string(c.cfg.Password))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("mlflow %s: %w", op, ctx.Err())
+		}
+		return nil, &tracker.Error{Kind: tracker.ErrUnavailable, Op: "mlflow " + op, Message: err.Error()}
+	}
+	return resp, nil
 }
