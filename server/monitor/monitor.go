@@ -22,6 +22,7 @@ import (
 	"github.com/flywheel-ml/flywheel/server/feedback"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/server/repository"
+	"github.com/flywheel-ml/flywheel/server/tensor"
 	"github.com/flywheel-ml/flywheel/train/card"
 )
 
@@ -197,17 +198,26 @@ func (m *Monitor) Observe(ob api.Observation) {
 	if m.log == nil {
 		return
 	}
-	in, ok1 := ob.Inputs[0].Float64s()
-	out, ok2 := ob.Outputs[0].Float64s()
-	if !ok1 || !ok2 {
+	e := predlog.Entry{ID: ob.RequestID, Time: ob.Time, Model: ob.Model, Version: version, Parameters: ob.Parameters}
+	if !logValues(&e.Features, &e.Features32, ob.Inputs[0]) || !logValues(&e.Outputs, &e.Outputs32, ob.Outputs[0]) {
 		return
 	}
-	var names []string
 	if ob.Card != nil {
-		names = ob.Card.FeatureNames()
+		e.FeatureNames = ob.Card.FeatureNames()
 	}
-	m.log.RecordRows(predlog.Entry{ID: ob.RequestID, Time: ob.Time, Model: ob.Model, Version: version,
-		Parameters: ob.Parameters, FeatureNames: names, Features: in, Outputs: out}, ob.Inputs[0].Rows())
+	m.log.RecordRows(e, ob.Inputs[0].Rows())
+}
+
+// logValues sets the entry's values for t: FP32 data as it is (the served
+// tensor is not modified after the response), other numbers widened.
+func logValues(f64 *[]float64, f32 *[]float32, t tensor.Tensor) bool {
+	if d, ok := t.Data.([]float32); ok && t.DataType == tensor.FP32 {
+		*f32 = d
+		return true
+	}
+	d, ok := t.Float64s()
+	*f64 = d
+	return ok
 }
 
 // Register mounts POST /v1/feedback, GET /v1/feedback/export and

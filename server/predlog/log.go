@@ -93,75 +93,54 @@ type Entry struct {
 	Version int
 	// Parameters are the request's parameters (string, number or bool values).
 	Parameters map[string]any
-	// FeatureNames names Features (from the model card); nil names them
+	// FeatureNames names the features (from the model card); nil names them
 	// "x0", "x1", ….
 	FeatureNames []string
 	Features     []float64
 	// Outputs are the row's output values; the first is the prediction.
 	Outputs []float64
+	// Features32 and Outputs32 replace Features and Outputs for FP32
+	// tensors: the served tensors are logged as they are, without a
+	// widening copy on the request path.
+	Features32 []float32
+	Outputs32  []float32
 }
 
-func (e *Entry) encode(buf []byte) (params, features, outputs any, pred any, _ []byte, err error) {
+func (e *Entry) features() values {
+	if e.Features32 != nil {
+		return values{f32: e.Features32}
+	}
+	return values{f64: e.Features}
+}
+
+func (e *Entry) outputs() values {
+	if e.Outputs32 != nil {
+		return values{f32: e.Outputs32}
+	}
+	return values{f64: e.Outputs}
+}
+
+// encode returns the entry's columns: parameters as JSON, features and
+// outputs packed (appended to fbuf and obuf, which it returns for reuse),
+// and the prediction.
+func (e *Entry) encode(fbuf, obuf []byte) (params, features, outputs, pred any, _, _ []byte, err error) {
 	if len(e.Parameters) > 0 {
 		b, err := json.Marshal(e.Parameters)
 		if err != nil {
-			return nil, nil, nil, nil, buf, fmt.Errorf("parameters: %w", err)
+			return nil, nil, nil, nil, fbuf, obuf, fmt.Errorf("parameters: %w", err)
 		}
 		params = string(b)
 	}
-	if len(e.Features) > 0 {
-		// Hand-written JSON: encoding a map sorts its keys, and this runs
-		// for every logged row.
-		buf = append(buf[:0], '{')
-		for i, v := range e.Features {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = appendJSONString(buf, featureName(e.FeatureNames, i))
-			buf = append(buf, ':')
-			buf = appendFloat(buf, v)
-		}
-		buf = append(buf, '}')
-		features = string(buf)
+	if f := e.features(); f.len() > 0 {
+		fbuf = appendPacked(fbuf[:0], f)
+		features = fbuf
 	}
-	if len(e.Outputs) > 0 {
-		buf = append(buf[:0], '[')
-		for i, v := range e.Outputs {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = appendFloat(buf, v)
-		}
-		buf = append(buf, ']')
-		outputs = string(buf)
-		pred = finite(e.Outputs[0])
+	if o := e.outputs(); o.len() > 0 {
+		obuf = appendPacked(obuf[:0], o)
+		outputs = obuf
+		pred = finite(o.at(0))
 	}
-	return params, features, outputs, pred, buf, nil
-}
-
-// appendFloat appends v as a JSON number: NaN and ±Inf as 0, and a value
-// that is exactly a float32 (FP32 tensors widened to float64) in float32's
-// shortest form, so 1.37f logs as 1.37, not 1.3700000047683716.
-func appendFloat(buf []byte, v float64) []byte {
-	v = finite(v)
-	if float64(float32(v)) == v {
-		return strconv.AppendFloat(buf, v, 'g', -1, 32)
-	}
-	return strconv.AppendFloat(buf, v, 'g', -1, 64)
-}
-
-// appendJSONString appends s as a JSON string; names of plain characters
-// are copied as they are.
-func appendJSONString(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s)
-			return append(buf, b...)
-		}
-	}
-	buf = append(buf, '"')
-	buf = append(buf, s...)
-	return append(buf, '"')
+	return params, features, outputs, pred, fbuf, obuf, nil
 }
 
 // featureName is the name of feature i: the card's, or "x<i>".
@@ -319,19 +298,21 @@ func (l *Log) RecordRows(e Entry, rows int) int {
 	if e.Time.IsZero() {
 		e.Time = l.now()
 	}
-	nf, no := len(e.Features)/rows, len(e.Outputs)/rows
-	features, outputs, id := e.Features, e.Outputs, e.ID
+	f, o, id := e.features(), e.outputs(), e.ID
+	nf, no := f.len()/rows, o.len()/rows
 	queued := 0
 	for i := range rows {
 		e.ID = RowID(id, rows, i)
-		e.Features = features[i*nf : (i+1)*nf]
-		e.Outputs = outputs[i*no : (i+1)*no]
+		e.Features, e.Features32 = split(f.slice(i*nf, (i+1)*nf))
+		e.Outputs, e.Outputs32 = split(o.slice(i*no, (i+1)*no))
 		if l.Record(e) {
 			queued++
 		}
 	}
 	return queued
 }
+
+func split(v values) ([]float64, []float32) { return v.f64, v.f32 }
 
 // Flush waits until every entry recorded before the call is committed (or
 // failed), e.g. before feedback looks up a prediction that was just made.
@@ -361,9 +342,20 @@ func (l *Log) Run(ctx context.Context) error {
 	defer l.runOnce.Unlock()
 	flush := time.NewTicker(l.cfg.FlushInterval)
 	defer flush.Stop()
-	retention := time.NewTicker(l.cfg.RetentionInterval)
-	defer retention.Stop()
-	l.prune()
+	// Retention runs beside the writer, not in its loop: a pass over millions
+	// of rows takes seconds, and a writer waiting for it lets the queue fill
+	// (RSS rose by a third during the first pass of a 5-minute load run).
+	// Its chunked transactions and the writer's batches take turns on the
+	// store's write lock.
+	var pruning sync.WaitGroup
+	defer pruning.Wait()
+	pruneCtx, stopPruning := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPruning()
+	pruning.Add(1)
+	go func() {
+		defer pruning.Done()
+		l.pruneEvery(pruneCtx)
+	}()
 
 	batch := make([]Entry, 0, l.cfg.BatchSize)
 	write := func() error {
@@ -394,6 +386,8 @@ func (l *Log) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			stopPruning()
+			pruning.Wait()
 			n := len(l.queue) + len(batch)
 			err := drain()
 			l.logger.Info("prediction log drained", "entries", n, "err", err)
@@ -405,8 +399,6 @@ func (l *Log) Run(ctx context.Context) error {
 			drain()
 		case done := <-l.flushes:
 			done <- drain()
-		case <-retention.C:
-			l.prune()
 		}
 	}
 }
@@ -423,18 +415,33 @@ func (l *Log) write(batch []Entry) error {
 	return nil
 }
 
-func (l *Log) prune() {
+// pruneEvery applies retention now and then every RetentionInterval until
+// ctx ends.
+func (l *Log) pruneEvery(ctx context.Context) {
 	if l.cfg.MaxAge == 0 && l.cfg.MaxRows == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
+	t := time.NewTicker(l.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		l.prune(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (l *Log) prune(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
 	defer cancel()
 	n, err := l.store.prune(ctx, l.now(), l.cfg.MaxAge, l.cfg.MaxRows, 0)
-	if err != nil {
+	l.pruned.Add(float64(n)) // committed chunks count even when a later one failed
+	if err != nil && !errors.Is(err, context.Canceled) {
 		l.logger.Error("applying prediction log retention", "err", err)
 		return
 	}
-	l.pruned.Add(float64(n))
 	if n > 0 {
 		l.logger.Debug("prediction log retention", "deleted", n)
 	}

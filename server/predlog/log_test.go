@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -132,10 +133,8 @@ func TestRecordRoundTrip(t *testing.T) {
 	l.Record(Entry{ID: "fp32", Model: "m", Version: 1, FeatureNames: []string{"a", "b\"q"},
 		Features: []float64{float64(float32(1.37)), math.NaN()}, Outputs: []float64{0.1}})
 	l.Flush(ctx)
-	var raw, out string
-	s.DB().QueryRow(`SELECT features, outputs FROM predictions WHERE id = 'fp32'`).Scan(&raw, &out)
-	if raw != `{"a":1.37,"b\"q":0}` || out != `[0.1]` {
-		t.Errorf("stored features %s outputs %s", raw, out)
+	if r, err := s.Get(ctx, "fp32"); err != nil || r.Features["a"] != float64(float32(1.37)) || r.Features[`b"q`] != 0 || r.Outputs[0] != 0.1 {
+		t.Errorf("widened FP32 and NaN: %+v %v", r, err)
 	}
 	if r, err := s.Get(ctx, "no-output"); err != nil || r.Prediction != nil {
 		t.Fatalf("no outputs: %+v %v", r, err)
@@ -417,5 +416,125 @@ func TestPruneInChunks(t *testing.T) {
 				t.Fatalf("kept %s (deleted %d), want %s (deleted %d)", got, n, tt.want, tt.deleted)
 			}
 		})
+	}
+}
+
+// TestPackedValues: FP32 tensors are logged as they are served (4 bytes a
+// value) and read back as the float64 of their shortest decimal form, like
+// the JSON the API answers with; float64 values keep every bit; NaN and ±Inf
+// read back as 0.
+func TestPackedValues(t *testing.T) {
+	tests := []struct {
+		name     string
+		e        Entry
+		size     int // stored bytes of feature_values
+		features map[string]float64
+		outputs  []float64
+	}{
+		{"fp32", Entry{FeatureNames: []string{"a", "b"}, Features32: []float32{1.37, float32(math.Inf(1))}, Outputs32: []float32{0.1, 0.9}},
+			1 + 2*4, map[string]float64{"a": 1.37, "b": 0}, []float64{0.1, 0.9}},
+		{"fp64", Entry{Features: []float64{math.Pi, math.NaN()}, Outputs: []float64{1e-300}},
+			1 + 2*8, map[string]float64{"x0": math.Pi, "x1": 0}, []float64{1e-300}},
+		{"fp32 features, fp64 outputs", Entry{FeatureNames: []string{"a"}, Features32: []float32{0.5}, Outputs: []float64{2}},
+			1 + 4, map[string]float64{"a": 0.5}, []float64{2}},
+	}
+	s := openStore(t)
+	ctx := context.Background()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := tt.e
+			e.ID, e.Model, e.Version, e.Time = tt.name, "m", 1, time.Now()
+			if err := s.insert(ctx, []Entry{e}); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := s.DB().QueryRow(`SELECT length(feature_values) FROM predictions WHERE id = ?`, tt.name).Scan(&n); err != nil || n != tt.size {
+				t.Errorf("feature_values holds %d bytes (%v), want %d", n, err, tt.size)
+			}
+			r, err := s.Get(ctx, tt.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(r.Features, tt.features) || !reflect.DeepEqual(r.Outputs, tt.outputs) || *r.Prediction != tt.outputs[0] {
+				t.Errorf("read back features %v outputs %v prediction %v, want %v %v", r.Features, r.Outputs, *r.Prediction, tt.features, tt.outputs)
+			}
+		})
+	}
+	var sets int
+	s.DB().QueryRow(`SELECT COUNT(*) FROM feature_sets`).Scan(&sets)
+	if sets != 2 {
+		t.Errorf("%d feature sets stored, want 2 (a,b and a)", sets)
+	}
+}
+
+// TestFeatureSetsShared: rows with equal names share one stored set, whether
+// they share the names slice (a card) or not, and a set survives reopening.
+func TestFeatureSetsShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flywheel.db")
+	ctx := context.Background()
+	card := []string{"temp", "dow"}
+	for round := range 2 {
+		s, err := Open(ctx, path, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batch []Entry
+		for i := range 4 {
+			names := card
+			if i%2 == 1 {
+				names = []string{"temp", "dow"} // equal, another slice
+			}
+			batch = append(batch, Entry{ID: fmt.Sprint(round, i), Model: "m", Version: 1, FeatureNames: names, Features: []float64{float64(i), 1}})
+		}
+		batch = append(batch, Entry{ID: fmt.Sprint(round, "other"), Model: "m", Version: 1, FeatureNames: []string{"temp"}, Features: []float64{3}})
+		if err := s.insert(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		var sets int
+		s.DB().QueryRow(`SELECT COUNT(*) FROM feature_sets`).Scan(&sets)
+		if sets != 2 {
+			t.Errorf("round %d: %d feature sets, want 2", round, sets)
+		}
+		if r, err := s.Get(ctx, fmt.Sprint(round, 3)); err != nil || r.Features["temp"] != 3 || r.Features["dow"] != 1 {
+			t.Errorf("round %d: %+v %v", round, r, err)
+		}
+		s.Close()
+	}
+}
+
+// TestReadsSchemaV1Rows: predictions written before the packed columns
+// (JSON text) are still read.
+func TestReadsSchemaV1Rows(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO predictions (id, predicted_at, model, version, parameters, features, outputs, prediction)
+		VALUES ('old', 1, 'm', 1, '{"date":"2016-08-01"}', '{"a":1.37,"b":2}', '[0.5,0.25]', 0.5)`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Get(ctx, "old")
+	want := Record{ID: "old", Model: "m", Version: 1, PredictedAt: time.UnixMicro(1).UTC(), Parameters: map[string]any{"date": "2016-08-01"},
+		Features: map[string]float64{"a": 1.37, "b": 2}, Outputs: []float64{0.5, 0.25}, Prediction: r.Prediction}
+	if err != nil || !reflect.DeepEqual(r, want) || *r.Prediction != 0.5 {
+		t.Fatalf("v1 row: %+v %v", r, err)
+	}
+}
+
+// TestRecordRowsFP32: a batch request's FP32 tensors are split into rows
+// without copies.
+func TestRecordRowsFP32(t *testing.T) {
+	s := openStore(t)
+	l, _ := newLog(t, s, DefaultConfig(), Options{})
+	start(t, l)
+	ctx := context.Background()
+	in, out := []float32{1, 2, 3, 4}, []float32{10, 20}
+	if n := l.RecordRows(Entry{ID: "req", Model: "m", Version: 1, FeatureNames: []string{"a", "b"}, Features32: in, Outputs32: out}, 2); n != 2 {
+		t.Fatalf("queued %d rows, want 2", n)
+	}
+	l.Flush(ctx)
+	for id, want := range map[string][3]float64{"req/0": {1, 2, 10}, "req/1": {3, 4, 20}} {
+		r, err := s.Get(ctx, id)
+		if err != nil || r.Features["a"] != want[0] || r.Features["b"] != want[1] || *r.Prediction != want[2] || len(r.Outputs) != 1 {
+			t.Errorf("%s: %+v %v, want %v", id, r, err, want)
+		}
 	}
 }

@@ -51,6 +51,16 @@ var migrations = []string{
 		revisions    INTEGER NOT NULL DEFAULT 1
 	);
 	CREATE INDEX labels_model_labelled_at ON labels (model, labelled_at);`,
+	// 2: packed values (values.go) instead of JSON text, and feature names
+	// stored once per set instead of in every row. Rows written before keep
+	// their JSON columns; Get reads both.
+	`CREATE TABLE feature_sets (
+		id    INTEGER PRIMARY KEY,
+		names TEXT NOT NULL UNIQUE     -- JSON array of feature names
+	);
+	ALTER TABLE predictions ADD COLUMN feature_set INTEGER;  -- feature_sets.id; NULL: x0, x1, …
+	ALTER TABLE predictions ADD COLUMN feature_values BLOB;  -- packed
+	ALTER TABLE predictions ADD COLUMN output_values BLOB;   -- packed`,
 }
 
 // Store is the SQLite database of predictions and labels.
@@ -62,6 +72,17 @@ type Store struct {
 	writeMu sync.Mutex
 	pendMu  sync.Mutex
 	pending []*writeReq
+	// sets caches feature_sets ids by the names' JSON; bySlice by the first
+	// element of a names slice seen before (cards share one slice per
+	// version, and the cache keeps it alive, so the address is not reused).
+	setsMu  sync.Mutex
+	sets    map[string]int64
+	bySlice map[*string]featureSet
+}
+
+type featureSet struct {
+	names []string
+	id    int64
 }
 
 type writeReq struct {
@@ -145,7 +166,7 @@ func Open(ctx context.Context, path string, busyTimeout time.Duration) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("opening prediction log %s: %w", path, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, sets: map[string]int64{}, bySlice: map[*string]featureSet{}}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("prediction log %s: %w", path, err)
@@ -217,10 +238,14 @@ func (s *Store) Get(ctx context.Context, id string) (Record, error) {
 		r                         Record
 		ts                        int64
 		params, features, outputs sql.NullString
+		names                     sql.NullString
+		fvals, ovals              []byte
 		pred                      sql.NullFloat64
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT id, predicted_at, model, version, parameters, features, outputs, prediction
-		FROM predictions WHERE id = ?`, id).Scan(&r.ID, &ts, &r.Model, &r.Version, &params, &features, &outputs, &pred)
+	err := s.db.QueryRowContext(ctx, `SELECT p.id, p.predicted_at, p.model, p.version, p.parameters, p.features, p.outputs,
+			p.prediction, fs.names, p.feature_values, p.output_values
+		FROM predictions p LEFT JOIN feature_sets fs ON fs.id = p.feature_set WHERE p.id = ?`, id).Scan(
+		&r.ID, &ts, &r.Model, &r.Version, &params, &features, &outputs, &pred, &names, &fvals, &ovals)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, ErrNotFound
 	}
@@ -231,11 +256,31 @@ func (s *Store) Get(ctx context.Context, id string) (Record, error) {
 	if err := unmarshalNull(params, &r.Parameters); err != nil {
 		return Record{}, err
 	}
+	// Rows from before migration 2 hold JSON text.
 	if err := unmarshalNull(features, &r.Features); err != nil {
 		return Record{}, err
 	}
 	if err := unmarshalNull(outputs, &r.Outputs); err != nil {
 		return Record{}, err
+	}
+	if len(fvals) > 0 {
+		var fnames []string
+		if err := unmarshalNull(names, &fnames); err != nil {
+			return Record{}, err
+		}
+		v, err := unpack(fvals)
+		if err != nil {
+			return Record{}, fmt.Errorf("prediction %q features: %w", id, err)
+		}
+		r.Features = make(map[string]float64, len(v))
+		for i, x := range v {
+			r.Features[featureName(fnames, i)] = x
+		}
+	}
+	if len(ovals) > 0 {
+		if r.Outputs, err = unpack(ovals); err != nil {
+			return Record{}, fmt.Errorf("prediction %q outputs: %w", id, err)
+		}
 	}
 	if pred.Valid {
 		r.Prediction = &pred.Float64
@@ -263,28 +308,114 @@ func unmarshalNull(s sql.NullString, v any) error {
 // insert writes entries in one transaction; an entry with an id already
 // logged replaces it (the latest prediction for an id wins).
 func (s *Store) insert(ctx context.Context, entries []Entry) error {
+	sets, err := s.featureSets(ctx, entries)
+	if err != nil {
+		return err
+	}
 	return s.Write(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO predictions
-			(id, predicted_at, model, version, parameters, features, outputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+			(id, predicted_at, model, version, parameters, feature_set, feature_values, output_values, prediction)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("preparing batch: %w", err)
 		}
 		defer stmt.Close()
-		var buf []byte
+		var fbuf, obuf []byte
 		for i := range entries {
 			e := &entries[i]
 			var params, features, outputs, pred any
 			var err error
-			params, features, outputs, pred, buf, err = e.encode(buf)
+			params, features, outputs, pred, fbuf, obuf, err = e.encode(fbuf, obuf)
 			if err != nil {
 				return fmt.Errorf("encoding prediction %q: %w", e.ID, err)
 			}
-			if _, err := stmt.ExecContext(ctx, e.ID, e.Time.UnixMicro(), e.Model, e.Version, params, features, outputs, pred); err != nil {
+			var set any
+			if sets[i] != 0 {
+				set = sets[i]
+			}
+			if _, err := stmt.ExecContext(ctx, e.ID, e.Time.UnixMicro(), e.Model, e.Version, params, set, features, outputs, pred); err != nil {
 				return fmt.Errorf("inserting prediction %q: %w", e.ID, err)
 			}
 		}
 		return nil
 	})
+}
+
+// featureSets returns the feature_sets id of each entry's names (0: none),
+// adding the sets not stored yet in their own transaction first, so the
+// cache only ever holds committed ids.
+func (s *Store) featureSets(ctx context.Context, entries []Entry) ([]int64, error) {
+	ids := make([]int64, len(entries))
+	var missing map[string][]int // names JSON → entries
+	s.setsMu.Lock()
+	for i := range entries {
+		names := entries[i].FeatureNames
+		if len(names) == 0 {
+			continue
+		}
+		if fs, ok := s.bySlice[&names[0]]; ok && len(fs.names) == len(names) {
+			ids[i] = fs.id
+			continue
+		}
+		b, err := json.Marshal(names)
+		if err != nil {
+			s.setsMu.Unlock()
+			return nil, fmt.Errorf("feature names: %w", err)
+		}
+		if id, ok := s.sets[string(b)]; ok {
+			ids[i] = id
+			s.remember(names, id)
+			continue
+		}
+		if missing == nil {
+			missing = map[string][]int{}
+		}
+		missing[string(b)] = append(missing[string(b)], i)
+	}
+	s.setsMu.Unlock()
+	if len(missing) == 0 {
+		return ids, nil
+	}
+	found := make(map[string]int64, len(missing))
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		for key := range missing {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO feature_sets (names) VALUES (?)`, key); err != nil {
+				return fmt.Errorf("adding feature set: %w", err)
+			}
+			var id int64
+			if err := tx.QueryRowContext(ctx, `SELECT id FROM feature_sets WHERE names = ?`, key).Scan(&id); err != nil {
+				return fmt.Errorf("reading feature set: %w", err)
+			}
+			found[key] = id
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.setsMu.Lock()
+	defer s.setsMu.Unlock()
+	for key, idx := range missing {
+		s.sets[key] = found[key]
+		for _, i := range idx {
+			ids[i] = found[key]
+			s.remember(entries[i].FeatureNames, found[key])
+		}
+	}
+	return ids, nil
+}
+
+// maxSlices bounds the by-slice cache (callers that build a new names slice
+// per prediction would otherwise grow it without end); the JSON-keyed cache
+// holds one entry per distinct set.
+const maxSlices = 1024
+
+// remember caches id for the names slice; setsMu must be held.
+func (s *Store) remember(names []string, id int64) {
+	if len(s.bySlice) >= maxSlices {
+		clear(s.bySlice)
+	}
+	s.bySlice[&names[0]] = featureSet{names: names, id: id}
 }
 
 // pruneChunk bounds the rows one retention transaction deletes: a single
