@@ -20,7 +20,9 @@
 #   4. prints every run, then the median per (model, concurrency) with ratios.
 #
 # Environment:
-#   TARGETS="flywheel node"   servers to run (flywheel is skipped with a note if it cannot start)
+#   TARGETS="flywheel node ceiling"   servers to run (flywheel is skipped with a note if it cannot start);
+#              ceiling = loadtest/ceiling, a fasthttp server answering a fixed body without parsing or
+#              running anything: what any server can reach here with wrk on the same cores (CEILING_PORT=18083)
 #   MODELS="mlp_small mlp_wide ridership"   (ridership only if models/ridership/<v>/ exists)
 #   CONCURRENCY="1 8 64"  DURATION=10 (s, 1..120)  REPEAT=2  WARMUP=2 (s per server and model)
 #   BATCH=1 (rows per request)  BATCHING=1 (0: no config.yaml, the server's default)
@@ -54,7 +56,8 @@ if [[ -z $NODE_DIR ]]; then
     [[ -f $d/server.js ]] && { NODE_DIR=$(cd "$d" && pwd); break; }
   done
 fi
-TARGETS=${TARGETS:-"flywheel node"}
+TARGETS=${TARGETS:-"flywheel node ceiling"}
+CEILING_PORT=${CEILING_PORT:-18083}
 MODELS=${MODELS:-"mlp_small mlp_wide ridership"}
 CONCURRENCY=${CONCURRENCY:-"1 8 64"}
 DURATION=${DURATION:-10}
@@ -208,7 +211,20 @@ for t in $TARGETS; do
       done
       run_targets+=(node)
       ;;
-    *) echo "unknown target $t (flywheel, node)" >&2; exit 2 ;;
+    ceiling)
+      log=$TMP/ceiling.log
+      if ! (cd "$ROOT" && go build -o "$TMP/ceiling" ./loadtest/ceiling); then
+        echo "note: loadtest/ceiling did not build; running without it" >&2
+        continue
+      fi
+      "$TMP/ceiling" -listen "127.0.0.1:$CEILING_PORT" >"$log" 2>&1 &
+      pid=$!
+      PIDS+=("$pid")
+      wait_ready "http://127.0.0.1:$CEILING_PORT/v2/health/ready" "$pid" "$log" || continue
+      for m in "${models[@]}"; do URL[ceiling,$m]=http://127.0.0.1:$CEILING_PORT; SPIDS[ceiling,$m]=$pid; done
+      run_targets+=(ceiling)
+      ;;
+    *) echo "unknown target $t (flywheel, node, ceiling)" >&2; exit 2 ;;
   esac
 done
 ((${#run_targets[@]} > 0)) || { echo "no server to benchmark" >&2; exit 1; }
@@ -325,7 +341,7 @@ if [[ $OPEN != 0 ]]; then
   for m in "${models[@]}"; do
     rate=$OPEN_RATE
     if [[ $rate == auto ]]; then
-      rate=$(awk -F'\t' -v m="$m" '$2 == m { k = $1 SUBSEP $3; s[k] += $5; n[k]++; srv[$1] = 1 }
+      rate=$(awk -F'\t' -v m="$m" '$2 == m && $1 != "ceiling" { k = $1 SUBSEP $3; s[k] += $5; n[k]++; srv[$1] = 1 }
         END { lo = -1
           for (t in srv) { best = 0
             for (k in s) { split(k, a, SUBSEP); if (a[1] == t && s[k] / n[k] > best) best = s[k] / n[k] }
@@ -334,6 +350,7 @@ if [[ $OPEN != 0 ]]; then
     fi
     ((rate > 0)) || continue
     for t in "${run_targets[@]}"; do
+      [[ $t == ceiling ]] && continue
       line=$(MODEL=$m FEATURES=${FEATURES[$m]} INPUT=${INPUT[$m]} BATCH=$BATCH timeout 300 "$K6" run -q \
         -e URL="${URL[$t,$m]}/v2/models/$m/infer" -e RATE="$rate" -e DURATION="$OPEN_DURATION" "$HERE/oip.k6.js" 2>/dev/null | grep '^RESULT' || true)
       get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
@@ -356,8 +373,8 @@ fi
   echo "## Median of $REPEAT runs per model and concurrency"
   echo
   if [[ " ${run_targets[*]} " == *" flywheel "* && " ${run_targets[*]} " == *" node "* ]]; then
-    echo "| model | conc | flywheel req/s | node req/s | ratio | flywheel p50 ms | node p50 ms | flywheel p99 ms | node p99 ms | p99 ratio (node/flywheel) | flywheel overhead p50 µs |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| model | conc | flywheel req/s | node req/s | ratio | flywheel p50 ms | node p50 ms | flywheel p99 ms | node p99 ms | p99 ratio (node/flywheel) | flywheel overhead p50 µs | ceiling req/s | ceiling/node |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   else
     echo "| server | model | conc | req/s | p50 ms | p99 ms |"
     echo "|---|---|---:|---:|---:|---:|"
@@ -381,8 +398,10 @@ fi
         if (both) {
           f = "flywheel" SUBSEP m SUBSEP c; nn = "node" SUBSEP m SUBSEP c
           fr = median(f, "rps"); nr = median(nn, "rps"); fp99 = median(f, "p99"); np99 = median(nn, "p99")
-          printf "| %s | %s | %.0f | %.0f | %.2fx | %.3f | %.3f | %.3f | %.3f | %.2fx | %.1f |\n", m, c, fr, nr, nr ? fr / nr : 0,
-            median(f, "p50"), median(nn, "p50"), fp99, np99, fp99 ? np99 / fp99 : 0, median(f, "ovh")
+          ce = "ceiling" SUBSEP m SUBSEP c; cr = cnt[ce] ? median(ce, "rps") : 0
+          printf "| %s | %s | %.0f | %.0f | %.2fx | %.3f | %.3f | %.3f | %.3f | %.2fx | %.1f | %s | %s |\n", m, c, fr, nr, nr ? fr / nr : 0,
+            median(f, "p50"), median(nn, "p50"), fp99, np99, fp99 ? np99 / fp99 : 0, median(f, "ovh"),
+            cr ? sprintf("%.0f", cr) : "-", cr && nr ? sprintf("%.2fx", cr / nr) : "-"
         } else {
           for (s in servers) {
             key = s SUBSEP m SUBSEP c
@@ -395,6 +414,8 @@ fi
   echo "Overhead: per request, Flywheel's request duration minus its ORT run time, from its own /metrics during the run"
   echo "(flywheel_inference_overhead_seconds: median interpolated within 20 %-wide buckets; the mean from _sum/_count)."
   echo "It includes decoding and, with batching under load, the wait for the previous batch (queueing)."
+  echo "Ceiling: loadtest/ceiling answers a fixed body without parsing or running a model (fasthttp, like Flywheel): the most"
+  echo "any server reaches here with wrk -t1 on the same two cores; a ratio to Node above ceiling/node is out of reach."
   echo "Node peer: ${NODE_WORKERS}-worker cluster; ORT default threads for mlp_small/ridership, INTRA_OP_THREADS=$NODE_WIDE_INTRA for mlp_wide."
   if [[ -s $OPENRES ]]; then
     echo
