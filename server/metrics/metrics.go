@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -34,6 +35,36 @@ type Metrics struct {
 	VersionState  *prometheus.GaugeVec
 	LoadAttempts  *prometheus.CounterVec
 	collectorList []prometheus.Collector
+	// inference caches the inference series of each model version: looking
+	// up eight label sets per request cost more than the observations.
+	inference sync.Map // versionKey → *inferenceSeries
+}
+
+type versionKey struct {
+	model   string
+	version int64
+}
+
+// inferenceSeries are the inference collectors' children of one version.
+type inferenceSeries struct {
+	success, failure, rows, executions prometheus.Counter
+	request, queue, compute, overhead  prometheus.Observer
+}
+
+func (m *Metrics) series(model string, version int64) *inferenceSeries {
+	k := versionKey{model, version}
+	if s, ok := m.inference.Load(k); ok {
+		return s.(*inferenceSeries)
+	}
+	v := ver(version)
+	s := &inferenceSeries{
+		success: m.Requests.WithLabelValues(model, v, outcome(true)), failure: m.Requests.WithLabelValues(model, v, outcome(false)),
+		rows: m.Rows.WithLabelValues(model, v), executions: m.Executions.WithLabelValues(model, v),
+		request: m.RequestTime.WithLabelValues(model, v), queue: m.QueueTime.WithLabelValues(model, v),
+		compute: m.ComputeTime.WithLabelValues(model, v), overhead: m.Overhead.WithLabelValues(model, v),
+	}
+	got, _ := m.inference.LoadOrStore(k, s)
+	return got.(*inferenceSeries)
 }
 
 // New creates the collectors and registers them on reg when it is not nil.
@@ -169,17 +200,18 @@ func (m *Metrics) ObserveInference(in Inference) {
 	if m == nil {
 		return
 	}
-	v := ver(in.Version)
-	m.Requests.WithLabelValues(in.Model, v, outcome(in.OK)).Inc()
+	s := m.series(in.Model, in.Version)
 	if !in.OK {
+		s.failure.Inc()
 		return
 	}
-	m.Rows.WithLabelValues(in.Model, v).Add(float64(in.Rows))
-	m.Executions.WithLabelValues(in.Model, v).Add(float64(in.Executions))
-	m.RequestTime.WithLabelValues(in.Model, v).Observe(in.Request)
-	m.QueueTime.WithLabelValues(in.Model, v).Observe(in.Queue)
-	m.ComputeTime.WithLabelValues(in.Model, v).Observe(in.Compute)
-	m.Overhead.WithLabelValues(in.Model, v).Observe(max(in.Request-in.Compute, 0))
+	s.success.Inc()
+	s.rows.Add(float64(in.Rows))
+	s.executions.Add(float64(in.Executions))
+	s.request.Observe(in.Request)
+	s.queue.Observe(in.Queue)
+	s.compute.Observe(in.Compute)
+	s.overhead.Observe(max(in.Request-in.Compute, 0))
 }
 
 // ObserveHTTP records one HTTP request by its registered route.

@@ -47,7 +47,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 		name string
 		n    int
 		fp32 bool
-	}{{"50xfp64", 50, false}, {"256xfp32", 256, true}} {
+	}{{"50xfp64", 50, false}, {"16xfp32", 16, true}, {"256xfp32", 256, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			s, err := Open(context.Background(), b.TempDir()+"/bench.db", 5e9)
 			if err != nil {
