@@ -77,7 +77,7 @@ func FuzzDecodeFast(f *testing.F) {
 			if err := json.Unmarshal(body, &req); err != nil {
 				t.Fatalf("fast path accepted what encoding/json rejects (%v): %q", err, body)
 			}
-			slow, err := dec.check(&req, false)
+			slow, err := dec.check(&req, false, nil)
 			if err != nil {
 				t.Fatalf("fast path accepted what the general decoder rejects (%v): %q", err, body)
 			}
