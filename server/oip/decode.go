@@ -53,9 +53,11 @@ type Request struct {
 	Parameters map[string]any
 	Inputs     []tensor.Tensor
 	Outputs    []string
-	// OutputParameters parallels Outputs; nil when no requested output has
-	// parameters.
-	OutputParameters []map[string]any
+	// binaryData holds the requested outputs' binary_data parameters
+	// (parallel to Outputs; nil where absent), nil when no output has one.
+	// A pointer keeps Request in the allocation size class of the JSON
+	// fast path.
+	binaryData *[]any
 }
 
 // Decoder decodes requests for one model signature.
@@ -175,15 +177,18 @@ func (d Decoder) check(req *InferenceRequest, fast bool, tail *binarydata.Tail) 
 		if err := CheckParameters("parameters", o.Parameters); err != nil {
 			return nil, &DecodeError{Output: o.Name, Reason: err.(*DecodeError).Reason}
 		}
-		if v, ok := o.Parameters[binarydata.ParamBinaryData]; ok {
-			if _, ok := v.(bool); !ok {
-				return nil, &DecodeError{Output: o.Name, Reason: fmt.Sprintf("parameters: %q must be true or false", binarydata.ParamBinaryData)}
-			}
+		v, ok := o.Parameters[binarydata.ParamBinaryData]
+		if !ok {
+			continue
 		}
-		if out.OutputParameters == nil {
-			out.OutputParameters = make([]map[string]any, len(req.Outputs))
+		if _, ok := v.(bool); !ok {
+			return nil, &DecodeError{Output: o.Name, Reason: fmt.Sprintf("parameters: %q must be true or false", binarydata.ParamBinaryData)}
 		}
-		out.OutputParameters[i] = o.Parameters
+		if out.binaryData == nil {
+			bd := make([]any, len(req.Outputs))
+			out.binaryData = &bd
+		}
+		(*out.binaryData)[i] = v
 	}
 	return out, nil
 }

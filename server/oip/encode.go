@@ -241,7 +241,7 @@ func (r *Request) Select(outs []tensor.Tensor) (sel []tensor.Tensor, binary []bo
 		}
 	}
 	all := r.Parameters[binarydata.ParamBinaryDataOutput]
-	if all == nil && r.OutputParameters == nil {
+	if all == nil && r.binaryData == nil {
 		return sel, nil // the JSON case: no allocation
 	}
 	binary = make([]bool, len(sel))
@@ -251,10 +251,10 @@ func (r *Request) Select(outs []tensor.Tensor) (sel []tensor.Tensor, binary []bo
 			return sel, nil // SEQUENCE or MAP
 		}
 		var own any
-		if r.OutputParameters != nil {
+		if r.binaryData != nil {
 			for j, name := range r.Outputs {
 				if name == t.Name {
-					own = r.OutputParameters[j][binarydata.ParamBinaryData]
+					own = (*r.binaryData)[j]
 					break
 				}
 			}
