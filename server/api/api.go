@@ -3,6 +3,9 @@
 // scoring protocol, health and /metrics. Handlers are thin: they decode with
 // oip or mlflowproto, run the model through its repository.Runner and
 // return errors that one ErrorHandler maps to a status and {"error": "..."}.
+// The OIP infer route also speaks Triton's binary tensor data extension
+// (server/binarydata): oip.Decoder.DecodeBinary when the request has an
+// Inference-Header-Content-Length header, binary outputs when asked for.
 //
 // Non-tensor outputs: an ONNX sequence output (such as the per-row class
 // probabilities of a scikit-learn classifier exported with ZipMap) is
