@@ -6,6 +6,7 @@ TEST_TARGETS += test-perf
 test-perf: ## bounded fuzzing of the OIP data decoder, the infer fast path and the binary tensor codec (100k inputs each: a count bound, since a time bound can fail spuriously on a loaded box)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 100000x ./server/tensorjson
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime 100000x ./server/oip
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBinary$$' -fuzztime 100000x ./server/oip
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 100000x ./server/binarydata
 
 bench: build ## Flywheel vs the Node.js peer in one sitting: closed loop c=1,8,64 + k6 open loop, Markdown table (~10 min; not in make test)

@@ -3,6 +3,9 @@
 // scoring protocol, health and /metrics. Handlers are thin: they decode with
 // oip or mlflowproto, run the model through its repository.Runner and
 // return errors that one ErrorHandler maps to a status and {"error": "..."}.
+// The OIP infer route also speaks Triton's binary tensor data extension
+// (server/binarydata): oip.Decoder.DecodeBinary when the request has an
+// Inference-Header-Content-Length header, binary outputs when asked for.
 //
 // Non-tensor outputs: an ONNX sequence output (such as the per-row class
 // probabilities of a scikit-learn classifier exported with ZipMap) is
@@ -35,6 +38,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/flywheel-ml/flywheel/server/batch"
+	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/oip"
 	"github.com/flywheel-ml/flywheel/server/repository"
@@ -333,6 +337,36 @@ func checkJSON(c *fiber.Ctx) error {
 		return fmt.Errorf("%w %q: send application/json", errMediaType, ct)
 	}
 	return nil
+}
+
+// sagemakerBinary is SageMaker's content type for Triton's binary tensor
+// data; its json-header-size parameter stands for the
+// Inference-Header-Content-Length header.
+const sagemakerBinary = "application/vnd.sagemaker-triton.binary+json"
+
+// inferContent checks an infer request's content type (JSON, or
+// application/octet-stream for the binary tensor data extension) and returns
+// the length of the body's JSON part when binary tensor data follows it,
+// "" for a plain JSON body.
+func inferContent(c *fiber.Ctx) (headerLength string, err error) {
+	headerLength = c.Get(binarydata.HeaderContentLength)
+	ct := c.Get(fiber.HeaderContentType)
+	if ct == "" {
+		return headerLength, nil
+	}
+	mt, p, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+	case mt == sagemakerBinary:
+		if headerLength == "" {
+			headerLength = p["json-header-size"]
+		}
+		return headerLength, nil
+	case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == binarydata.ContentType:
+		return headerLength, nil
+	}
+	return "", fmt.Errorf("%w %q: send application/json, or %s with the %s header (binary tensor data)",
+		errMediaType, ct, binarydata.ContentType, binarydata.HeaderContentLength)
 }
 
 func parseVersion(s string) (int64, error) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/mlflowproto"
 	"github.com/flywheel-ml/flywheel/server/oip"
@@ -31,7 +32,7 @@ func (s *Server) versionHandler(c *fiber.Ctx) error {
 }
 
 func (s *Server) serverMetadata(c *fiber.Ctx) error {
-	return c.JSON(oip.ServerMetadata{Name: s.name, Version: s.version, Extensions: []string{"model_repository", "mlflow_scoring"}})
+	return c.JSON(oip.ServerMetadata{Name: s.name, Version: s.version, Extensions: []string{"model_repository", "mlflow_scoring", binarydata.Extension}})
 }
 
 func params(c *fiber.Ctx) (string, int64, error) {
@@ -184,7 +185,8 @@ func (s *Server) infer(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := checkJSON(c); err != nil {
+	headerLength, err := inferContent(c)
+	if err != nil {
 		return err
 	}
 	l, err := s.repo.Acquire(model, version)
@@ -192,7 +194,13 @@ func (s *Server) infer(c *fiber.Ctx) error {
 		return err
 	}
 	defer l.Release()
-	req, err := oip.Decoder{Inputs: l.Inputs, Outputs: l.Outputs}.Decode(c.Body())
+	dec := oip.Decoder{Inputs: l.Inputs, Outputs: l.Outputs}
+	var req *oip.Request
+	if headerLength == "" {
+		req, err = dec.Decode(c.Body())
+	} else {
+		req, err = dec.DecodeBinary(c.Body(), headerLength)
+	}
 	if err != nil {
 		s.metrics.ObserveInference(metrics.Inference{Model: l.Model, Version: l.Version})
 		return err
@@ -207,18 +215,18 @@ func (s *Server) infer(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if req.Outputs != nil {
-		sel := make([]tensor.Tensor, 0, len(req.Outputs))
-		for _, name := range req.Outputs {
-			for _, t := range outs {
-				if t.Name == name {
-					sel = append(sel, t)
-				}
-			}
+	outs, binary := req.Select(outs)
+	res := oip.Response{Model: l.Model, Version: strconv.FormatInt(l.Version, 10), ID: rid, Outputs: outs}
+	if binary != nil {
+		body, n, err := oip.AppendBinaryResponse(make([]byte, 0, 256), res, binary)
+		if err != nil {
+			return err
 		}
-		outs = sel
+		c.Set(binarydata.HeaderContentLength, strconv.Itoa(n))
+		c.Set(fiber.HeaderContentType, binarydata.ContentType)
+		return c.Send(body)
 	}
-	body, err := oip.AppendResponse(make([]byte, 0, 256), oip.Response{Model: l.Model, Version: strconv.FormatInt(l.Version, 10), ID: rid, Outputs: outs})
+	body, err := oip.AppendResponse(make([]byte, 0, 256), res)
 	if err != nil {
 		return err
 	}

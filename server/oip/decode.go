@@ -1,6 +1,7 @@
 package oip
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/tensor"
 )
 
@@ -18,7 +20,11 @@ type DecodeError struct {
 	Input  string
 	Output string
 	Reason string
+	Err    error // the cause, when another package reported it (binarydata.ErrFormat)
 }
+
+// Unwrap returns the cause.
+func (e *DecodeError) Unwrap() error { return e.Err }
 
 func (e *DecodeError) Error() string {
 	switch {
@@ -47,6 +53,11 @@ type Request struct {
 	Parameters map[string]any
 	Inputs     []tensor.Tensor
 	Outputs    []string
+	// binaryData holds the requested outputs' binary_data parameters
+	// (parallel to Outputs; nil where absent), nil when no output has one.
+	// A pointer keeps Request in the allocation size class of the JSON
+	// fast path.
+	binaryData *[]any
 }
 
 // Decoder decodes requests for one model signature.
@@ -66,14 +77,50 @@ func (d Decoder) Decode(body []byte) (*Request, error) {
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, &DecodeError{Reason: "invalid JSON body: " + jsonReason(err)}
 	}
-	return d.check(&req, false)
+	return d.check(&req, false, nil)
+}
+
+// DecodeBinary decodes a request that uses the binary tensor data extension:
+// body is a JSON object of headerLength bytes (the
+// Inference-Header-Content-Length header) followed by the blocks of the
+// inputs that have a binary_data_size parameter, in input order. Inputs
+// without it carry JSON data. Bytes that no input claims, a header length
+// that is not a byte count or exceeds the body, and blocks whose size does
+// not fit the shape are *DecodeErrors. The tensors do not alias body.
+func (d Decoder) DecodeBinary(body []byte, headerLength string) (*Request, error) {
+	head, rest, err := binarydata.Split(body, headerLength)
+	if err != nil {
+		return nil, &DecodeError{Reason: err.Error(), Err: err}
+	}
+	var req InferenceRequest
+	if err := json.Unmarshal(head, &req); err != nil {
+		return nil, &DecodeError{Reason: fmt.Sprintf("invalid JSON inference header (the first %s bytes, per %s): %s",
+			headerLength, binarydata.HeaderContentLength, jsonReason(err))}
+	}
+	// One copy of the blocks: numeric tensors are views into it (see
+	// binarydata.Decode), and body is the server's reused request buffer.
+	tail := binarydata.NewTail(bytes.Clone(rest))
+	r, err := d.check(&req, false, tail)
+	if err != nil {
+		return nil, err
+	}
+	if err := tail.Done(); err != nil {
+		return nil, &DecodeError{Reason: err.Error(), Err: err}
+	}
+	return r, nil
 }
 
 // check validates a parsed request against the signature and decodes its
-// data; fast selects the fast path's data decoder.
-func (d Decoder) check(req *InferenceRequest, fast bool) (*Request, error) {
+// data; fast selects the fast path's data decoder; tail holds the binary
+// blocks of a DecodeBinary request (nil otherwise).
+func (d Decoder) check(req *InferenceRequest, fast bool, tail *binarydata.Tail) (*Request, error) {
 	if err := CheckParameters("parameters", req.Parameters); err != nil {
 		return nil, err
+	}
+	if v, ok := req.Parameters[binarydata.ParamBinaryDataOutput]; ok {
+		if _, ok := v.(bool); !ok {
+			return nil, &DecodeError{Reason: fmt.Sprintf("parameters: %q must be true or false", binarydata.ParamBinaryDataOutput)}
+		}
 	}
 	if len(req.Inputs) == 0 {
 		return nil, &DecodeError{Reason: "request has no inputs"}
@@ -101,7 +148,7 @@ func (d Decoder) check(req *InferenceRequest, fast bool) (*Request, error) {
 		if err := CheckParameters("parameters", in.Parameters); err != nil {
 			return nil, inputErr(in.Name, "%s", err.(*DecodeError).Reason)
 		}
-		t, err := d.decodeInput(d.Inputs[idx], in, fast)
+		t, err := d.decodeInput(d.Inputs[idx], in, fast, tail)
 		if err != nil {
 			return nil, err
 		}
@@ -112,7 +159,7 @@ func (d Decoder) check(req *InferenceRequest, fast bool) (*Request, error) {
 			return nil, inputErr(d.Inputs[i].Name, "missing; the model requires inputs %s", names(d.Inputs))
 		}
 	}
-	for _, o := range req.Outputs {
+	for i, o := range req.Outputs {
 		found := false
 		for _, s := range d.Outputs {
 			if s.Name == o.Name {
@@ -124,6 +171,24 @@ func (d Decoder) check(req *InferenceRequest, fast bool) (*Request, error) {
 			return nil, &DecodeError{Output: o.Name, Reason: "unknown output; the model has " + names(d.Outputs)}
 		}
 		out.Outputs = append(out.Outputs, o.Name)
+		if o.Parameters == nil {
+			continue
+		}
+		if err := CheckParameters("parameters", o.Parameters); err != nil {
+			return nil, &DecodeError{Output: o.Name, Reason: err.(*DecodeError).Reason}
+		}
+		v, ok := o.Parameters[binarydata.ParamBinaryData]
+		if !ok {
+			continue
+		}
+		if _, ok := v.(bool); !ok {
+			return nil, &DecodeError{Output: o.Name, Reason: fmt.Sprintf("parameters: %q must be true or false", binarydata.ParamBinaryData)}
+		}
+		if out.binaryData == nil {
+			bd := make([]any, len(req.Outputs))
+			out.binaryData = &bd
+		}
+		(*out.binaryData)[i] = v
 	}
 	return out, nil
 }
@@ -131,10 +196,10 @@ func (d Decoder) check(req *InferenceRequest, fast bool) (*Request, error) {
 // DecodeInput checks one input's datatype and shape against spec and
 // decodes its data.
 func (d Decoder) DecodeInput(spec tensor.Spec, in RequestInput) (tensor.Tensor, error) {
-	return d.decodeInput(spec, in, false)
+	return d.decodeInput(spec, in, false, nil)
 }
 
-func (d Decoder) decodeInput(spec tensor.Spec, in RequestInput, fast bool) (tensor.Tensor, error) {
+func (d Decoder) decodeInput(spec tensor.Spec, in RequestInput, fast bool, tail *binarydata.Tail) (tensor.Tensor, error) {
 	dt := tensor.DataType(in.Datatype)
 	if in.Datatype == "" {
 		return tensor.Tensor{}, inputErr(in.Name, "datatype is missing; the model expects %s", spec.DataType)
@@ -171,6 +236,13 @@ func (d Decoder) decodeInput(spec tensor.Spec, in RequestInput, fast bool) (tens
 	if !ok {
 		return tensor.Tensor{}, inputErr(in.Name, "shape %s holds more than %d elements", shapeString(in.Shape), limit)
 	}
+	if in.Parameters != nil { // never on the fast path
+		if size, ok, err := binaryDataSize(in); err != nil {
+			return tensor.Tensor{}, err
+		} else if ok {
+			return binaryInput(in, dt, n, size, tail)
+		}
+	}
 	if len(in.Data) == 0 {
 		return tensor.Tensor{}, inputErr(in.Name, "data is missing")
 	}
@@ -185,6 +257,56 @@ func (d Decoder) decodeInput(spec tensor.Spec, in RequestInput, fast bool) (tens
 	}
 	if err != nil {
 		return tensor.Tensor{}, inputErr(in.Name, "%s", err.Error())
+	}
+	return tensor.Tensor{Name: in.Name, DataType: dt, Shape: in.Shape, Data: data}, nil
+}
+
+// binaryDataSize returns the input's binary_data_size parameter, if it has
+// one.
+func binaryDataSize(in RequestInput) (int64, bool, error) {
+	v, ok := in.Parameters[binarydata.ParamBinaryDataSize]
+	if !ok {
+		return 0, false, nil
+	}
+	var f float64
+	switch x := v.(type) {
+	case float64:
+		f = x
+	case json.Number:
+		var err error
+		if f, err = x.Float64(); err != nil {
+			return 0, false, inputErr(in.Name, "%s %s is not a number", binarydata.ParamBinaryDataSize, x)
+		}
+	default:
+		return 0, false, inputErr(in.Name, "%s must be a number of bytes, got %v", binarydata.ParamBinaryDataSize, v)
+	}
+	if f < 0 || f != math.Trunc(f) || f > math.MaxInt32 {
+		return 0, false, inputErr(in.Name, "%s %v is not a byte count", binarydata.ParamBinaryDataSize, v)
+	}
+	return int64(f), true, nil
+}
+
+// binaryInput takes the input's data from the next binary block; dt and the
+// element count n are already checked against the model.
+func binaryInput(in RequestInput, dt tensor.DataType, n, size int64, tail *binarydata.Tail) (tensor.Tensor, error) {
+	if tail == nil {
+		return tensor.Tensor{}, inputErr(in.Name, "has parameter %s but the request has no %s header (binary tensor data needs it)",
+			binarydata.ParamBinaryDataSize, binarydata.HeaderContentLength)
+	}
+	if len(in.Data) != 0 {
+		return tensor.Tensor{}, inputErr(in.Name, "has both data and parameter %s", binarydata.ParamBinaryDataSize)
+	}
+	if es := int64(binarydata.ElementSize(string(dt))); es > 0 && size != n*es {
+		return tensor.Tensor{}, inputErr(in.Name, "%s %d does not match shape %s: %d %s elements are %d bytes",
+			binarydata.ParamBinaryDataSize, size, shapeString(in.Shape), n, dt, n*es)
+	}
+	raw, err := tail.Next(size)
+	if err != nil {
+		return tensor.Tensor{}, &DecodeError{Input: in.Name, Reason: err.Error(), Err: err}
+	}
+	data, err := binarydata.Decode(raw, string(dt), in.Shape)
+	if err != nil {
+		return tensor.Tensor{}, &DecodeError{Input: in.Name, Reason: err.Error(), Err: err}
 	}
 	return tensor.Tensor{Name: in.Name, DataType: dt, Shape: in.Shape, Data: data}, nil
 }

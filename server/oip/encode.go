@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/tensor"
 )
 
@@ -219,4 +220,71 @@ func AppendString(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, '"')
+}
+
+// Select returns the outputs to answer with, in the order the request names
+// them (all of outs when it names none), and whether each is sent as binary
+// tensor data (binarydata.WantBinary: the request's binary_data_output
+// parameter, overridden by an output's binary_data); binary is nil when
+// none is. Non-tensor outputs (SEQUENCE, MAP) have no binary form: a
+// response holding one is all JSON.
+func (r *Request) Select(outs []tensor.Tensor) (sel []tensor.Tensor, binary []bool) {
+	sel = outs
+	if r.Outputs != nil {
+		sel = make([]tensor.Tensor, 0, len(r.Outputs))
+		for _, name := range r.Outputs {
+			for _, t := range outs {
+				if t.Name == name {
+					sel = append(sel, t)
+				}
+			}
+		}
+	}
+	all := r.Parameters[binarydata.ParamBinaryDataOutput]
+	if all == nil && r.binaryData == nil {
+		return sel, nil // the JSON case: no allocation
+	}
+	binary = make([]bool, len(sel))
+	some := false
+	for i, t := range sel {
+		if binarydata.ElementSize(string(t.DataType)) < 0 {
+			return sel, nil // SEQUENCE or MAP
+		}
+		var own any
+		if r.binaryData != nil {
+			for j, name := range r.Outputs {
+				if name == t.Name {
+					own = (*r.binaryData)[j]
+					break
+				}
+			}
+		}
+		binary[i] = binarydata.WantBinary(all, own)
+		some = some || binary[i]
+	}
+	if !some {
+		return sel, nil
+	}
+	return sel, binary
+}
+
+// AppendBinaryResponse appends the response with the outputs marked in
+// binary (parallel to r.Outputs) as binary tensor data after the JSON
+// object; headerLength is the JSON object's length, to send as
+// Inference-Header-Content-Length with Content-Type
+// application/octet-stream.
+func AppendBinaryResponse(b []byte, r Response, binary []bool) (body []byte, headerLength int, err error) {
+	if len(binary) != len(r.Outputs) {
+		return nil, 0, fmt.Errorf("encoding binary response: %d binary flags for %d outputs", len(binary), len(r.Outputs))
+	}
+	br := binarydata.Response{ModelName: r.Model, ModelVersion: r.Version, ID: r.ID, Parameters: r.Parameters,
+		Outputs: make([]binarydata.Output, len(r.Outputs))}
+	for i, t := range r.Outputs {
+		br.Outputs[i] = binarydata.Output{Name: t.Name, DataType: string(t.DataType), Shape: t.Shape, Data: t.Data, Binary: binary[i]}
+	}
+	body, headerLength, _, err = binarydata.AppendResponse(b, br)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encoding binary response: %w", err)
+	}
+	return body, headerLength, nil
 }

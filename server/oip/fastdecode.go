@@ -367,7 +367,7 @@ func (d Decoder) decodeFast(body []byte) (*Request, error) {
 	if !scanRequest(body, &req) {
 		return nil, errSlowPath
 	}
-	return d.check(&req, true)
+	return d.check(&req, true, nil)
 }
 
 // decodeDataFast decodes FP32 and FP64 data with tensorjson.

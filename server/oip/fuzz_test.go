@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/flywheel-ml/flywheel/server/tensor"
@@ -77,7 +78,7 @@ func FuzzDecodeFast(f *testing.F) {
 			if err := json.Unmarshal(body, &req); err != nil {
 				t.Fatalf("fast path accepted what encoding/json rejects (%v): %q", err, body)
 			}
-			slow, err := dec.check(&req, false)
+			slow, err := dec.check(&req, false, nil)
 			if err != nil {
 				t.Fatalf("fast path accepted what the general decoder rejects (%v): %q", err, body)
 			}
@@ -102,4 +103,38 @@ func TestDecodeFastPathTaken(t *testing.T) {
 			t.Errorf("%s: %v", b, err)
 		}
 	}
+}
+
+// FuzzDecodeBinary feeds arbitrary bodies and header lengths to the binary
+// tensor data decoder: it must never panic, every failure must be a
+// *DecodeError, and every success must fill the model's shapes.
+func FuzzDecodeBinary(f *testing.F) {
+	head := `{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}},{"name":"i","shape":[2],"datatype":"INT8","data":[1,2]}]}`
+	f.Add(append([]byte(head), 0, 0, 128, 63, 0, 0, 0, 64, 2, 0, 0, 0, 'h', 'i'), len(head))
+	f.Add([]byte(`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`), 70)
+	d := Decoder{
+		Inputs: []tensor.Spec{
+			{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}},
+			{Name: "s", DataType: tensor.Bytes, Shape: []int64{-1}},
+			{Name: "i", DataType: tensor.Int8, Shape: []int64{-1}},
+		},
+		Outputs:     []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1}}},
+		MaxElements: 1 << 16,
+	}
+	f.Fuzz(func(t *testing.T, body []byte, headerLength int) {
+		r, err := d.DecodeBinary(body, strconv.Itoa(headerLength))
+		if err != nil {
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("error %v (%T) is not a DecodeError", err, err)
+			}
+			return
+		}
+		for i, in := range r.Inputs {
+			n, ok := tensor.Elements(in.Shape, 1<<16)
+			if !ok || int64(in.Len()) != n || in.DataType != d.Inputs[i].DataType {
+				t.Fatalf("input %d: %s with %d elements for shape %v", i, in.DataType, in.Len(), in.Shape)
+			}
+		}
+	})
 }
