@@ -51,20 +51,26 @@ for _ in $(seq 150); do
 done
 
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$pid/status"; }
+# where the memory is: anonymous / file-backed / shared (SQLite's WAL index) pages, the Go heap in use,
+# what the Go runtime holds from the OS, and the prediction log's queue
+rss_parts() { awk '/^Rss(Anon|File|Shmem):/{printf "%s | ", $2}' "/proc/$pid/status"; }
+go_heap_kib() {
+  curl -fs -m 2 "http://127.0.0.1:$FLYWHEEL_PORT/metrics" 2>/dev/null | awk '/^go_memstats_heap_inuse_bytes /{h=$2} /^go_memstats_sys_bytes /{s=$2} /^flywheel_predlog_queue_length /{q=$2} END{printf "%d | %d | %d", h/1024, s/1024, q}'
+}
 echo "flywheel serve pid $pid, model $MODEL, wrk c=$CONC for ${DURATION}s; RSS before load: $(rss_kib) KiB"
 MODEL=$MODEL timeout $((DURATION + 30)) wrk -t1 -c"$CONC" -d"$DURATION"s --timeout 30s -s "$ROOT/loadtest/oip.lua" \
   "http://127.0.0.1:$FLYWHEEL_PORT/v2/models/$MODEL/infer" >"$TMP/wrk" 2>&1 &
 wrkpid=$!
 echo
-echo "| t s | RSS KiB |"
-echo "|---:|---:|"
+echo "| t s | RSS KiB | anon KiB | file KiB | shmem KiB | Go heap in use KiB | Go sys KiB | log queue |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
 base= last= t=0
 samples=()
 while ((t + INTERVAL <= DURATION)); do
   sleep "$INTERVAL"
   t=$((t + INTERVAL))
   r=$(rss_kib)
-  echo "| $t | $r |"
+  echo "| $t | $r | $(rss_parts)$(go_heap_kib) |"
   ((t == BASELINE)) && base=$r
   ((t > BASELINE)) && samples+=("$r")
   last=$r

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/flywheel-ml/flywheel/internal/cmem"
 )
 
 // command is one subcommand: its one-line summary and its entry point.
@@ -30,7 +32,13 @@ func commands() map[string]command {
 	}
 }
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// Before any cgo allocation (ONNX Runtime, SQLite): see internal/cmem.
+	if err := cmem.LimitArenas(cmem.DefaultArenas); err != nil {
+		fmt.Fprintln(os.Stderr, "flywheel:", err)
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	cmds := commands()

@@ -434,7 +434,9 @@ func (l *Log) pruneEvery(ctx context.Context) {
 }
 
 func (l *Log) prune(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
+	// A pass may take a while at high rates (it pauses between chunks); the
+	// next one continues where it stopped.
+	ctx, cancel := context.WithTimeout(ctx, max(l.cfg.WriteTimeout, l.cfg.RetentionInterval))
 	defer cancel()
 	n, err := l.store.prune(ctx, l.now(), l.cfg.MaxAge, l.cfg.MaxRows, 0)
 	l.pruned.Add(float64(n)) // committed chunks count even when a later one failed

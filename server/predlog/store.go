@@ -427,7 +427,8 @@ const pruneChunk = 5000
 
 // prune applies retention: predictions older than maxAge and beyond the
 // newest maxRows are deleted (0 disables either rule), in transactions of at
-// most chunk rows (≤ 0: pruneChunk). Labels are kept.
+// most chunk rows (≤ 0: pruneChunk), each followed by a pause as long as it
+// took. Labels are kept.
 func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, maxRows int64, chunk int) (int64, error) {
 	if chunk <= 0 {
 		chunk = pruneChunk
@@ -438,6 +439,7 @@ func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, 
 		args = append(args, chunk)
 		for {
 			var n int64
+			t0 := time.Now()
 			err := s.Write(ctx, func(tx *sql.Tx) error {
 				res, err := tx.ExecContext(ctx, q, args...)
 				if err != nil {
@@ -450,8 +452,16 @@ func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, 
 			if err != nil || n < int64(chunk) {
 				return err
 			}
-			if err := ctx.Err(); err != nil {
-				return err
+			// Leave the write lock to the prediction writer for as long as
+			// the chunk held it: at full speed retention took turns with
+			// every batch the writer committed, halving its rate, and the
+			// queue (and RSS) grew during each pass.
+			pause := time.NewTimer(time.Since(t0))
+			select {
+			case <-ctx.Done():
+				pause.Stop()
+				return ctx.Err()
+			case <-pause.C:
 			}
 		}
 	}
