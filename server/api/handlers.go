@@ -16,6 +16,7 @@ import (
 	"github.com/flywheel-ml/flywheel/server/oip"
 	"github.com/flywheel-ml/flywheel/server/repository"
 	"github.com/flywheel-ml/flywheel/server/tensor"
+	"github.com/flywheel-ml/flywheel/server/tensorjson"
 )
 
 func (s *Server) live(c *fiber.Ctx) error { return c.SendStatus(fiber.StatusOK) }
@@ -217,21 +218,25 @@ func (s *Server) infer(c *fiber.Ctx) error {
 	}
 	outs, binary := req.Select(outs)
 	res := oip.Response{Model: l.Model, Version: strconv.FormatInt(l.Version, 10), ID: rid, Outputs: outs}
+	// The body is encoded into a pooled buffer and copied into fasthttp's
+	// own (pooled) response buffer: no allocation per response.
+	buf := tensorjson.GetBuffer()
+	defer tensorjson.PutBuffer(buf)
 	if binary != nil {
-		body, n, err := oip.AppendBinaryResponse(make([]byte, 0, 256), res, binary)
-		if err != nil {
+		var n int
+		if buf.B, n, err = oip.AppendBinaryResponse(buf.B, res, binary); err != nil {
 			return err
 		}
 		c.Set(binarydata.HeaderContentLength, strconv.Itoa(n))
 		c.Set(fiber.HeaderContentType, binarydata.ContentType)
-		return c.Send(body)
+	} else {
+		if buf.B, err = oip.AppendResponse(buf.B, res); err != nil {
+			return err
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	}
-	body, err := oip.AppendResponse(make([]byte, 0, 256), res)
-	if err != nil {
-		return err
-	}
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Send(body)
+	c.Response().SetBody(buf.B)
+	return nil
 }
 
 func (s *Server) invocations(c *fiber.Ctx) error {
