@@ -10,28 +10,5 @@
 // at the same request rate (loadtest/rss.sh).
 package cmem
 
-/*
-#include <malloc.h>
-*/
-import "C"
-
-import (
-	"fmt"
-	"os"
-)
-
 // DefaultArenas is the arena limit LimitArenas sets.
 const DefaultArenas = 2
-
-// LimitArenas caps glibc's malloc arenas at n unless the MALLOC_ARENA_MAX
-// environment variable already chose a value (glibc then honours it). Call it
-// first thing in main, before cgo code allocates.
-func LimitArenas(n int) error {
-	if _, set := os.LookupEnv("MALLOC_ARENA_MAX"); set {
-		return nil
-	}
-	if C.mallopt(C.M_ARENA_MAX, C.int(n)) != 1 {
-		return fmt.Errorf("mallopt(M_ARENA_MAX, %d) failed", n)
-	}
-	return nil
-}
