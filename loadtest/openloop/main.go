@@ -149,13 +149,9 @@ func generate(c config) (result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			req, resp := c.request(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI(c.url)
-			req.Header.SetMethod(fasthttp.MethodPost)
-			req.Header.SetContentType("application/json")
-			req.SetBodyRaw(c.body)
 			mine := make([]time.Duration, 0, total/c.conns+1)
 			for at := range due {
 				if time.Since(at) > c.maxWait {
@@ -209,15 +205,22 @@ func generate(c config) (result, error) {
 		elapsed: elapsed, p50: q(0.50), p90: q(0.90), p99: q(0.99), mx: all[len(all)-1]}, nil
 }
 
-// probe sends one request so a wrong URL fails before the run.
-func probe(client *fasthttp.HostClient, c config) error {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
+// request is the infer POST every run sends; release it with
+// fasthttp.ReleaseRequest.
+func (c config) request() *fasthttp.Request {
+	req := fasthttp.AcquireRequest()
 	req.SetRequestURI(c.url)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.SetBodyRaw(c.body)
+	return req
+}
+
+// probe sends one request so a wrong URL fails before the run.
+func probe(client *fasthttp.HostClient, c config) error {
+	req, resp := c.request(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
 	if err := client.DoTimeout(req, resp, 5*time.Second); err != nil {
 		return fmt.Errorf("probe %s: %w", c.url, err)
 	}

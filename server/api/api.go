@@ -333,11 +333,15 @@ func checkJSON(c *fiber.Ctx) error {
 		return nil
 	}
 	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+	if err != nil || !isJSON(mt) {
 		return fmt.Errorf("%w %q: send application/json", errMediaType, ct)
 	}
 	return nil
 }
+
+// isJSON reports whether a media type is JSON (application/json or a +json
+// type).
+func isJSON(mt string) bool { return mt == "application/json" || strings.HasSuffix(mt, "+json") }
 
 // sagemakerBinary is SageMaker's content type for Triton's binary tensor
 // data; its json-header-size parameter stands for the
@@ -362,7 +366,7 @@ func inferContent(c *fiber.Ctx) (headerLength string, err error) {
 			headerLength = p["json-header-size"]
 		}
 		return headerLength, nil
-	case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == binarydata.ContentType:
+	case isJSON(mt) || mt == binarydata.ContentType:
 		return headerLength, nil
 	}
 	return "", fmt.Errorf("%w %q: send application/json, or %s with the %s header (binary tensor data)",
