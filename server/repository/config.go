@@ -2,6 +2,7 @@ package repository
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -149,6 +150,16 @@ func (c ModelConfig) sessionOptions(def ort.SessionOptions) ort.SessionOptions {
 		o.GraphOptimization = c.Session.GraphOptimizationLevel
 	}
 	return o
+}
+
+// fingerprint identifies the configuration's values: it follows the
+// pointers (warmup, dynamic_batching), so equal files give equal prints.
+func (c ModelConfig) fingerprint() string {
+	b, err := json.Marshal(c)
+	if err != nil { // only plain values: cannot happen
+		return fmt.Sprintf("unencodable config: %v", err)
+	}
+	return string(b)
 }
 
 func (c ModelConfig) warmup() bool { return c.Warmup == nil || *c.Warmup }

@@ -130,6 +130,7 @@ type Repository struct {
 	load    Loader
 	wrap    func(string, int64, ModelConfig, Runner) Runner
 	change  func(Change)
+	readDir func(string) ([]os.DirEntry, error) // os.ReadDir; tests inject failures
 
 	reconcileMu sync.Mutex      // serialises scans, loads and unloads
 	unloaded    map[string]bool // models unloaded through the API; guarded by reconcileMu
@@ -254,7 +255,7 @@ func New(o Options) (*Repository, error) {
 		o.Config.WarmupTimeout = DefaultConfig().WarmupTimeout
 	}
 	return &Repository{cfg: o.Config, log: o.Logger, metrics: o.Metrics, load: o.Loader, wrap: o.Wrap, change: o.OnChange,
-		unloaded: map[string]bool{}, models: map[string]*modelState{}, kick: make(chan struct{}, 1)}, nil
+		readDir: os.ReadDir, unloaded: map[string]bool{}, models: map[string]*modelState{}, kick: make(chan struct{}, 1)}, nil
 }
 
 var modelNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
@@ -348,7 +349,7 @@ func fingerprint(dir string, extra string) (string, error) {
 func (r *Repository) reconcileModel(ctx context.Context, name string) {
 	dir := filepath.Join(r.cfg.Root, name)
 	cfg, cfgErr := LoadModelConfig(filepath.Join(dir, ConfigFileName))
-	cfgFP := fmt.Sprintf("%+v", cfg)
+	cfgFP := cfg.fingerprint()
 
 	r.mu.Lock()
 	m := r.models[name]
@@ -366,7 +367,13 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 	r.mu.Unlock()
 
 	r.watch(dir)
-	entries, _ := os.ReadDir(dir)
+	entries, err := r.readDir(dir)
+	if err != nil {
+		// A transient failure (EMFILE, EIO) says nothing about the versions:
+		// keep serving what is loaded and look again at the next scan.
+		r.log.Error("reading model folder, keeping its loaded versions", "model", name, "err", err)
+		return
+	}
 	onDisk := map[int64]string{} // version → fingerprint ("" when model.onnx is missing)
 	var fpErrs = map[int64]error{}
 	for _, de := range entries {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/flywheel-ml/flywheel/server/batch"
@@ -393,5 +394,85 @@ func TestOnChange(t *testing.T) {
 		if got := strings.Join(events, " "); got != s.want {
 			t.Errorf("%s: events %q, want %q", s.name, got, s.want)
 		}
+	}
+}
+
+// Rescanning unchanged files loads nothing again, whatever config.yaml sets
+// (warmup and dynamic_batching are held behind pointers).
+func TestRescanUnchangedLoadsOnce(t *testing.T) {
+	cases := []struct{ name, config string }{
+		{"no config", ""},
+		{"warmup", "warmup: true\n"},
+		{"dynamic batching", "dynamic_batching:\n  max_batch_size: 8\n"},
+		{"both", "warmup: false\ndynamic_batching: {max_batch_size: 4}\nsession: {intra_op_threads: 1}\n"},
+	}
+	const scans = 5
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			put(t, root, "m", 1, "ok")
+			if c.config != "" {
+				if err := os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte(c.config), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, fl := newRepo(t, root)
+			for range scans {
+				if err := r.Scan(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := len(fl.loaded); n != 1 {
+				t.Fatalf("%d loads in %d scans of unchanged files, want 1", n, scans)
+			}
+			// A real change still reloads.
+			if err := os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte(c.config+"version_policy: {latest: 3}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Scan(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(fl.loaded); n != 2 {
+				t.Fatalf("%d loads after config.yaml changed, want 2", n)
+			}
+		})
+	}
+}
+
+// A model folder that cannot be read (EMFILE, EIO) keeps its loaded
+// versions; they are not taken as deleted.
+func TestModelFolderReadErrorKeepsVersions(t *testing.T) {
+	root := t.TempDir()
+	put(t, root, "m", 1, "ok")
+	put(t, root, "m", 2, "ok")
+	os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte("version_policy: {all: true}\n"), 0o644)
+	r, fl := newRepo(t, root)
+	ctx := context.Background()
+	if err := r.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	failing := filepath.Join(root, "m")
+	r.readDir = func(dir string) ([]os.DirEntry, error) {
+		if dir == failing {
+			return nil, &os.PathError{Op: "open", Path: dir, Err: syscall.EMFILE}
+		}
+		return os.ReadDir(dir)
+	}
+	if err := r.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := states(r, "m"); got != "1:READY 2:READY" {
+		t.Fatalf("after a failed folder read: states %q, want both READY", got)
+	}
+	if fl.open() != 2 || !r.Ready("m", 1) || !r.Ready("m", 2) {
+		t.Fatalf("after a failed folder read: %d open sessions, ready %v %v", fl.open(), r.Ready("m", 1), r.Ready("m", 2))
+	}
+	r.readDir = os.ReadDir
+	os.RemoveAll(filepath.Join(root, "m", "2"))
+	if err := r.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := states(r, "m"); got != "1:READY" {
+		t.Fatalf("after the folder reads again and version 2 is gone: states %q", got)
 	}
 }
