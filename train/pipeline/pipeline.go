@@ -377,17 +377,7 @@ func (p *Pipeline) evaluate(ctx context.Context, r *run, log io.Writer) (string,
 		if err != nil {
 			return "", fmt.Errorf("candidate on the training rows: %w", err)
 		}
-		ref := &card.Reference{Features: map[string]card.Histogram{}}
-		col := make([]float64, len(tx))
-		for j, n := range r.snap.Names {
-			for i := range tx {
-				col[i] = tx[i][j]
-			}
-			ref.Features[n] = histogram(col)
-		}
-		ph := histogram(pred)
-		ref.Prediction = &ph
-		r.cand.Reference = ref
+		r.cand.Reference = reference(r.snap.Names, tx, pred)
 	}
 	m := r.cfg.Metric
 	return fmt.Sprintf("%s: candidate %.4f, champion v%d %.4f on %d holdout rows", m, r.candScore.get(m), r.champVer, r.champScore.get(m), len(y)), nil

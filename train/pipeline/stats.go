@@ -2,9 +2,9 @@ package pipeline
 
 import (
 	"math"
-	"sort"
 
 	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/train/eval"
 )
 
 // Scores are regression figures on one set of rows.
@@ -32,29 +32,20 @@ func (s Scores) get(metric string) float64 {
 	return s.MAE
 }
 
-// histogram bins values over (up to) 10 quantile edges of themselves.
-func histogram(values []float64) card.Histogram {
-	s := append([]float64(nil), values...)
-	sort.Float64s(s)
-	const bins = 10
-	edges := []float64{s[0]}
-	for i := 1; i < bins; i++ {
-		e := s[i*(len(s)-1)/bins]
-		if e > edges[len(edges)-1] {
-			edges = append(edges, e)
+// reference is a candidate's drift reference: the histograms of its
+// training rows x (columns named by names) and of its predictions on them,
+// binned by the trainer's rule (eval.Histogram) so that drift reads a
+// retrained model's card like a trained one's.
+func reference(names []string, x [][]float64, pred []float64) *card.Reference {
+	ref := &card.Reference{Features: map[string]card.Histogram{}}
+	col := make([]float64, len(x))
+	for j, n := range names {
+		for i := range x {
+			col[i] = x[i][j]
 		}
+		ref.Features[n] = eval.Histogram(col)
 	}
-	if last := s[len(s)-1]; last > edges[len(edges)-1] || len(edges) == 1 {
-		edges = append(edges, last)
-	}
-	h := card.Histogram{Edges: edges, Proportions: make([]float64, len(edges)-1)}
-	for _, v := range s {
-		i := sort.Search(len(edges), func(i int) bool { return edges[i] > v }) - 1
-		i = max(0, min(i, len(h.Proportions)-1))
-		h.Proportions[i]++
-	}
-	for i := range h.Proportions {
-		h.Proportions[i] /= float64(len(s))
-	}
-	return h
+	ph := eval.Histogram(pred)
+	ref.Prediction = &ph
+	return ref
 }
