@@ -50,6 +50,9 @@ type Spec struct {
 	Env       []string      // added to the environment
 	ReadyURL  string        // polled until it answers 200
 	ReadyWait time.Duration // 30s when zero
+	// StopGroup signals the whole process group on Stop (servers that fork
+	// workers, such as MLflow's gunicorn) and accepts death by that signal.
+	StopGroup bool
 }
 
 // Process is a started program.
@@ -59,10 +62,11 @@ type Process struct {
 	URL  string // http://Addr
 	Dir  string // its temporary directory (configs, data)
 
-	cmd  *exec.Cmd
-	logs *logBuffer
-	done chan struct{}
-	err  error
+	cmd   *exec.Cmd
+	group bool
+	logs  *logBuffer
+	done  chan struct{}
+	err   error
 }
 
 // logBuffer keeps the whole output (tests are short) safe for concurrent use.
@@ -100,7 +104,7 @@ func (p *Process) Exited() bool {
 // that stops the process and, when the test failed, prints its logs.
 func Start(t testing.TB, spec Spec) *Process {
 	t.Helper()
-	p := &Process{Name: spec.Name, Dir: spec.Dir, logs: &logBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: spec.Name, Dir: spec.Dir, group: spec.StopGroup, logs: &logBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(spec.Path, spec.Args...)
 	p.cmd.Dir = spec.Dir
 	p.cmd.Env = append(os.Environ(), spec.Env...)
@@ -158,10 +162,17 @@ func (p *Process) Stop(grace time.Duration) error {
 	if p.Exited() {
 		return nil
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if p.group {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	} else {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
 	select {
 	case <-p.done:
 		var ee *exec.ExitError
+		if p.group && errors.As(p.err, &ee) && !ee.Exited() {
+			return nil // ended by the SIGTERM it was sent
+		}
 		if p.err != nil && !(errors.As(p.err, &ee) && ee.ExitCode() == 0) {
 			return fmt.Errorf("exit after SIGTERM: %v", p.err)
 		}
