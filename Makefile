@@ -46,8 +46,8 @@ sysdeps: ## install the Debian packages the tests need (skips what is present)
 build: deps ## build bin/flywheel
 	$(GO) build -o $(BIN) ./cmd/flywheel
 
-run: build ## serve ./models on :8080
-	./$(BIN) serve --models ./models --listen :8080
+run: build ## serve ./models on 127.0.0.1:8080 (loopback only)
+	./$(BIN) serve --models ./models --listen 127.0.0.1:8080
 
 test: deps sysdeps lint test-go $(TEST_TARGETS) ## every test (unit, integration, end to end)
 

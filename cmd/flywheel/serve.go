@@ -28,6 +28,7 @@ type serveFlags struct {
 	ortLib          string
 	adminToken      string
 	adminTokenFile  string
+	insecureAdmin   bool
 	bodyLimit       int
 	readTimeout     time.Duration
 	writeTimeout    time.Duration
@@ -67,8 +68,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.models, "models", "", "./models", "model repository folder: <dir>/<model>/<version>/model.onnx (+ model.json, <dir>/<model>/config.yaml)")
 	fs.String(&f.listen, "listen", "", ":8080", "HTTP listen address")
 	fs.String(&f.ortLib, "ort-lib", ort.EnvVar, "", "path to libonnxruntime.so.1 (default: lib/ in the working directory or the project root)")
-	fs.String(&f.adminToken, "admin-token", "", "", "bearer token required by repository load/unload (empty: open)")
+	fs.String(&f.adminToken, "admin-token", "", "", "bearer token required by repository load/unload and the feedback export (empty: they are disabled unless --insecure-admin)")
 	fs.String(&f.adminTokenFile, "admin-token-file", "", "", "file holding the admin token (instead of --admin-token)")
+	fs.Bool(&f.insecureAdmin, "insecure-admin", "", false, "without --admin-token, let anyone load/unload models (trusted networks only)")
 	fs.Int(&f.bodyLimit, "body-limit", "", 8<<20, "largest request body in bytes (larger: 413)")
 	fs.Duration(&f.readTimeout, "read-timeout", "", 30*time.Second, "time to read a whole request")
 	fs.Duration(&f.writeTimeout, "write-timeout", "", 30*time.Second, "time to write a response")
@@ -170,6 +172,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	acfg := api.DefaultConfig()
 	acfg.BodyLimit, acfg.ReadTimeout, acfg.WriteTimeout, acfg.IdleTimeout = f.bodyLimit, f.readTimeout, f.writeTimeout, f.idleTimeout
 	acfg.InferTimeout, acfg.AdminToken, acfg.MLflowModel = f.inferTimeout, token, f.mlflowModel
+	acfg.InsecureAdmin = f.insecureAdmin
+	switch {
+	case token != "":
+		logger.Info("repository load/unload and the feedback export require the admin bearer token", "component", "api")
+	case f.insecureAdmin:
+		logger.Warn("--insecure-admin: anyone who reaches serve can load and unload models", "component", "api")
+	default:
+		logger.Warn("no --admin-token: repository load/unload and the feedback export are disabled", "component", "api")
+	}
 	srv, err := api.New(api.Options{Config: acfg, Repository: repo, Logger: logger.With("component", "api"),
 		Metrics: m, Gatherer: reg, Version: version, Observers: []api.Observer{mon}})
 	if err != nil {

@@ -20,8 +20,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/flywheel-ml/flywheel/internal/httpapi"
 	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/metrics"
@@ -51,7 +50,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration // keep-alive
 	InferTimeout time.Duration // one inference, decode to encode
-	AdminToken   string        // bearer token for repository load/unload; empty = open
+	AdminToken   string        // bearer token for repository load/unload
+	// InsecureAdmin opens repository load/unload to anyone when AdminToken
+	// is empty; without it they answer 403 until a token is configured.
+	InsecureAdmin bool
 	// MLflowModel is the model POST /invocations serves when the request has
 	// no ?model= and the repository holds more than one model.
 	MLflowModel string
@@ -104,6 +106,8 @@ type Server struct {
 	newID   func() string
 	now     func() time.Time
 	ready   atomic.Bool
+	errs    httpapi.Errors
+	admin   fiber.Handler
 }
 
 // New builds the fiber app and its routes. The server reports ready once
@@ -144,7 +148,10 @@ func New(o Options) (*Server, error) {
 		ErrorHandler:          s.errorHandler,
 		DisableStartupMessage: true,
 	})
-	s.app.Use(s.middleware)
+	s.errs = httpapi.Errors{BodyLimit: o.Config.BodyLimit, Classify: classify, Logger: o.Logger}
+	s.admin = httpapi.RequireBearer(o.Config.AdminToken, o.Config.InsecureAdmin,
+		"repository load/unload are disabled: start serve with --admin-token (or --insecure-admin on a trusted network)")
+	s.app.Use(s.middleware, httpapi.Guard(o.Config.BodyLimit))
 	s.routes(o.Gatherer)
 	return s, nil
 }
@@ -202,7 +209,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Errors the handlers return; errorHandler maps them.
 var (
-	errUnauthorized   = errors.New("missing or wrong bearer token")
 	errMediaType      = errors.New("unsupported content type")
 	errBadVersion     = errors.New("bad version")
 	errInference      = errors.New("inference failed")
@@ -267,38 +273,30 @@ func requestID(c *fiber.Ctx) string {
 	return ""
 }
 
-func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
-	code := fiber.StatusInternalServerError
-	msg := err.Error()
+// classify maps serve's domain errors to a status; httpapi.Errors does the
+// rest (its own errors, fiber's, bearer errors, 500).
+func classify(_ *fiber.Ctx, err error) (int, string) {
 	var de *oip.DecodeError
-	var fe *fiber.Error
 	switch {
 	case errors.As(err, &de):
-		code = fiber.StatusBadRequest
+		return fiber.StatusBadRequest, ""
 	case errors.Is(err, errBadVersion), errors.Is(err, errAmbiguousModel):
-		code = fiber.StatusBadRequest
-	case errors.Is(err, errUnauthorized):
-		code = fiber.StatusUnauthorized
-		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="flywheel"`)
+		return fiber.StatusBadRequest, ""
 	case errors.Is(err, errMediaType):
-		code = fiber.StatusUnsupportedMediaType
+		return fiber.StatusUnsupportedMediaType, ""
 	case errors.Is(err, repository.ErrModelNotFound), errors.Is(err, repository.ErrVersionNotFound):
-		code = fiber.StatusNotFound
-	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, batch.ErrClosed):
-		code = fiber.StatusServiceUnavailable
-	case errors.Is(err, batch.ErrQueueFull):
-		code = fiber.StatusServiceUnavailable
-		c.Set(fiber.HeaderRetryAfter, "1")
+		return fiber.StatusNotFound, ""
+	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, batch.ErrClosed), errors.Is(err, batch.ErrQueueFull):
+		return fiber.StatusServiceUnavailable, ""
 	case errors.Is(err, context.DeadlineExceeded):
-		code, msg = fiber.StatusServiceUnavailable, "inference timed out: "+msg
-	case errors.As(err, &fe):
-		code = fe.Code
-		switch code {
-		case fiber.StatusRequestEntityTooLarge:
-			msg = fmt.Sprintf("request body is larger than the limit of %d bytes", s.cfg.BodyLimit)
-		case fiber.StatusNotFound:
-			msg = fmt.Sprintf("no route for %s %s", c.Method(), c.Path())
-		}
+		return fiber.StatusServiceUnavailable, "inference timed out: " + err.Error()
+	}
+	return 0, ""
+}
+
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	if errors.Is(err, batch.ErrQueueFull) {
+		c.Set(fiber.HeaderRetryAfter, "1")
 	}
 	if requestID(c) == "" { // errors raised before the middleware ran (413)
 		rid := c.Get(fiber.HeaderXRequestID)
@@ -307,24 +305,7 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		}
 		c.Set(fiber.HeaderXRequestID, rid)
 	}
-	if code >= 500 && code != fiber.StatusServiceUnavailable {
-		s.log.Error("request failed", ridKey, requestID(c), "err", err)
-	}
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSONCharsetUTF8)
-	b := append([]byte(`{"error":`), oip.AppendString(nil, msg)...)
-	return c.Status(code).Send(append(b, '}'))
-}
-
-func (s *Server) admin(c *fiber.Ctx) error {
-	if s.cfg.AdminToken == "" {
-		return c.Next()
-	}
-	h := c.Get(fiber.HeaderAuthorization)
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) != 1 {
-		return errUnauthorized
-	}
-	return c.Next()
+	return s.errs.Handle(c, err)
 }
 
 func checkJSON(c *fiber.Ctx) error {
@@ -384,10 +365,7 @@ func parseVersion(s string) (int64, error) {
 	return v, nil
 }
 
-func idGenerator() func() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	prefix := hex.EncodeToString(b[:]) + "-"
-	var n atomic.Uint64
-	return func() string { return prefix + strconv.FormatUint(n.Add(1), 10) }
-}
+// idGenerator returns request ids of 128 random bits (crypto/rand), 26
+// base32 characters: an id is also the key of a logged prediction, so a
+// client must not be able to guess another client's.
+func idGenerator() func() string { return rand.Text }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/flywheel-ml/flywheel/internal/httpapi"
 )
 
 // APIOptions configure the HTTP handlers.
@@ -38,8 +38,7 @@ type APIOptions struct {
 // GET /v1/predictions/{id}.
 type API struct {
 	store      *Store
-	tokenHash  [32]byte
-	hasToken   bool
+	token      string
 	maxBody    int
 	maxItems   int
 	expTimeout time.Duration
@@ -66,7 +65,7 @@ func NewAPI(opts APIOptions) (*API, error) {
 	}
 	a.logger = a.logger.With("component", "feedback")
 	if opts.AdminToken != "" {
-		a.tokenHash, a.hasToken = sha256.Sum256([]byte(opts.AdminToken)), true
+		a.token = opts.AdminToken
 	}
 	return a, nil
 }
@@ -79,7 +78,7 @@ func (a *API) Register(router fiber.Router) {
 }
 
 func fail(c *fiber.Ctx, code int, format string, args ...any) error {
-	return c.Status(code).JSON(fiber.Map{"error": fmt.Sprintf(format, args...)})
+	return httpapi.Send(c, code, fmt.Sprintf(format, args...))
 }
 
 // FeedbackResponse is the answer to POST /v1/feedback.
@@ -196,24 +195,13 @@ func splitItems(body []byte) ([]json.RawMessage, error) {
 	}
 }
 
-// authorized compares the bearer token in constant time.
-func (a *API) authorized(c *fiber.Ctx) bool {
-	h := c.Get(fiber.HeaderAuthorization)
-	const prefix = "Bearer "
-	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return false
-	}
-	got := sha256.Sum256([]byte(h[len(prefix):]))
-	return subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) == 1
-}
-
 // export streams the labelled rows of ?model= labelled since ?since= as
 // NDJSON (admin token).
 func (a *API) export(c *fiber.Ctx) error {
-	if !a.hasToken {
+	if a.token == "" {
 		return fail(c, fiber.StatusForbidden, "export is disabled: the server has no admin token")
 	}
-	if !a.authorized(c) {
+	if httpapi.CheckBearer(c.Get(fiber.HeaderAuthorization), a.token) != nil {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="flywheel"`)
 		return fail(c, fiber.StatusUnauthorized, "a valid admin bearer token is required")
 	}

@@ -4,7 +4,6 @@ package alert
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -169,31 +168,4 @@ func Names(alerts []Alert) []string {
 		}
 	}
 	return out
-}
-
-// Bearer errors, for the HTTP layer to answer 401.
-var (
-	ErrNoToken    = errors.New("missing bearer token")
-	ErrWrongToken = errors.New("wrong bearer token")
-)
-
-// CheckBearer compares the Authorization header with "Bearer <token>" in
-// constant time. An empty configured token is refused: the trainer never
-// runs without authentication.
-func CheckBearer(header, token string) error {
-	if token == "" {
-		return errors.New("no token configured")
-	}
-	const prefix = "bearer "
-	if len(header) < len(prefix) || !strings.EqualFold(header[:len(prefix)], prefix) {
-		return ErrNoToken
-	}
-	got := strings.TrimSpace(header[len(prefix):])
-	if got == "" {
-		return ErrNoToken
-	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-		return ErrWrongToken
-	}
-	return nil
 }

@@ -79,25 +79,3 @@ func TestRetrainSelection(t *testing.T) {
 		t.Errorf("Retrain = %v, want none", got)
 	}
 }
-
-func TestCheckBearer(t *testing.T) {
-	for _, tc := range []struct {
-		header, token string
-		want          error
-	}{
-		{"Bearer s3cret", "s3cret", nil},
-		{"bearer s3cret", "s3cret", nil},
-		{"", "s3cret", ErrNoToken},
-		{"Bearer ", "s3cret", ErrNoToken},
-		{"Basic czNjcmV0", "s3cret", ErrNoToken},
-		{"Bearer s3cre", "s3cret", ErrWrongToken},
-		{"Bearer s3cret2", "s3cret", ErrWrongToken},
-	} {
-		if err := CheckBearer(tc.header, tc.token); !errors.Is(err, tc.want) {
-			t.Errorf("CheckBearer(%q) = %v, want %v", tc.header, err, tc.want)
-		}
-	}
-	if err := CheckBearer("Bearer x", ""); err == nil {
-		t.Error("an empty configured token must refuse every request")
-	}
-}

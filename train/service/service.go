@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flywheel-ml/flywheel/internal/httpapi"
 	"github.com/flywheel-ml/flywheel/train/alert"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -68,10 +68,13 @@ func New(o Options) (*Service, error) {
 		BodyLimit:             alert.MaxBodyBytes + 1024,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
-		ErrorHandler:          errorHandler,
+		ErrorHandler: httpapi.Errors{Realm: "flywheel trainer", BodyLimit: alert.MaxBodyBytes + 1024,
+			Classify: classify, Logger: o.Logger}.Handle,
 	})
-	s.app.Post("/v1/alerts", s.auth, s.alerts)
-	s.app.Post("/v1/retrain", s.auth, s.retrain)
+	s.app.Use(httpapi.Guard(alert.MaxBodyBytes + 1024))
+	auth := httpapi.RequireBearer(o.Token, false, "the trainer has no token")
+	s.app.Post("/v1/alerts", auth, s.alerts)
+	s.app.Post("/v1/retrain", auth, s.retrain)
 	s.app.Get("/v1/jobs", s.listJobs)
 	s.app.Get("/v1/jobs/:id", s.getJob)
 	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})))
@@ -99,41 +102,16 @@ func (s *Service) Routes() []string {
 // Drain makes readiness fail (called first on shutdown).
 func (s *Service) Drain() { s.draining.Store(true) }
 
-// httpError carries a status to the error handler.
-type httpError struct {
-	code int
-	msg  string
-}
-
-func (e *httpError) Error() string { return e.msg }
-
-func errorHandler(c *fiber.Ctx, err error) error {
-	code := fiber.StatusInternalServerError
-	var he *httpError
-	var fe *fiber.Error
+// classify maps the trainer's domain errors to a status for httpapi.Errors.
+func classify(_ *fiber.Ctx, err error) (int, string) {
 	var ve *alert.ValidationError
 	switch {
-	case errors.As(err, &he):
-		code = he.code
 	case errors.As(err, &ve):
-		code = fiber.StatusBadRequest
+		return fiber.StatusBadRequest, ""
 	case errors.Is(err, jobs.ErrNotFound):
-		code = fiber.StatusNotFound
-	case errors.As(err, &fe):
-		code = fe.Code
+		return fiber.StatusNotFound, ""
 	}
-	if code == fiber.StatusUnauthorized {
-		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="flywheel trainer"`)
-	}
-	return c.Status(code).JSON(fiber.Map{"error": err.Error()})
-}
-
-func (s *Service) auth(c *fiber.Ctx) error {
-	if err := alert.CheckBearer(c.Get(fiber.HeaderAuthorization), s.o.Token); err != nil {
-		s.o.Logger.Warn("unauthorised request", "route", c.Route().Path, "err", err)
-		return &httpError{fiber.StatusUnauthorized, err.Error()}
-	}
-	return c.Next()
+	return 0, ""
 }
 
 // AlertResponse is the answer to a webhook delivery.
@@ -201,11 +179,11 @@ func (s *Service) retrain(c *fiber.Ctx) error {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			return &httpError{fiber.StatusBadRequest, "invalid retrain request: " + err.Error()}
+			return httpapi.Errorf(fiber.StatusBadRequest, "invalid retrain request: %v", err)
 		}
 	}
 	if err := req.Overrides.Validate(); err != nil {
-		return &httpError{fiber.StatusBadRequest, "invalid retrain request: " + err.Error()}
+		return httpapi.Errorf(fiber.StatusBadRequest, "invalid retrain request: %v", err)
 	}
 	if req.Model == "" {
 		req.Model = s.o.DefaultModel
@@ -228,13 +206,13 @@ func (s *Service) retrain(c *fiber.Ctx) error {
 func (s *Service) listJobs(c *fiber.Ctx) error {
 	state := c.Query("state")
 	if state != "" && !jobs.ValidState(state) {
-		return &httpError{fiber.StatusBadRequest, fmt.Sprintf("state %q is not one of queued, running, succeeded, rejected, failed", state)}
+		return httpapi.Errorf(fiber.StatusBadRequest, "state %q is not one of queued, running, succeeded, rejected, failed", state)
 	}
 	limit := 100
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			return &httpError{fiber.StatusBadRequest, fmt.Sprintf("limit %q must be an integer in [1, 1000]", v)}
+			return httpapi.Errorf(fiber.StatusBadRequest, "limit %q must be an integer in [1, 1000]", v)
 		}
 		limit = n
 	}
@@ -255,10 +233,10 @@ func (s *Service) getJob(c *fiber.Ctx) error {
 
 func (s *Service) ready(c *fiber.Ctx) error {
 	if s.draining.Load() {
-		return &httpError{fiber.StatusServiceUnavailable, "shutting down"}
+		return httpapi.Errorf(fiber.StatusServiceUnavailable, "shutting down")
 	}
 	if _, err := s.o.Store.CountState(c.UserContext(), jobs.StateQueued); err != nil {
-		return &httpError{fiber.StatusServiceUnavailable, "job store: " + err.Error()}
+		return httpapi.Errorf(fiber.StatusServiceUnavailable, "job store: %v", err)
 	}
 	return c.SendStatus(fiber.StatusOK)
 }

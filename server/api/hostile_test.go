@@ -1,0 +1,97 @@
+package api_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"strings"
+	"testing"
+
+	"github.com/flywheel-ml/flywheel/server/api"
+	"github.com/flywheel-ml/flywheel/server/repository"
+	"github.com/flywheel-ml/flywheel/server/testmodel"
+)
+
+func gzipBomb(t *testing.T, size int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zeros := make([]byte, 1<<20)
+	for n := 0; n < size; n += len(zeros) {
+		_, _ = w.Write(zeros)
+	}
+	_ = w.Close()
+	return buf.Bytes()
+}
+
+// TestCompressedBodyCappedWhileInflating: a gzip body that inflates far
+// past the body limit gets 413 naming the limit on infer and /invocations,
+// before it is inflated whole; the next request is served.
+func TestCompressedBodyCappedWhileInflating(t *testing.T) {
+	root := t.TempDir()
+	writeVersion(t, root, "mlp", 1, map[string][]byte{"model.onnx": testmodel.MLPSmall(), "model.json": mlpCard("mlp", 1)})
+	ts := startServer(t, root, func(_ *repository.Config, o *api.Options) { o.Config.BodyLimit = 1 << 20 })
+	bomb := gzipBomb(t, 256<<20) // 256 KiB on the wire, 256 MiB inflated
+	for _, path := range []string{"/v2/models/mlp/infer", "/invocations?model=mlp"} {
+		r := ts.do(t, "POST", path, "application/json", bomb, "Content-Encoding", "gzip")
+		if r.code != 413 || !strings.Contains(string(r.body), "more than the limit of 1048576 bytes") {
+			t.Errorf("%s gzip bomb: %d %s, want 413 naming the limit", path, r.code, r.body)
+		}
+	}
+	var small bytes.Buffer
+	w := gzip.NewWriter(&small)
+	_, _ = w.Write([]byte(`{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","data":[` + strings.Repeat("0.5,", 15) + `0.5]}]}`))
+	_ = w.Close()
+	if r := ts.do(t, "POST", "/v2/models/mlp/infer", "application/json", small.Bytes(), "Content-Encoding", "gzip"); r.code != 200 {
+		t.Fatalf("gzip request within the limit: %d %s", r.code, r.body)
+	}
+}
+
+// TestRepositoryWritesNeedToken: without --admin-token (and without
+// --insecure-admin) load/unload answer 403 and leave the model served; with
+// a token, the scheme is case-insensitive.
+func TestRepositoryWritesNeedToken(t *testing.T) {
+	root := t.TempDir()
+	writeVersion(t, root, "mlp", 1, map[string][]byte{"model.onnx": testmodel.MLPSmall(), "model.json": mlpCard("mlp", 1)})
+	open := startServer(t, root)
+	if r := open.do(t, "POST", "/v2/repository/models/mlp/unload", "", nil); r.code != 403 || !strings.Contains(string(r.body), "--admin-token") {
+		t.Fatalf("anonymous unload without a token configured: %d %s, want 403", r.code, r.body)
+	}
+	if r := open.post(t, "/v2/models/mlp/infer", refRequest()); r.code != 200 {
+		t.Fatalf("infer after refused unload: %d %s", r.code, r.body)
+	}
+	tok := startServer(t, root, func(_ *repository.Config, o *api.Options) { o.Config.AdminToken = "s3cret" })
+	for _, h := range []string{"bearer s3cret", "BEARER s3cret"} {
+		if r := tok.do(t, "POST", "/v2/repository/models/mlp/load", "", nil, "Authorization", h); r.code != 200 {
+			t.Errorf("load with %q: %d %s", h, r.code, r.body)
+		}
+	}
+	insecure := startServer(t, root, func(_ *repository.Config, o *api.Options) { o.Config.InsecureAdmin = true })
+	if r := insecure.do(t, "POST", "/v2/repository/models/mlp/load", "", nil); r.code != 200 {
+		t.Errorf("load with --insecure-admin: %d %s", r.code, r.body)
+	}
+}
+
+// TestRequestIDsUnguessable: generated request ids (the keys of logged
+// predictions) are random, not a prefix and a counter: consecutive ids share
+// no prefix longer than chance allows.
+func TestRequestIDsUnguessable(t *testing.T) {
+	root := t.TempDir()
+	writeVersion(t, root, "mlp", 1, map[string][]byte{"model.onnx": testmodel.MLPSmall(), "model.json": mlpCard("mlp", 1)})
+	ts := startServer(t, root)
+	var prev string
+	for i := 0; i < 20; i++ {
+		r := ts.post(t, "/v2/models/mlp/infer", refRequest())
+		id := r.header.Get("X-Request-ID")
+		if r.code != 200 || len(id) < 22 {
+			t.Fatalf("infer: %d, id %q: want 200 and >= 128 random bits", r.code, id)
+		}
+		common := 0
+		for common < len(id) && common < len(prev) && id[common] == prev[common] {
+			common++
+		}
+		if common > 6 {
+			t.Fatalf("ids %q and %q share a %d-character prefix: guessable", prev, id, common)
+		}
+		prev = id
+	}
+}
