@@ -19,9 +19,14 @@ export FLYWHEEL_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
 TEST_TARGETS :=
 -include mk/*.mk
 
+# Variables named in target descriptions ($(ORT_VERSION) …), expanded by help.
+HELP_VARS := $(sort $(patsubst $$(%),%,$(shell grep -hE '^[a-zA-Z0-9_.-]+:.*\#\# ' $(MAKEFILE_LIST) | grep -oE '\$$\([A-Z0-9_]+\)')))
+
 .PHONY: help deps sysdeps build run test test-go lint clean
-help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+help: ## list targets (descriptions with make's variables expanded)
+	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | $(foreach v,$(HELP_VARS),$(v)='$($(v))') awk -F':.*## ' \
+	  '{ d = $$2; while (match(d, /\$$\([A-Z0-9_]+\)/)) d = substr(d, 1, RSTART-1) ENVIRON[substr(d, RSTART+2, RLENGTH-3)] substr(d, RSTART+RLENGTH); \
+	     printf "  %-20s %s\n", $$1, d }'
 
 deps: $(ORT_LIB) ## fetch ONNX Runtime $(ORT_VERSION) into lib/ (from the onnxruntime-node npm package)
 
@@ -43,13 +48,16 @@ sysdeps: ## install the Debian packages the tests need (skips what is present)
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(SYS_PACKAGES) >/dev/null; \
 	fi
 
-build: deps ## build bin/flywheel
-	$(GO) build -o $(BIN) ./cmd/flywheel
+build: deps ## build bin/flywheel (the first build takes minutes: cgo bindings of ONNX Runtime and SQLite)
+	@if [ -e $(BIN) ]; then echo "building $(BIN) (go build ./cmd/flywheel)"; \
+	else echo "building $(BIN) (go build ./cmd/flywheel): the first build compiles the cgo bindings of ONNX Runtime and SQLite, 2-6 minutes on a busy 2-core box; later builds take seconds"; fi
+	@start=$$(date +%s); $(GO) build -o $(BIN) ./cmd/flywheel && echo "built $(BIN) in $$(( $$(date +%s) - start )) s"
 
-run: build ## serve ./models on 127.0.0.1:8080 (loopback only)
+run: build ## serve ./models on 127.0.0.1:8080 (loopback only; builds first)
+	@echo "serving ./models on 127.0.0.1:8080 (Ctrl-C stops it). In another terminal: curl -s localhost:8080/v2/models/ridership"
 	./$(BIN) serve --models ./models --listen 127.0.0.1:8080
 
-test: deps sysdeps lint test-go $(TEST_TARGETS) ## every test (unit, integration, end to end)
+test: deps sysdeps lint test-go $(TEST_TARGETS) ## every test (unit, integration, end to end, the README's examples)
 
 test-go:
 	$(GO) test $(GO_TEST_FLAGS) ./...

@@ -4,3 +4,9 @@
 .PHONY: test-docs
 test-docs: ## check docs/: runbook links, openapi.yaml, every figure names a command
 	$(GO) test $(GO_TEST_FLAGS) ./docs/
+
+# docs/configuration.md is generated from the commands' flags
+# (`flywheel <command> --help=markdown`); go test ./cmd/flywheel/ fails when it is stale.
+.PHONY: docs
+docs: ## regenerate docs/configuration.md from the flags
+	$(GO) test -count=1 -run '^TestConfigurationDocUpToDate$$' ./cmd/flywheel -update

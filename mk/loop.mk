@@ -21,6 +21,6 @@ test-loop-report:
 	@if [ -f $(E2E_REPORT) ]; then cat $(E2E_REPORT); fi
 
 DEMO_FLAGS ?=
-demo: build ## the retraining loop live on loopback (serve, trainer, Prometheus, Alertmanager, a 2013→2016 replay); Ctrl-C stops it
+demo: build sysdeps ## the retraining loop live on loopback (serve, trainer, Prometheus, Alertmanager, a 2013→2016 replay); Ctrl-C stops it
 	$(GO) build -o bin/flywheel-demo ./internal/demo
 	./bin/flywheel-demo --bin $(BIN) $(DEMO_FLAGS)

@@ -79,6 +79,15 @@ func (f *flagSet) Duration(p *time.Duration, name, env string, def time.Duration
 // Parse applies environment variables, then the command line. It prints the
 // help to w and returns errHelp for -h/--help.
 func (f *flagSet) Parse(args []string, w io.Writer) error {
+	for _, a := range args {
+		if a == "--help=markdown" || a == "-help=markdown" {
+			f.Markdown(w)
+			return errHelp
+		}
+		if a == "--" {
+			break
+		}
+	}
 	for _, name := range f.order {
 		if v, ok := os.LookupEnv(f.env[name]); ok && v != "" {
 			if err := f.fs.Set(name, v); err != nil {
@@ -110,5 +119,31 @@ func (f *flagSet) Usage(w io.Writer) {
 			fmt.Fprintf(w, ", default %s", fl.DefValue)
 		}
 		fmt.Fprintln(w)
+	}
+}
+
+// Markdown prints the flags as a Markdown table (docs/configuration.md is
+// made of these: `flywheel <command> --help=markdown`).
+func (f *flagSet) Markdown(w io.Writer) {
+	cell := strings.NewReplacer("|", `\|`, "\n", " ", "<", "&lt;", ">", "&gt;")
+	fmt.Fprintf(w, "## flywheel %s\n\n%s\n\n", f.name, cell.Replace(f.summary))
+	if len(f.order) == 0 {
+		fmt.Fprintln(w, "No flags.")
+		return
+	}
+	fmt.Fprintln(w, "| flag | environment | default | meaning |")
+	fmt.Fprintln(w, "|---|---|---|---|")
+	for _, name := range f.order {
+		fl := f.fs.Lookup(name)
+		typ, usage := flag.UnquoteUsage(fl)
+		def := ""
+		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
+			def = "`" + fl.DefValue + "`"
+		}
+		flagCol := "`--" + name
+		if typ != "" {
+			flagCol += " " + typ
+		}
+		fmt.Fprintf(w, "| %s` | `%s` | %s | %s |\n", flagCol, f.env[name], def, cell.Replace(usage))
 	}
 }

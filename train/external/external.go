@@ -1,7 +1,7 @@
 // Package external runs a training program outside the process as the
 // pipeline's Trainer: any command (a Python/PyTorch script, a container
 // wrapper, another binary) that reads a CSV dataset and writes model.onnx and
-// model.json into an output directory. The contract is in README.md
+// model.json into an output directory. The contract is in docs/retraining.md
 // ("External trainer contract").
 package external
 
