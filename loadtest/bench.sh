@@ -38,6 +38,10 @@
 #   K6=path to the k6 binary
 #   BINARY=1   send inputs as binary tensor data (loadtest/oip.lua); the Node peer does not
 #              speak the extension, so use it with TARGETS=flywheel
+#   ORTLOOP=1  also run loadtest/ortloop (ONNX Runtime's Run in a loop on preallocated tensors, one
+#              session and one intra-op thread per goroutine) once per repeat and model, at
+#              ORTLOOP_BATCH=64 rows on ORTLOOP_GOROUTINES=2 for ORTLOOP_DURATION=5s: the model's
+#              ceiling on these cores; 0 = skip
 # Caveats: wrk shares the 2 cores with the servers (~20-25 % of one core); c=1 mostly
 # measures the VM's wake-up latency; compare rows whose host CPU % agree.
 set -euo pipefail
@@ -77,6 +81,10 @@ OPEN=${OPEN:-auto}
 OPEN_RATE=${OPEN_RATE:-auto}
 OPEN_DURATION=${OPEN_DURATION:-20s}
 K6=${K6:-$(command -v k6 || echo "$ROOT/bin/tools/k6")}
+ORTLOOP=${ORTLOOP:-1}
+ORTLOOP_BATCH=${ORTLOOP_BATCH:-64}
+ORTLOOP_GOROUTINES=${ORTLOOP_GOROUTINES:-2}
+ORTLOOP_DURATION=${ORTLOOP_DURATION:-5s}
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk (make sysdeps)" >&2; exit 1; }
 ((DURATION >= 1 && DURATION <= 120)) || { echo "DURATION must be 1..120 s" >&2; exit 2; }
@@ -229,6 +237,10 @@ for t in $TARGETS; do
   esac
 done
 ((${#run_targets[@]} > 0)) || { echo "no server to benchmark" >&2; exit 1; }
+if [[ $ORTLOOP == 1 ]] && ! (cd "$ROOT" && go build -o "$TMP/ortloop" ./loadtest/ortloop); then
+  echo "note: loadtest/ortloop did not build; no ONNX Runtime ceiling in the table" >&2
+  ORTLOOP=0
+fi
 [[ -n ${SPIDS[flywheel]:-} ]] && for m in "${models[@]}"; do SPIDS[flywheel,$m]=${SPIDS[flywheel]}; done
 
 # ---- load ---------------------------------------------------------------
@@ -299,8 +311,12 @@ overhead() { # before-file after-file -> "mean_us p50_us"
 
 RES=$TMP/results.tsv # target model c run rps p50 p90 p99 max errors host server overhead_mean_us overhead_p50_us
 : >"$RES"
+ORTRES=$TMP/ortloop.tsv # model run rows_per_s
+: >"$ORTRES"
+CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
-echo "# Flywheel vs Node peer — $(date -u +%FT%TZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), wrk -t1, ${DURATION}s per run, batch $BATCH"
+echo "# Flywheel vs Node peer — $(date -u +%FT%TZ), $(nproc) CPUs ($CPU_MODEL), wrk -t1, ${DURATION}s per run, batch $BATCH"
 echo
 for run in $(seq 1 "$REPEAT"); do
   for m in "${models[@]}"; do
@@ -327,6 +343,17 @@ for run in $(seq 1 "$REPEAT"); do
           "$run" "$t" "$m" "$c" "$(get rps)" "$(get p50_ms)" "$(get p99_ms)" "$errs" "$host" "$srv" >&2
       done
     done
+    if [[ $ORTLOOP == 1 ]]; then
+      line=$(cd "$ROOT" && timeout 300 "$TMP/ortloop" -model "$TMP/models/$m/1/model.onnx" -batch "$ORTLOOP_BATCH" \
+        -goroutines "$ORTLOOP_GOROUTINES" -duration "$ORTLOOP_DURATION" 2>&1 | grep '^RESULT' || true)
+      rows=$(sed -n 's/.* rows_per_s=\([^ ]*\).*/\1/p' <<<"$line")
+      if [[ -n $rows ]]; then
+        printf '%s\t%s\t%s\n' "$m" "$run" "$rows" >>"$ORTRES"
+        printf '  run %s ortloop   %-10s batch %s x %s goroutines: %s rows/s\n' "$run" "$m" "$ORTLOOP_BATCH" "$ORTLOOP_GOROUTINES" "$rows" >&2
+      else
+        echo "note: ortloop gave no result for $m (a model with one FP32 input [N,F] and output [N,C] is needed)" >&2
+      fi
+    fi
   done
 done
 
@@ -394,44 +421,39 @@ fi
   echo
   echo "## Median of $REPEAT runs per model and concurrency"
   echo
-  if [[ " ${run_targets[*]} " == *" flywheel "* && " ${run_targets[*]} " == *" node "* ]]; then
-    echo "| model | conc | flywheel req/s | node req/s | ratio | flywheel p50 ms | node p50 ms | flywheel p99 ms | node p99 ms | p99 ratio (node/flywheel) | flywheel overhead p50 µs | ceiling req/s | ceiling/node |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  else
-    echo "| server | model | conc | req/s | p50 ms | p99 ms |"
-    echo "|---|---|---:|---:|---:|---:|"
-  fi
-  awk -F'\t' -v both="$([[ " ${run_targets[*]} " == *" flywheel "* && " ${run_targets[*]} " == *" node "* ]] && echo 1 || echo 0)" '
+  echo "Machine: $NCPU × $CPU_MODEL; load average $LOAD_BEFORE before the runs, $(cut -d' ' -f1-3 /proc/loadavg) after."
+  echo
+  echo "| model | conc | flywheel req/s | node req/s | flywheel ÷ node | ceiling req/s | flywheel ÷ ceiling | ortloop rows/s | flywheel ÷ min(ceiling, ortloop) | flywheel p50 ms | flywheel p99 ms | node p99 ms | ceiling p99 ms | flywheel p99 ÷ ceiling p99 | flywheel overhead p50 µs |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  awk -F'\t' -v ortres="$ORTRES" '
     function median(key, col,    n, i, j, v, tmp) {
       n = cnt[key]; for (i = 1; i <= n; i++) v[i] = val[key, i, col]
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { tmp = v[i]; v[i] = v[j]; v[j] = tmp }
       return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
+    function cell(x, fmt) { return x == "" ? "-" : sprintf(fmt, x) }
+    function ratio(a, b) { return a == "" || b == "" || b == 0 ? "-" : sprintf("%.2f", a / b) }
+    FILENAME == ortres { key = "ortloop" SUBSEP $1; cnt[key]++; val[key, cnt[key], "rps"] = $3; next }
     {
       key = $1 SUBSEP $2 SUBSEP $3; cnt[key]++
       val[key, cnt[key], "rps"] = $5; val[key, cnt[key], "p50"] = $6; val[key, cnt[key], "p99"] = $8
       val[key, cnt[key], "ovh"] = $14
       if (!(($2, $3) in seen)) { seen[$2, $3] = 1; order[++no] = $2 SUBSEP $3 }
-      servers[$1] = 1
     }
+    function get(s, m, c, col,    key) { key = s SUBSEP m SUBSEP c; return cnt[key] ? median(key, col) : "" }
     END {
       for (k = 1; k <= no; k++) {
         split(order[k], mc, SUBSEP); m = mc[1]; c = mc[2]
-        if (both) {
-          f = "flywheel" SUBSEP m SUBSEP c; nn = "node" SUBSEP m SUBSEP c
-          fr = median(f, "rps"); nr = median(nn, "rps"); fp99 = median(f, "p99"); np99 = median(nn, "p99")
-          ce = "ceiling" SUBSEP m SUBSEP c; cr = cnt[ce] ? median(ce, "rps") : 0
-          printf "| %s | %s | %.0f | %.0f | %.2fx | %.3f | %.3f | %.3f | %.3f | %.2fx | %.1f | %s | %s |\n", m, c, fr, nr, nr ? fr / nr : 0,
-            median(f, "p50"), median(nn, "p50"), fp99, np99, fp99 ? np99 / fp99 : 0, median(f, "ovh"),
-            cr ? sprintf("%.0f", cr) : "-", cr && nr ? sprintf("%.2fx", cr / nr) : "-"
-        } else {
-          for (s in servers) {
-            key = s SUBSEP m SUBSEP c
-            if (cnt[key]) printf "| %s | %s | %s | %.0f | %.3f | %.3f |\n", s, m, c, median(key, "rps"), median(key, "p50"), median(key, "p99")
-          }
-        }
+        fr = get("flywheel", m, c, "rps"); nr = get("node", m, c, "rps"); cr = get("ceiling", m, c, "rps")
+        or = cnt["ortloop" SUBSEP m] ? median("ortloop" SUBSEP m, "rps") : ""
+        lim = cr; if (or != "" && (lim == "" || or < lim)) lim = or
+        fp99 = get("flywheel", m, c, "p99"); cp99 = get("ceiling", m, c, "p99")
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m, c,
+          cell(fr, "%.0f"), cell(nr, "%.0f"), ratio(fr, nr), cell(cr, "%.0f"), ratio(fr, cr), cell(or, "%.0f"), ratio(fr, lim),
+          cell(get("flywheel", m, c, "p50"), "%.3f"), cell(fp99, "%.3f"), cell(get("node", m, c, "p99"), "%.3f"),
+          cell(cp99, "%.3f"), ratio(fp99, cp99), cell(get("flywheel", m, c, "ovh"), "%s")
       }
-    }' "$RES"
+    }' "$ORTRES" "$RES"
   echo
   echo "Overhead: per request, Flywheel's request duration minus its ORT run time, from its own /metrics during the run"
   echo "(flywheel_inference_overhead_seconds: median interpolated within 20 %-wide buckets; the mean from _sum/_count)."
@@ -439,6 +461,8 @@ fi
   echo "Ceiling: loadtest/ceiling answers a fixed body without parsing or running a model (fasthttp, like Flywheel): the most"
   echo "any server reaches here with wrk -t1 on the same two cores; a ratio to Node above ceiling/node is out of reach."
   echo "Node peer: ${NODE_WORKERS}-worker cluster; ORT default threads for mlp_small/ridership, INTRA_OP_THREADS=$NODE_WIDE_INTRA for mlp_wide."
+  echo "ortloop: loadtest/ortloop, ONNX Runtime's Run on preallocated tensors of $ORTLOOP_BATCH rows, $ORTLOOP_GOROUTINES goroutines with a session"
+  echo "and one intra-op thread each, ${ORTLOOP_DURATION} per repeat: the model's ceiling here; flywheel ÷ min(ceiling, ortloop) is the issue's ratio."
   if [[ -s $OPENRES ]]; then
     echo
     echo "## Open loop: constant arrival rate, ${OPEN_DURATION} per run, the same rate for both servers"
