@@ -19,8 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/drift"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // freePort returns a free loopback address.
@@ -99,8 +99,8 @@ func TestAlertChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	quarters := card.Histogram{Edges: []float64{0, 1, 2, 3, 4}, Proportions: []float64{0.25, 0.25, 0.25, 0.25}}
-	m.Add("ridership", 1, []string{"Austin", "temp"}, &card.Reference{Features: map[string]card.Histogram{"Austin": quarters, "temp": quarters}})
+	quarters := modelrepo.Histogram{Edges: []float64{0, 1, 2, 3, 4}, Proportions: []float64{0.25, 0.25, 0.25, 0.25}}
+	m.Add("ridership", 1, []string{"Austin", "temp"}, &modelrepo.Reference{Features: map[string]modelrepo.Histogram{"Austin": quarters, "temp": quarters}})
 	ready := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flywheel_model_version_ready", Help: "ready"}, []string{"model", "version"})
 	ready.WithLabelValues("ridership", "1").Set(1)
 	reg.MustRegister(ready)

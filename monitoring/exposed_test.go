@@ -11,10 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/drift"
 	"github.com/flywheel-ml/flywheel/server/feedback"
 	"github.com/flywheel-ml/flywheel/server/predlog"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // monitorMetrics are the metrics CONTRACTS.md assigns to the monitor part.
@@ -51,12 +51,12 @@ func TestMonitorMetricsExposed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := card.Histogram{Edges: []float64{0, 1, 2}, Proportions: []float64{0.5, 0.5}}
-	c := &card.Card{Name: "iris", Version: 1, Task: "classification", Thresholds: map[string]float64{"mae": 0.5},
-		Inputs:    []card.Tensor{{Name: "x", Features: []string{"a"}}},
-		Reference: &card.Reference{Features: map[string]card.Histogram{"a": h}, Prediction: &h}}
+	h := modelrepo.Histogram{Edges: []float64{0, 1, 2}, Proportions: []float64{0.5, 0.5}}
+	c := &modelrepo.Card{Name: "iris", Version: 1, Task: "classification", Thresholds: map[string]float64{"mae": 0.5},
+		Inputs:    []modelrepo.Tensor{{Name: "x", Features: []string{"a"}}},
+		Reference: &modelrepo.Reference{Features: map[string]modelrepo.Histogram{"a": h}, Prediction: &h}}
 	store, err := feedback.New(feedback.Options{DB: db, Log: l, Registerer: reg,
-		Cards: func(string, int) *card.Card { return c }})
+		Cards: func(string, int) *modelrepo.Card { return c }})
 	if err != nil {
 		t.Fatal(err)
 	}

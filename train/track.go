@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // Run tags set on tracked fits.
@@ -32,8 +32,8 @@ const StepPrefix = "iter_"
 // Artifact paths of a tracked fit and the registered model's path.
 const (
 	ArtifactDir  = "model"
-	ArtifactONNX = ArtifactDir + "/" + ModelFile
-	ArtifactCard = ArtifactDir + "/" + card.FileName
+	ArtifactONNX = ArtifactDir + "/" + modelrepo.ModelFile
+	ArtifactCard = ArtifactDir + "/" + modelrepo.CardFile
 )
 
 // Tracking records a fit as a run of an experiment tracker (tracker/sqlite,
@@ -152,15 +152,15 @@ func RunResult(r *Result, alias string) (tracker.Result, error) {
 		return out, nil
 	}
 	out.Artifacts = map[string]string{
-		ArtifactONNX: filepath.Join(r.Dir, ModelFile),
-		ArtifactCard: filepath.Join(r.Dir, card.FileName),
+		ArtifactONNX: filepath.Join(r.Dir, modelrepo.ModelFile),
+		ArtifactCard: filepath.Join(r.Dir, modelrepo.CardFile),
 	}
 	out.Tags = map[string]string{TagModelVersion: strconv.Itoa(r.Version)}
 	out.Model, out.ModelPath, out.Alias = r.Card.Name, ArtifactDir, alias
 	return out, nil
 }
 
-func datasetInput(d card.Dataset, context string) tracker.Dataset {
+func datasetInput(d modelrepo.Dataset, context string) tracker.Dataset {
 	if d.Name == "" {
 		d.Name = "dataset"
 	}

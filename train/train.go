@@ -18,7 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/train/eval"
 	"github.com/flywheel-ml/flywheel/train/export"
 	"github.com/flywheel-ml/flywheel/train/export/onnxpb"
@@ -170,8 +170,8 @@ type Result struct {
 	Iterations  int                           // trees or epochs kept (0 for ridge)
 	FitDuration time.Duration
 	Model       Predictor
-	ONNX        []byte     // model.onnx
-	Card        *card.Card // model.json; Version is set by Publish
+	ONNX        []byte          // model.onnx
+	Card        *modelrepo.Card // model.json; Version is set by Publish
 
 	// Set by Publish.
 	Version int
@@ -297,34 +297,29 @@ func Fit(ctx context.Context, cfg Config) (*Result, error) {
 
 	// Card.
 	refRows := referenceRows(data.Train, cfg.ReferenceDays)
-	ref := &card.Reference{Features: make(map[string]card.Histogram, F)}
-	col := make([]float64, len(refRows))
-	for j, name := range data.FeatureNames {
-		for k, i := range refRows {
-			col[k] = data.Train[i].Features[j]
-		}
-		ref.Features[name] = eval.Histogram(col)
-	}
+	refX, refPred := make([][]float64, len(refRows)), make([]float64, len(refRows))
 	for k, i := range refRows {
-		col[k] = trainPred[i]
+		refX[k], refPred[k] = data.Train[i].Features, trainPred[i]
 	}
-	ph := eval.Histogram(col)
-	ref.Prediction = &ph
+	ref, err := modelrepo.NewReference(data.FeatureNames, refX, refPred)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
 	trFrom, trUntil := span(data.Train)
 	teFrom, teUntil := span(data.Test)
-	res.Card = &card.Card{
+	res.Card = &modelrepo.Card{
 		Name:      cfg.Name,
 		CreatedAt: cfg.Now().UTC().Truncate(time.Second),
 		Task:      "regression",
-		Inputs: []card.Tensor{{Name: export.InputName, DataType: "FP32", Shape: []int64{-1, int64(F)},
+		Inputs: []modelrepo.Tensor{{Name: export.InputName, DataType: "FP32", Shape: []int64{-1, int64(F)},
 			Features: append([]string(nil), data.FeatureNames...)}},
-		Outputs: []card.Tensor{{Name: export.OutputName, DataType: "FP32", Shape: []int64{-1, 1}}},
+		Outputs: []modelrepo.Tensor{{Name: export.OutputName, DataType: "FP32", Shape: []int64{-1, 1}}},
 		Target:  features.Target,
-		Training: card.Training{
+		Training: modelrepo.Training{
 			Algorithm: cfg.Algorithm, Params: res.Params, Seed: cfg.Seed, RunID: cfg.RunID, Tracker: cfg.Tracker,
-			Dataset: card.Dataset{Name: data.Name, Digest: data.TrainDigest, Rows: len(data.Train),
+			Dataset: modelrepo.Dataset{Name: data.Name, Digest: data.TrainDigest, Rows: len(data.Train),
 				From: trFrom.Format(features.DateLayout), Until: trUntil.Format(features.DateLayout), Source: data.Source},
-			TestDataset: &card.Dataset{Name: data.Name, Digest: data.TestDigest, Rows: len(data.Test),
+			TestDataset: &modelrepo.Dataset{Name: data.Name, Digest: data.TestDigest, Rows: len(data.Test),
 				From: teFrom.Format(features.DateLayout), Until: teUntil.Format(features.DateLayout), Source: data.Source},
 			GitCommit: cfg.GitCommit, TrainerVersion: cfg.TrainerVersion,
 		},

@@ -17,10 +17,9 @@ import (
 
 	ortgo "github.com/yalue/onnxruntime_go"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/ort"
-	"github.com/flywheel-ml/flywheel/train/card"
 	"github.com/flywheel-ml/flywheel/train/dataset"
-	"github.com/flywheel-ml/flywheel/train/eval"
 	"github.com/flywheel-ml/flywheel/train/features"
 )
 
@@ -296,14 +295,14 @@ func TestPublish(t *testing.T) {
 		if v != want || dir != filepath.Join(repo, "ridership", fmt.Sprint(want)) {
 			t.Fatalf("version %d dir %s", v, dir)
 		}
-		got, err := card.Load(filepath.Join(dir, card.FileName))
+		got, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got.Version != want || got.Name != "ridership" {
 			t.Fatalf("card %s v%d", got.Name, got.Version)
 		}
-		b, err := os.ReadFile(filepath.Join(dir, ModelFile))
+		b, err := os.ReadFile(filepath.Join(dir, modelrepo.ModelFile))
 		if err != nil || !bytes.Equal(b, r.ONNX) {
 			t.Fatalf("model.onnx: %v", err)
 		}
@@ -438,7 +437,7 @@ func BenchmarkFit(b *testing.B) {
 func TestCommittedModel(t *testing.T) {
 	d, _ := fitted(t)
 	dir := "../models/ridership/1"
-	c, err := card.Load(filepath.Join(dir, card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +448,7 @@ func TestCommittedModel(t *testing.T) {
 	if ds.Digest != d.TrainDigest || ds.From != "2001-01-22" || ds.Until != "2011-12-31" || ds.Rows != len(d.Train) {
 		t.Fatalf("card dataset %+v does not match the data (digest %s)", ds, d.TrainDigest)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, ModelFile))
+	b, err := os.ReadFile(filepath.Join(dir, modelrepo.ModelFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +496,7 @@ func TestPublishConcurrently(t *testing.T) {
 			t.Fatalf("version %d published twice", v)
 		}
 		seen[v] = true
-		c, err := card.Load(filepath.Join(repo, "ridership", fmt.Sprint(v), card.FileName))
+		c, err := modelrepo.LoadCard(filepath.Join(repo, "ridership", fmt.Sprint(v), modelrepo.CardFile))
 		if err != nil || c.Version != v {
 			t.Fatalf("version %d: card %v, %v", v, c, err)
 		}
@@ -540,11 +539,11 @@ func TestReferenceDays(t *testing.T) {
 	}
 	cases := []struct {
 		name string
-		got  card.Histogram
-		want card.Histogram
+		got  modelrepo.Histogram
+		want modelrepo.Histogram
 	}{
-		{"last 365 days", res.Card.Reference.Features["Clark_Lake"], eval.Histogram(recent)},
-		{"every row (default)", results[Ridge].Card.Reference.Features["Clark_Lake"], eval.Histogram(all)},
+		{"last 365 days", res.Card.Reference.Features["Clark_Lake"], mustHistogram(t, recent)},
+		{"every row (default)", results[Ridge].Card.Reference.Features["Clark_Lake"], mustHistogram(t, all)},
 	}
 	for _, c := range cases {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -558,4 +557,13 @@ func TestReferenceDays(t *testing.T) {
 	if _, err := Fit(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "reference days") {
 		t.Errorf("negative reference days: %v", err)
 	}
+}
+
+func mustHistogram(t *testing.T, values []float64) modelrepo.Histogram {
+	t.Helper()
+	h, err := modelrepo.NewHistogram(values, modelrepo.Bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

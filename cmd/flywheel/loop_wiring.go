@@ -23,6 +23,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/train"
 	"github.com/flywheel-ml/flywheel/train/external"
@@ -147,7 +148,7 @@ func (b builtinTrainer) Fit(ctx context.Context, req pipeline.FitRequest) error 
 	}
 	fmt.Fprintf(req.Log, "fitted in %s, %d iterations kept; test mae %.4f rmse %.4f\n", res.FitDuration.Round(time.Millisecond),
 		res.Iterations, res.Metrics["test"]["mae"], res.Metrics["test"]["rmse"])
-	if err := os.WriteFile(filepath.Join(req.OutputDir, pipeline.ModelFile), res.ONNX, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(req.OutputDir, modelrepo.ModelFile), res.ONNX, 0o644); err != nil {
 		return err
 	}
 	h, err := json.Marshal(hist)
@@ -157,7 +158,7 @@ func (b builtinTrainer) Fit(ctx context.Context, req pipeline.FitRequest) error 
 	if err := os.WriteFile(filepath.Join(req.OutputDir, pipeline.HistoryFile), h, 0o644); err != nil {
 		return err
 	}
-	return res.Card.Write(filepath.Join(req.OutputDir, "model.json"))
+	return res.Card.Write(filepath.Join(req.OutputDir, modelrepo.CardFile))
 }
 
 // interleave splits rows into training and test rows: every k-th row

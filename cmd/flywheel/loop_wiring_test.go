@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
-	"github.com/flywheel-ml/flywheel/train/card"
 	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -139,7 +139,7 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	if j.State != jobs.StateSucceeded {
 		t.Fatalf("job %s: %s\n%s", j.State, j.Reason, logs.String())
 	}
-	c, err := card.Load(filepath.Join(models, "ridership", "2", card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(models, "ridership", "2", modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestTrackerAdapter(t *testing.T) {
 // TestLoopFeatures checks that the base dataset and replay produce exactly
 // the committed champion's features, in its order, for the same day.
 func TestLoopFeatures(t *testing.T) {
-	c, err := card.Load("../../models/ridership/1/" + card.FileName)
+	c, err := modelrepo.LoadCard("../../models/ridership/1/" + modelrepo.CardFile)
 	if err != nil {
 		t.Fatal(err)
 	}

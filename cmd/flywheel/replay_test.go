@@ -13,8 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/ort"
-	"github.com/flywheel-ml/flywheel/train/card"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 	"github.com/flywheel-ml/flywheel/train/replay"
 )
@@ -27,7 +27,7 @@ func TestReplayCommand(t *testing.T) {
 	}
 	f := newLoopFixture(t)
 	dir := filepath.Join(f.models, "ridership", "1")
-	c, err := card.Load(filepath.Join(dir, card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 const testCSV = "../../data/chicago/chicago.csv"
@@ -31,7 +31,7 @@ func TestTrainCommand(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
 	}
-	c, err := card.Load(filepath.Join(models, "ridership", "1", card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(models, "ridership", "1", modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}

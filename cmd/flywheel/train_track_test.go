@@ -12,11 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 	"github.com/flywheel-ml/flywheel/train"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // trackedTrainArgs trains a small, fast gbdt on two years of data: 12
@@ -106,7 +106,7 @@ func serverRun(t *testing.T, srv *mlflowtest.Server, r mlflowtest.Run) trackedRu
 // checkTrackedRun asserts a run of `flywheel train` holds everything: params,
 // step metrics, final metrics, dataset digests, both published files byte for
 // byte and the registered version with the champion alias.
-func checkTrackedRun(t *testing.T, got trackedRun, c *card.Card, versionDir string) {
+func checkTrackedRun(t *testing.T, got trackedRun, c *modelrepo.Card, versionDir string) {
 	t.Helper()
 	if got.info.Status != tracker.StatusFinished || got.info.EndTime == 0 {
 		t.Errorf("status %s end %d, want FINISHED", got.info.Status, got.info.EndTime)
@@ -217,9 +217,9 @@ func trainCmd(t *testing.T, args ...string) string {
 	return out.String() + errb.String()
 }
 
-func loadCard(t *testing.T, dir string) *card.Card {
+func loadCard(t *testing.T, dir string) *modelrepo.Card {
 	t.Helper()
-	c, err := card.Load(filepath.Join(dir, card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}

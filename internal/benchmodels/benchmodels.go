@@ -16,8 +16,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // Spec describes one benchmark model.
@@ -77,25 +77,25 @@ func Write(dir string) (map[string]string, error) {
 // [0, 1] for the prediction (the first output column), so that a server
 // with drift monitoring on does the full per-request drift work for the
 // benchmark models.
-func (s Spec) Card() *card.Card {
+func (s Spec) Card() *modelrepo.Card {
 	names := make([]string, s.Features)
-	feats := make(map[string]card.Histogram, s.Features)
+	feats := make(map[string]modelrepo.Histogram, s.Features)
 	for i := range names {
 		names[i] = fmt.Sprintf("f%02d", i)
 		feats[names[i]] = uniform(-1, 1, 10)
 	}
 	pred := uniform(0, 1, 10)
-	return &card.Card{
+	return &modelrepo.Card{
 		Name: s.Name, Version: 1, Task: "classification",
-		Inputs:    []card.Tensor{{Name: s.Input, DataType: "FP32", Shape: []int64{-1, int64(s.Features)}, Features: names}},
-		Outputs:   []card.Tensor{{Name: s.Output, DataType: "FP32", Shape: []int64{-1, int64(s.Classes)}}},
-		Training:  card.Training{Algorithm: "benchmark"},
-		Reference: &card.Reference{Features: feats, Prediction: &pred},
+		Inputs:    []modelrepo.Tensor{{Name: s.Input, DataType: "FP32", Shape: []int64{-1, int64(s.Features)}, Features: names}},
+		Outputs:   []modelrepo.Tensor{{Name: s.Output, DataType: "FP32", Shape: []int64{-1, int64(s.Classes)}}},
+		Training:  modelrepo.Training{Algorithm: "benchmark"},
+		Reference: &modelrepo.Reference{Features: feats, Prediction: &pred},
 	}
 }
 
-func uniform(lo, hi float64, bins int) card.Histogram {
-	h := card.Histogram{Edges: make([]float64, bins+1), Proportions: make([]float64, bins)}
+func uniform(lo, hi float64, bins int) modelrepo.Histogram {
+	h := modelrepo.Histogram{Edges: make([]float64, bins+1), Proportions: make([]float64, bins)}
 	for i := range h.Edges {
 		h.Edges[i] = lo + (hi-lo)*float64(i)/float64(bins)
 	}

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/monitoring"
 )
 
@@ -358,7 +359,7 @@ func copyModel(src, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
 	}
-	for _, f := range []string{"model.onnx", "model.json"} {
+	for _, f := range []string{modelrepo.ModelFile, modelrepo.CardFile} {
 		b, err := os.ReadFile(filepath.Join(src, f))
 		if err != nil {
 			return err

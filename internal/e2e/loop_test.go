@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/flywheel-ml/flywheel/internal/harness"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/monitoring"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
-	"github.com/flywheel-ml/flywheel/train/card"
 	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -324,7 +324,7 @@ func TestClosedLoop(t *testing.T) {
 	}
 
 	// v2's card: trained on data with the new labels, lineage to the run.
-	c2, err := card.Load(filepath.Join(l.models, "ridership", "2", card.FileName))
+	c2, err := modelrepo.LoadCard(filepath.Join(l.models, "ridership", "2", modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +448,7 @@ func sameDaysMAE(t *testing.T, models string, recs []replay.Record, preds []repl
 		return math.NaN(), math.NaN(), 0
 	}
 	dir := filepath.Join(models, "ridership", "1")
-	c1, err := card.Load(filepath.Join(dir, card.FileName))
+	c1, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,6 @@ import (
 	"log/slog"
 	"mime"
 	"net"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,6 +35,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/flywheel-ml/flywheel/internal/httpapi"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/metrics"
@@ -358,8 +358,8 @@ func parseVersion(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v <= 0 {
+	v, err := modelrepo.ParseVersion(s)
+	if err != nil {
 		return 0, fmt.Errorf("%w: version %q is not a positive integer", errBadVersion, s)
 	}
 	return v, nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/ort"
@@ -184,7 +185,7 @@ func writeConfig(t testing.TB, root, model, yaml string) {
 	if err := os.MkdirAll(filepath.Join(root, model), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, model, repository.ConfigFileName), []byte(yaml), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, model, modelrepo.ConfigFile), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/repository"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 func mlpCard(name string, version int) []byte {
@@ -17,9 +17,9 @@ func mlpCard(name string, version int) []byte {
 	for i := range feats {
 		feats[i] = fmt.Sprintf("f%d", i)
 	}
-	c := card.Card{Name: name, Version: version, Task: "classification",
-		Inputs:  []card.Tensor{{Name: "input", DataType: "FP32", Shape: []int64{-1, 16}, Features: feats}},
-		Outputs: []card.Tensor{{Name: "probabilities", DataType: "FP32", Shape: []int64{-1, 3}}}}
+	c := modelrepo.Card{Name: name, Version: version, Task: "classification",
+		Inputs:  []modelrepo.Tensor{{Name: "input", DataType: "FP32", Shape: []int64{-1, 16}, Features: feats}},
+		Outputs: []modelrepo.Tensor{{Name: "probabilities", DataType: "FP32", Shape: []int64{-1, 3}}}}
 	b, _ := json.Marshal(c)
 	return b
 }

@@ -3,8 +3,8 @@ package api
 import (
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/tensor"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // Observation is one served prediction, handed to every Observer after the
@@ -18,7 +18,7 @@ type Observation struct {
 	Parameters map[string]any // the request's parameters (MLflow: params)
 	Inputs     []tensor.Tensor
 	Outputs    []tensor.Tensor // every output the model produced, not only the requested ones
-	Card       *card.Card      // the version's model card, nil without model.json
+	Card       *modelrepo.Card // the version's model card, nil without model.json
 }
 
 // Observer receives observations (the prediction log, drift statistics).

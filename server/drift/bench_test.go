@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 // BenchmarkObserve is the cost drift adds to one single-row inference of a
@@ -15,8 +15,8 @@ func BenchmarkObserve(b *testing.B) {
 		b.Fatal(err)
 	}
 	names := make([]string, 50)
-	ref := &card.Reference{Features: map[string]card.Histogram{}}
-	h := card.Histogram{Edges: []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, Proportions: make([]float64, 10)}
+	ref := &modelrepo.Reference{Features: map[string]modelrepo.Histogram{}}
+	h := modelrepo.Histogram{Edges: []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, Proportions: make([]float64, 10)}
 	for i := range names {
 		names[i] = "f" + strconv.Itoa(i)
 		ref.Features[names[i]] = h

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 // chicagoPaths are where the dataset lives: the repository's copy once it has
@@ -106,15 +106,15 @@ func (d *chicago) between(from, until string) []int {
 // reference builds a card reference from rows idx with the 10-quantile-bin
 // rule, as the trainer does for a model trained on them (the ridership
 // target stands in for the prediction of a perfect model).
-func (d *chicago) reference(t *testing.T, idx []int) *card.Reference {
+func (d *chicago) reference(t *testing.T, idx []int) *modelrepo.Reference {
 	t.Helper()
-	ref := &card.Reference{Features: map[string]card.Histogram{}}
+	ref := &modelrepo.Reference{Features: map[string]modelrepo.Histogram{}}
 	for j, name := range d.features {
 		col := make([]float64, len(idx))
 		for k, i := range idx {
 			col[k] = d.x[i][j]
 		}
-		h, err := Reference(col, DefaultBins)
+		h, err := modelrepo.NewHistogram(col, modelrepo.Bins)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func (d *chicago) reference(t *testing.T, idx []int) *card.Reference {
 	for k, i := range idx {
 		y[k] = d.y[i]
 	}
-	h, err := Reference(y, DefaultBins)
+	h, err := modelrepo.NewHistogram(y, modelrepo.Bins)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 // Config tunes drift detection.
@@ -99,8 +99,8 @@ type window struct {
 	model    string
 	version  string
 	features []string
-	refs     []*card.Histogram // per feature, nil when the card has none
-	pred     *card.Histogram
+	refs     []*modelrepo.Histogram // per feature, nil when the card has none
+	pred     *modelrepo.Histogram
 	reason   string // why drift is disabled, "" when enabled
 
 	mu     sync.Mutex
@@ -169,7 +169,7 @@ type Status struct {
 // columns of the model's input in order; ref is the card's reference (nil
 // when the card has none: the version is tracked but exports no drift, and
 // its Status says so). Adding a version again resets its window.
-func (m *Monitor) Add(model string, version int, features []string, ref *card.Reference) Status {
+func (m *Monitor) Add(model string, version int, features []string, ref *modelrepo.Reference) Status {
 	w := &window{model: model, version: strconv.Itoa(version), features: append([]string(nil), features...)}
 	switch {
 	case ref == nil:
@@ -177,7 +177,7 @@ func (m *Monitor) Add(model string, version int, features []string, ref *card.Re
 	case len(features) == 0:
 		w.reason = "the model card names no input features"
 	default:
-		w.refs = make([]*card.Histogram, len(features))
+		w.refs = make([]*modelrepo.Histogram, len(features))
 		n := 0
 		for i, f := range features {
 			if h, ok := ref.Features[f]; ok && usable(h) {
@@ -224,7 +224,7 @@ func (m *Monitor) Add(model string, version int, features []string, ref *card.Re
 }
 
 // usable reports whether a reference histogram can be binned into.
-func usable(h card.Histogram) bool {
+func usable(h modelrepo.Histogram) bool {
 	return h.Validate() == nil && len(h.Proportions) < noBin
 }
 
@@ -330,7 +330,7 @@ func (m *Monitor) Sync() {
 }
 
 // hist returns the reference of column i (the last column is the prediction).
-func (w *window) hist(i int) *card.Histogram {
+func (w *window) hist(i int) *modelrepo.Histogram {
 	if i == len(w.features) {
 		return w.pred
 	}
@@ -372,7 +372,7 @@ func (w *window) add(o observation) {
 				row[c] = noBin
 				continue
 			}
-			b := Bin(w.edges[c], v)
+			b := modelrepo.Bin(w.edges[c], v)
 			row[c] = uint8(b)
 			w.counts[c][b]++
 		}

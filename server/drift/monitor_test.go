@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 func newMonitor(t *testing.T, cfg Config) (*Monitor, *prometheus.Registry) {
@@ -24,7 +24,7 @@ func newMonitor(t *testing.T, cfg Config) (*Monitor, *prometheus.Registry) {
 }
 
 // quarters is a reference with 4 equal bins over [0, 4).
-var quarters = card.Histogram{Edges: []float64{0, 1, 2, 3, 4}, Proportions: []float64{0.25, 0.25, 0.25, 0.25}}
+var quarters = modelrepo.Histogram{Edges: []float64{0, 1, 2, 3, 4}, Proportions: []float64{0.25, 0.25, 0.25, 0.25}}
 
 // rows returns n rows of (a, b) where a cycles through the bins with the
 // given counts per 100 rows and b is always in bin 1.
@@ -44,7 +44,7 @@ func rows(n int, per100 [4]int) (inputs, preds []float32) {
 }
 
 func TestMonitorPSIMatchesDirectComputation(t *testing.T) {
-	ref := &card.Reference{Features: map[string]card.Histogram{"a": quarters, "b": quarters}, Prediction: &quarters}
+	ref := &modelrepo.Reference{Features: map[string]modelrepo.Histogram{"a": quarters, "b": quarters}, Prediction: &quarters}
 	tests := []struct {
 		name   string
 		window int
@@ -99,7 +99,7 @@ func TestMonitorMetrics(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Window, cfg.MinRows = 100, 50
 	m, reg := newMonitor(t, cfg)
-	ref := &card.Reference{Features: map[string]card.Histogram{"a": quarters}} // no "b", no prediction
+	ref := &modelrepo.Reference{Features: map[string]modelrepo.Histogram{"a": quarters}} // no "b", no prediction
 	m.Add("ridership", 2, []string{"a", "b"}, ref)
 	if st := m.Add("other", 1, []string{"x"}, nil); st.Enabled || !strings.Contains(st.Reason, "no reference") {
 		t.Fatalf("version without reference: %+v", st)
@@ -145,7 +145,7 @@ func TestObserveNeverBlocks(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.QueueSize = 4
 	m, reg := newMonitor(t, cfg)
-	m.Add("m", 1, []string{"a"}, &card.Reference{Features: map[string]card.Histogram{"a": quarters}})
+	m.Add("m", 1, []string{"a"}, &modelrepo.Reference{Features: map[string]modelrepo.Histogram{"a": quarters}})
 	start := time.Now()
 	queued := 0
 	for range 1000 {

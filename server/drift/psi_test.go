@@ -2,7 +2,6 @@ package drift
 
 import (
 	"math"
-	"slices"
 	"testing"
 )
 
@@ -47,66 +46,3 @@ func deciles() []float64 {
 	}
 	return p
 }
-
-func TestBin(t *testing.T) {
-	edges := []float64{0, 1, 2, 3}
-	dup := []float64{0, 0, 0, 0, 1} // a 0/1 flag that is mostly 0
-	tests := []struct {
-		edges []float64
-		v     float64
-		want  int
-	}{
-		{edges, -5, 0}, {edges, 0, 0}, {edges, 0.5, 0}, {edges, 1, 1}, {edges, 2.9, 2},
-		{edges, 3, 2}, {edges, 100, 2}, {edges, math.NaN(), 2}, {edges, math.Inf(1), 2},
-		{dup, 0, 3}, {dup, 0.5, 3}, {dup, 1, 3}, {dup, -1, 0},
-		{[]float64{5, 5}, 5, 0}, {[]float64{1}, 1, 0},
-	}
-	for _, tt := range tests {
-		if got := Bin(tt.edges, tt.v); got != tt.want {
-			t.Errorf("Bin(%v, %g) = %d, want %d", tt.edges, tt.v, got, tt.want)
-		}
-	}
-}
-
-func TestReference(t *testing.T) {
-	tests := []struct {
-		name      string
-		values    []float64
-		bins      int
-		wantEdges []float64
-		wantProps []float64
-	}{
-		{"quantiles of 0..10", []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 5,
-			[]float64{0, 2, 4, 6, 8, 10}, []float64{2.0 / 11, 2.0 / 11, 2.0 / 11, 2.0 / 11, 3.0 / 11}},
-		{"interpolated", []float64{1, 2, 3, 4, 5}, 2, []float64{1, 3, 5}, []float64{0.4, 0.6}},
-		{"few distinct values: one bin each", []float64{0, 0, 0, 0, 0, 0, 1, 1, 1, 1}, 4,
-			[]float64{0, 1, 1}, []float64{0.6, 0.4}},
-		{"day of week", []float64{0, 1, 2, 3, 4, 5, 6, 0, 1, 2}, 10,
-			[]float64{0, 1, 2, 3, 4, 5, 6, 6}, []float64{0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1}},
-		{"repeated quantiles merged", []float64{0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5}, 3,
-			[]float64{0, 4.0 / 3, 5}, []float64{8.0 / 12, 4.0 / 12}},
-		{"NaN ignored", []float64{math.NaN(), 1, 3}, 1, []float64{1, 3}, []float64{1}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h, err := Reference(tt.values, tt.bins)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := h.Validate(); err != nil {
-				t.Fatalf("invalid histogram: %v", err)
-			}
-			if !slices.EqualFunc(h.Edges, tt.wantEdges, near) || !slices.EqualFunc(h.Proportions, tt.wantProps, near) {
-				t.Fatalf("got edges %v props %v, want %v %v", h.Edges, h.Proportions, tt.wantEdges, tt.wantProps)
-			}
-		})
-	}
-	if _, err := Reference(nil, 10); err == nil {
-		t.Error("Reference of no values: want an error")
-	}
-	if _, err := Reference([]float64{1}, 0); err == nil {
-		t.Error("Reference with 0 bins: want an error")
-	}
-}
-
-func near(a, b float64) bool { return math.Abs(a-b) < 1e-12 }

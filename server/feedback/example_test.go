@@ -8,10 +8,10 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/drift"
 	"github.com/flywheel-ml/flywheel/server/feedback"
 	"github.com/flywheel-ml/flywheel/server/predlog"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // Example shows how serve wires monitoring: one database, the prediction log
@@ -30,7 +30,7 @@ func Example() {
 	defer db.Close()
 	plog, _ := predlog.New(predlog.Options{Config: predlog.DefaultConfig(), Store: db, Registerer: reg, Logger: logger})
 	monitor, _ := drift.New(drift.Options{Config: drift.DefaultConfig(), Registerer: reg, Logger: logger})
-	var cardOf feedback.CardLookup = func(model string, version int) *card.Card { return nil } // from the repository
+	var cardOf feedback.CardLookup = func(model string, version int) *modelrepo.Card { return nil } // from the repository
 	store, _ := feedback.New(feedback.Options{DB: db, Log: plog, Cards: cardOf, Registerer: reg, Logger: logger})
 	api, _ := feedback.NewAPI(feedback.APIOptions{Store: store, AdminToken: "from --admin-token-file", Logger: logger})
 
@@ -41,7 +41,7 @@ func Example() {
 	go monitor.Run(ctx) // actor
 
 	// When the repository makes a version ready:
-	c := &card.Card{Name: "ridership", Version: 1, Inputs: []card.Tensor{{Features: []string{"Austin", "dow"}}}}
+	c := &modelrepo.Card{Name: "ridership", Version: 1, Inputs: []modelrepo.Tensor{{Features: []string{"Austin", "dow"}}}}
 	status := monitor.Add(c.Name, c.Version, c.FeatureNames(), c.Reference) // status goes into the version's metadata
 	store.AddVersion(c.Name, c.Version, c)
 	_ = status

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 // metrics are the live-quality series: PromQL divides the error sums by the
@@ -53,7 +53,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) addVersion(model, version string, c *card.Card) {
+func (m *metrics) addVersion(model, version string, c *modelrepo.Card) {
 	m.labels.WithLabelValues(model, version)
 	m.absErr.WithLabelValues(model, version)
 	m.sqErr.WithLabelValues(model, version)

@@ -28,8 +28,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/predlog"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // ErrNotFound is returned for an id that is neither logged nor labelled.
@@ -70,7 +70,7 @@ type Flusher interface {
 }
 
 // CardLookup returns the model card of a version, or nil when unknown.
-type CardLookup func(model string, version int) *card.Card
+type CardLookup func(model string, version int) *modelrepo.Card
 
 // Options are the dependencies of a Store.
 type Options struct {
@@ -114,7 +114,7 @@ func New(opts Options) (*Store, error) {
 		s.now = time.Now
 	}
 	if s.cards == nil {
-		s.cards = func(string, int) *card.Card { return nil }
+		s.cards = func(string, int) *modelrepo.Card { return nil }
 	}
 	if s.flushTimeout <= 0 {
 		s.flushTimeout = 5 * time.Second
@@ -451,13 +451,13 @@ func (r *Rows) Encode(w io.Writer) (int, error) {
 
 // Lineage is where a model version comes from (its model card).
 type Lineage struct {
-	RunID          string       `json:"run_id,omitempty"`
-	Tracker        string       `json:"tracker,omitempty"`
-	Algorithm      string       `json:"algorithm,omitempty"`
-	Dataset        card.Dataset `json:"dataset"`
-	GitCommit      string       `json:"git_commit,omitempty"`
-	TrainerVersion string       `json:"trainer_version,omitempty"`
-	CreatedAt      time.Time    `json:"created_at"`
+	RunID          string            `json:"run_id,omitempty"`
+	Tracker        string            `json:"tracker,omitempty"`
+	Algorithm      string            `json:"algorithm,omitempty"`
+	Dataset        modelrepo.Dataset `json:"dataset"`
+	GitCommit      string            `json:"git_commit,omitempty"`
+	TrainerVersion string            `json:"trainer_version,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
 }
 
 // LabelInfo is the label of a prediction.
@@ -546,6 +546,6 @@ func (s *Store) Get(ctx context.Context, id string) (Prediction, error) {
 // exports the thresholds of its card as flywheel_model_error_threshold.
 // Call it when a version is loaded; series are kept after unloading so late
 // labels of an old version still count.
-func (s *Store) AddVersion(model string, version int, c *card.Card) {
+func (s *Store) AddVersion(model string, version int, c *modelrepo.Card) {
 	s.m.addVersion(model, strconv.Itoa(version), c)
 }

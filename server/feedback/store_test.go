@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/predlog"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 type env struct {
@@ -26,17 +26,17 @@ type env struct {
 	now   time.Time
 }
 
-var ridershipCard = &card.Card{
+var ridershipCard = &modelrepo.Card{
 	Name: "ridership", Version: 2, Task: "regression",
 	CreatedAt:  time.Date(2026, 11, 22, 7, 0, 0, 0, time.UTC),
 	Thresholds: map[string]float64{"mae": 1.6},
-	Training: card.Training{Algorithm: "gbdt", RunID: "run-42", Tracker: "sqlite", GitCommit: "abc123",
-		Dataset: card.Dataset{Name: "chicago", Digest: "sha256:feed", Rows: 3997, From: "2001-01-22", Until: "2011-12-31"}},
+	Training: modelrepo.Training{Algorithm: "gbdt", RunID: "run-42", Tracker: "sqlite", GitCommit: "abc123",
+		Dataset: modelrepo.Dataset{Name: "chicago", Digest: "sha256:feed", Rows: 3997, From: "2001-01-22", Until: "2011-12-31"}},
 }
 
-var classifierCard = &card.Card{Name: "iris", Version: 1, Task: "classification"}
+var classifierCard = &modelrepo.Card{Name: "iris", Version: 1, Task: "classification"}
 
-func cards(model string, version int) *card.Card {
+func cards(model string, version int) *modelrepo.Card {
 	switch {
 	case model == "ridership" && version == 2:
 		return ridershipCard

@@ -17,13 +17,13 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/drift"
 	"github.com/flywheel-ml/flywheel/server/feedback"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/server/repository"
 	"github.com/flywheel-ml/flywheel/server/tensor"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // Config tunes the monitoring of serve.
@@ -87,7 +87,7 @@ type Monitor struct {
 	logger *slog.Logger
 
 	mu    sync.RWMutex
-	cards map[versionKey]*card.Card // every version served since start (lineage of old predictions)
+	cards map[versionKey]*modelrepo.Card // every version served since start (lineage of old predictions)
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -111,7 +111,7 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg, reg := o.Config, o.Registerer
-	m := &Monitor{logger: logger, cards: map[versionKey]*card.Card{}}
+	m := &Monitor{logger: logger, cards: map[versionKey]*modelrepo.Card{}}
 	var err error
 	m.drift, err = drift.New(drift.Options{Config: cfg.Drift, Registerer: reg, Logger: logger.With("component", "drift")})
 	if err != nil {
@@ -150,7 +150,7 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 }
 
 // card is the feedback store's card lookup.
-func (m *Monitor) card(model string, version int) *card.Card {
+func (m *Monitor) card(model string, version int) *modelrepo.Card {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.cards[versionKey{model, version}]
@@ -169,7 +169,7 @@ func (m *Monitor) OnChange(c repository.Change) {
 	m.cards[versionKey{c.Model, v}] = c.Card
 	m.mu.Unlock()
 	var names []string
-	var ref *card.Reference
+	var ref *modelrepo.Reference
 	if c.Card != nil {
 		names, ref = c.Card.FeatureNames(), c.Card.Reference
 	}

@@ -12,18 +12,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/server/repository"
 	"github.com/flywheel-ml/flywheel/server/tensor"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
-func testCard() *card.Card {
-	h := card.Histogram{Edges: []float64{0, 1, 2}, Proportions: []float64{0.5, 0.5}}
-	return &card.Card{Name: "m", Version: 1, Task: "regression", Thresholds: map[string]float64{"mae": 0.5},
-		Inputs:    []card.Tensor{{Name: "x", DataType: "FP32", Shape: []int64{-1, 2}, Features: []string{"a", "b"}}},
-		Reference: &card.Reference{Features: map[string]card.Histogram{"a": h, "b": h}, Prediction: &h}}
+func testCard() *modelrepo.Card {
+	h := modelrepo.Histogram{Edges: []float64{0, 1, 2}, Proportions: []float64{0.5, 0.5}}
+	return &modelrepo.Card{Name: "m", Version: 1, Task: "regression", Thresholds: map[string]float64{"mae": 0.5},
+		Inputs:    []modelrepo.Tensor{{Name: "x", DataType: "FP32", Shape: []int64{-1, 2}, Features: []string{"a", "b"}}},
+		Reference: &modelrepo.Reference{Features: map[string]modelrepo.Histogram{"a": h, "b": h}, Prediction: &h}}
 }
 
 func observation(id string, rows int) api.Observation {

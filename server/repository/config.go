@@ -17,9 +17,6 @@ import (
 	"github.com/flywheel-ml/flywheel/server/ort"
 )
 
-// ConfigFileName is the optional per-model configuration file.
-const ConfigFileName = "config.yaml"
-
 // Config is the repository's own configuration (from serve's flags).
 type Config struct {
 	// Root is the model repository folder: <Root>/<model>/<version>/model.onnx.

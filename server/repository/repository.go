@@ -18,17 +18,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/tensor"
-	"github.com/flywheel-ml/flywheel/train/card"
 )
 
 // Version states, as shown in the repository index and the state metric.
@@ -38,9 +37,6 @@ const (
 	StateLoading     = "LOADING"
 	StateUnloading   = "UNLOADING"
 )
-
-// ModelFileName is the graph file inside a version folder.
-const ModelFileName = "model.onnx"
 
 // Sentinel errors; the API maps them to status codes.
 var (
@@ -118,8 +114,8 @@ type Options struct {
 type Change struct {
 	Model   string
 	Version int64
-	Ready   bool       // true: serving now; false: no longer serving
-	Card    *card.Card // the card of the served files (nil without model.json or when !Ready)
+	Ready   bool            // true: serving now; false: no longer serving
+	Card    *modelrepo.Card // the card of the served files (nil without model.json or when !Ready)
 }
 
 // Repository is the set of served model versions.
@@ -186,7 +182,7 @@ type entry struct {
 	loaded  Loaded
 	runner  Runner // loaded, or its wrapper
 	wrapped bool
-	card    *card.Card
+	card    *modelrepo.Card
 	refs    atomic.Int64
 	retired atomic.Bool
 	once    sync.Once
@@ -219,7 +215,7 @@ func (e *entry) retire() {
 type Lease struct {
 	Model   string
 	Version int64
-	Card    *card.Card // nil when the version has no model.json
+	Card    *modelrepo.Card // nil when the version has no model.json
 	Inputs  []tensor.Spec
 	Outputs []tensor.Spec
 	Runner  Runner
@@ -273,7 +269,7 @@ func (r *Repository) Scan(ctx context.Context) error {
 	seen := map[string]bool{}
 	for _, de := range entries {
 		name := de.Name()
-		if !isDir(r.cfg.Root, de) || !modelNameRE.MatchString(name) {
+		if !modelrepo.IsDir(r.cfg.Root, de) || !modelNameRE.MatchString(name) {
 			continue
 		}
 		seen[name] = true
@@ -292,17 +288,6 @@ func (r *Repository) Scan(ctx context.Context) error {
 	}
 	r.scanned.Store(true)
 	return nil
-}
-
-func isDir(root string, de os.DirEntry) bool {
-	if de.IsDir() {
-		return true
-	}
-	if de.Type()&os.ModeSymlink != 0 {
-		st, err := os.Stat(filepath.Join(root, de.Name()))
-		return err == nil && st.IsDir()
-	}
-	return false
 }
 
 // Scanned reports whether a first scan has completed.
@@ -330,10 +315,10 @@ func (r *Repository) removeModel(name string) {
 func fingerprint(dir string, extra string) (string, error) {
 	h := sha256.New()
 	h.Write([]byte(extra))
-	for _, f := range []string{ModelFileName, card.FileName} {
+	for _, f := range []string{modelrepo.ModelFile, modelrepo.CardFile} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
-			if f == ModelFileName {
+			if f == modelrepo.ModelFile {
 				return "", err
 			}
 			continue
@@ -348,7 +333,7 @@ func fingerprint(dir string, extra string) (string, error) {
 
 func (r *Repository) reconcileModel(ctx context.Context, name string) {
 	dir := filepath.Join(r.cfg.Root, name)
-	cfg, cfgErr := LoadModelConfig(filepath.Join(dir, ConfigFileName))
+	cfg, cfgErr := LoadModelConfig(filepath.Join(dir, modelrepo.ConfigFile))
 	cfgFP := cfg.fingerprint()
 
 	r.mu.Lock()
@@ -376,13 +361,10 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 	}
 	onDisk := map[int64]string{} // version → fingerprint ("" when model.onnx is missing)
 	var fpErrs = map[int64]error{}
-	for _, de := range entries {
-		v, err := strconv.ParseInt(de.Name(), 10, 64)
-		if err != nil || v <= 0 || strconv.FormatInt(v, 10) != de.Name() || !isDir(dir, de) {
-			continue
-		}
-		r.watch(filepath.Join(dir, de.Name()))
-		fp, err := fingerprint(filepath.Join(dir, de.Name()), cfgFP)
+	for _, v := range modelrepo.VersionsIn(dir, entries) {
+		vdir := modelrepo.VersionDir(dir, v)
+		r.watch(vdir)
+		fp, err := fingerprint(vdir, cfgFP)
 		onDisk[v] = fp
 		if err != nil {
 			fpErrs[v] = err
@@ -423,7 +405,7 @@ func (r *Repository) reconcileModel(ctx context.Context, name string) {
 		vs := r.version(m, v)
 		fp := onDisk[v]
 		if err := fpErrs[v]; err != nil {
-			r.setState(m, vs, StateUnavailable, fmt.Sprintf("%s: %v", ModelFileName, errors.Unwrap(err)))
+			r.setState(m, vs, StateUnavailable, fmt.Sprintf("%s: %v", modelrepo.ModelFile, errors.Unwrap(err)))
 			if vs.live != nil { // keep serving what was loaded
 				keep[v] = true
 				ready++
@@ -545,14 +527,14 @@ func (r *Repository) notify(c Change) {
 // loadVersion loads, checks and warms up one version without exposing it.
 func (r *Repository) loadVersion(ctx context.Context, name string, v int64, cfg ModelConfig) (e *entry, err error) {
 	defer func() { r.metrics.LoadAttempt(name, err == nil) }()
-	dir := filepath.Join(r.cfg.Root, name, strconv.FormatInt(v, 10))
-	var c *card.Card
-	if _, statErr := os.Stat(filepath.Join(dir, card.FileName)); statErr == nil {
-		if c, err = card.Load(filepath.Join(dir, card.FileName)); err != nil {
+	dir := modelrepo.VersionDir(filepath.Join(r.cfg.Root, name), v)
+	var c *modelrepo.Card
+	if _, statErr := os.Stat(filepath.Join(dir, modelrepo.CardFile)); statErr == nil {
+		if c, err = modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile)); err != nil {
 			return nil, err
 		}
 	}
-	l, err := r.load(filepath.Join(dir, ModelFileName), cfg.sessionOptions(r.cfg.Session))
+	l, err := r.load(filepath.Join(dir, modelrepo.ModelFile), cfg.sessionOptions(r.cfg.Session))
 	if err != nil {
 		return nil, err
 	}
@@ -580,7 +562,7 @@ func (r *Repository) loadVersion(ctx context.Context, name string, v int64, cfg 
 	return &entry{model: name, version: v, loaded: l, runner: runner, wrapped: r.wrap != nil, card: c, log: r.log, at: time.Now()}, nil
 }
 
-func checkCard(c *card.Card, inputs []tensor.Spec) error {
+func checkCard(c *modelrepo.Card, inputs []tensor.Spec) error {
 	for _, ci := range c.Inputs {
 		found := false
 		for _, in := range inputs {
@@ -669,7 +651,7 @@ type VersionInfo struct {
 	Reason  string
 	Inputs  []tensor.Spec // set when loaded
 	Outputs []tensor.Spec
-	Card    *card.Card
+	Card    *modelrepo.Card
 	Loaded  time.Time // when the serving session was loaded (zero when none)
 }
 
@@ -690,7 +672,7 @@ func (r *Repository) Index() []VersionInfo {
 		for _, v := range m.versions {
 			vi := VersionInfo{Model: m.name, Version: v.n, State: v.state, Reason: v.reason}
 			if m.cfgErr != nil && vi.Reason == "" {
-				vi.Reason = "invalid " + ConfigFileName + ", serving with defaults: " + m.cfgErr.Error()
+				vi.Reason = "invalid " + modelrepo.ConfigFile + ", serving with defaults: " + m.cfgErr.Error()
 			}
 			if v.live != nil {
 				vi.Inputs, vi.Outputs, vi.Card, vi.Loaded = v.live.loaded.Inputs(), v.live.loaded.Outputs(), v.live.card, v.live.at
@@ -832,7 +814,7 @@ func (r *Repository) Run(ctx context.Context) error {
 			p := filepath.Join(r.cfg.Root, name)
 			now, keep[p] = append(now, p), true
 			for v := range m.versions {
-				p := filepath.Join(r.cfg.Root, name, strconv.FormatInt(v, 10))
+				p := modelrepo.VersionDir(filepath.Join(r.cfg.Root, name), v)
 				now, keep[p] = append(now, p), true
 			}
 		}

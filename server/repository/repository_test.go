@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/batch"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/tensor"
@@ -88,7 +89,7 @@ func put(t *testing.T, root, model string, v int, content string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, ModelFileName), []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, modelrepo.ModelFile), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -135,7 +136,7 @@ func TestVersionPolicies(t *testing.T) {
 				put(t, root, "m", v, content)
 			}
 			if c.config != "" {
-				os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte(c.config), 0o644)
+				os.WriteFile(filepath.Join(root, "m", modelrepo.ConfigFile), []byte(c.config), 0o644)
 			}
 			r, fl := newRepo(t, root)
 			if err := r.Scan(context.Background()); err != nil {
@@ -271,7 +272,7 @@ func TestModelConfig(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), ConfigFileName)
+			p := filepath.Join(t.TempDir(), modelrepo.ConfigFile)
 			os.WriteFile(p, []byte(c.yaml), 0o644)
 			got, err := LoadModelConfig(p)
 			if c.err != "" {
@@ -290,7 +291,7 @@ func TestModelConfig(t *testing.T) {
 func TestInvalidConfigReportedInIndex(t *testing.T) {
 	root := t.TempDir()
 	put(t, root, "m", 1, "ok")
-	os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte("nonsense: 1\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "m", modelrepo.ConfigFile), []byte("nonsense: 1\n"), 0o644)
 	os.MkdirAll(filepath.Join(root, "empty"), 0o755)
 	os.MkdirAll(filepath.Join(root, ".hidden", "1"), 0o755)
 	r, _ := newRepo(t, root)
@@ -412,7 +413,7 @@ func TestRescanUnchangedLoadsOnce(t *testing.T) {
 			root := t.TempDir()
 			put(t, root, "m", 1, "ok")
 			if c.config != "" {
-				if err := os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte(c.config), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(root, "m", modelrepo.ConfigFile), []byte(c.config), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -426,7 +427,7 @@ func TestRescanUnchangedLoadsOnce(t *testing.T) {
 				t.Fatalf("%d loads in %d scans of unchanged files, want 1", n, scans)
 			}
 			// A real change still reloads.
-			if err := os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte(c.config+"version_policy: {latest: 3}\n"), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(root, "m", modelrepo.ConfigFile), []byte(c.config+"version_policy: {latest: 3}\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if err := r.Scan(context.Background()); err != nil {
@@ -445,7 +446,7 @@ func TestModelFolderReadErrorKeepsVersions(t *testing.T) {
 	root := t.TempDir()
 	put(t, root, "m", 1, "ok")
 	put(t, root, "m", 2, "ok")
-	os.WriteFile(filepath.Join(root, "m", ConfigFileName), []byte("version_policy: {all: true}\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "m", modelrepo.ConfigFile), []byte("version_policy: {all: true}\n"), 0o644)
 	r, fl := newRepo(t, root)
 	ctx := context.Background()
 	if err := r.Scan(ctx); err != nil {

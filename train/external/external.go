@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 )
 
@@ -112,7 +112,7 @@ func (t *Trainer) Fit(ctx context.Context, req pipeline.FitRequest) error {
 		}
 		return fmt.Errorf("external trainer %s: %w (last output: %q)", t.Command[0], err, lw.last())
 	}
-	for _, f := range []string{pipeline.ModelFile, card.FileName} {
+	for _, f := range []string{modelrepo.ModelFile, modelrepo.CardFile} {
 		if st, err := os.Stat(filepath.Join(req.OutputDir, f)); err != nil || st.Size() == 0 {
 			return fmt.Errorf("external trainer exited 0 but did not write %s in %s", f, req.OutputDir)
 		}

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/ort"
-	"github.com/flywheel-ml/flywheel/train/card"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 )
 
@@ -41,7 +41,7 @@ func fitLinear(t *testing.T, dir string) (string, *bytes.Buffer) {
 	}
 	var log bytes.Buffer
 	tr := &Trainer{Command: []string{"/usr/bin/python3", "testdata/linear_trainer.py"}, Timeout: time.Minute}
-	champ := &card.Card{Name: "m", Version: 1, Inputs: []card.Tensor{{Name: "features"}}, Outputs: []card.Tensor{{Name: "prediction"}}}
+	champ := &modelrepo.Card{Name: "m", Version: 1, Inputs: []modelrepo.Tensor{{Name: "features"}}, Outputs: []modelrepo.Tensor{{Name: "prediction"}}}
 	err := tr.Fit(context.Background(), pipeline.FitRequest{Dataset: data, OutputDir: out, Model: "m", Features: []string{"a", "b"}, Target: "y",
 		Algorithm: "linear", Params: map[string]any{"l2": 0}, Champion: champ, Log: &log})
 	if err != nil {
@@ -59,7 +59,7 @@ func TestPythonTrainer(t *testing.T) {
 	if !strings.Contains(log.String(), "training linear model on 60 rows x 2 features") {
 		t.Errorf("log not captured:\n%s", log)
 	}
-	c, err := card.Load(filepath.Join(out, card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(out, modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 // Row is one labelled example: its date, its feature vector in the
@@ -62,7 +62,7 @@ type FitRequest struct {
 	Algorithm string
 	Params    map[string]any
 	Seed      int64
-	Champion  *card.Card
+	Champion  *modelrepo.Card
 	Log       io.Writer // trainer output, kept in the job and the tracker
 }
 
@@ -74,7 +74,7 @@ type Trainer interface {
 
 // Predictor runs a model version directory on feature rows.
 type Predictor interface {
-	Predict(ctx context.Context, modelDir string, c *card.Card, x [][]float64) ([]float64, error)
+	Predict(ctx context.Context, modelDir string, c *modelrepo.Card, x [][]float64) ([]float64, error)
 }
 
 // Tracker is what the pipeline needs from experiment tracking; the

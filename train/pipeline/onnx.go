@@ -7,7 +7,7 @@ import (
 
 	ortgo "github.com/yalue/onnxruntime_go"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 // ONNXPredictor runs model.onnx with ONNX Runtime: one FP32 input [n, f]
@@ -18,7 +18,7 @@ type ONNXPredictor struct{}
 var _ Predictor = ONNXPredictor{}
 
 // Predict implements Predictor.
-func (ONNXPredictor) Predict(ctx context.Context, modelDir string, c *card.Card, x [][]float64) ([]float64, error) {
+func (ONNXPredictor) Predict(ctx context.Context, modelDir string, c *modelrepo.Card, x [][]float64) ([]float64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -38,7 +38,7 @@ func (ONNXPredictor) Predict(ctx context.Context, modelDir string, c *card.Card,
 			data = append(data, float32(v))
 		}
 	}
-	path := filepath.Join(modelDir, ModelFile)
+	path := filepath.Join(modelDir, modelrepo.ModelFile)
 	sess, err := ortgo.NewDynamicAdvancedSession(path, []string{c.Inputs[0].Name}, []string{c.Outputs[0].Name}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s: %w", path, err)

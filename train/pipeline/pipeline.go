@@ -20,7 +20,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 )
 
@@ -93,10 +93,10 @@ type run struct {
 	dir        string // work dir of the job
 	modelDir   string
 	champVer   int
-	champ      *card.Card
+	champ      *modelrepo.Card
 	snap       *snapshot
 	candDir    string
-	cand       *card.Card
+	cand       *modelrepo.Card
 	candScore  Scores
 	champScore Scores
 	trainLog   bytes.Buffer
@@ -326,11 +326,11 @@ func (p *Pipeline) train(ctx context.Context, r *run, log io.Writer) (string, er
 	if err := p.o.Trainer.Fit(ctx, req); err != nil {
 		return "", fmt.Errorf("training the candidate: %w", err)
 	}
-	c, err := card.Load(filepath.Join(r.candDir, card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(r.candDir, modelrepo.CardFile))
 	if err != nil {
 		return "", fmt.Errorf("candidate card: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(r.candDir, ModelFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(r.candDir, modelrepo.ModelFile)); err != nil {
 		return "", fmt.Errorf("candidate model: %w", err)
 	}
 	if got := c.FeatureNames(); got != nil && !reflect.DeepEqual(got, r.snap.Names) {
@@ -377,7 +377,9 @@ func (p *Pipeline) evaluate(ctx context.Context, r *run, log io.Writer) (string,
 		if err != nil {
 			return "", fmt.Errorf("candidate on the training rows: %w", err)
 		}
-		r.cand.Reference = reference(r.snap.Names, tx, pred)
+		if r.cand.Reference, err = modelrepo.NewReference(r.snap.Names, tx, pred); err != nil {
+			return "", fmt.Errorf("candidate's drift reference: %w", err)
+		}
 	}
 	m := r.cfg.Metric
 	return fmt.Sprintf("%s: candidate %.4f, champion v%d %.4f on %d holdout rows", m, r.candScore.get(m), r.champVer, r.champScore.get(m), len(y)), nil
@@ -434,7 +436,7 @@ func (p *Pipeline) finishCard(r *run) {
 		c.Thresholds = r.champ.Thresholds
 	}
 	train := r.snap.Train
-	c.Training.Dataset = card.Dataset{Name: r.champ.Training.Dataset.Name + "+feedback", Digest: r.snap.Digest, Rows: len(train),
+	c.Training.Dataset = modelrepo.Dataset{Name: r.champ.Training.Dataset.Name + "+feedback", Digest: r.snap.Digest, Rows: len(train),
 		From: day(train[0].Date), Until: day(train[len(train)-1].Date), Source: "trainer job " + r.job.ID}
 	c.Training.RunID = r.runID
 	if p.o.Tracker != nil {
@@ -450,15 +452,9 @@ func (p *Pipeline) finishCard(r *run) {
 func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
 
 func (p *Pipeline) nextVersion(r *run) error {
-	vs, err := versions(r.modelDir)
-	if err != nil {
-		return err
-	}
-	r.version = 1
-	if len(vs) > 0 {
-		r.version = vs[len(vs)-1] + 1
-	}
-	return nil
+	v, err := modelrepo.NextVersion(r.modelDir)
+	r.version = int(v)
+	return err
 }
 
 // (5) track: run with params, metrics, dataset and artifacts; register; alias.
@@ -509,7 +505,7 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 		return "", fmt.Errorf("logging dataset: %w", err)
 	}
 	cardJSON, _ := json.MarshalIndent(r.cand, "", "  ")
-	onnx, err := os.Open(filepath.Join(r.candDir, ModelFile))
+	onnx, err := os.Open(filepath.Join(r.candDir, modelrepo.ModelFile))
 	if err != nil {
 		return "", err
 	}
@@ -518,8 +514,8 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 		path string
 		r    io.Reader
 	}{
-		{"model/" + ModelFile, onnx},
-		{"model/" + card.FileName, bytes.NewReader(cardJSON)},
+		{"model/" + modelrepo.ModelFile, onnx},
+		{"model/" + modelrepo.CardFile, bytes.NewReader(cardJSON)},
 		{"trainer.log", bytes.NewReader(r.trainLog.Bytes())},
 	} {
 		if err := t.LogArtifact(ctx, id, a.path, a.r); err != nil {
@@ -579,7 +575,7 @@ func (p *Pipeline) publish(_ context.Context, r *run, log io.Writer) (string, er
 	if err := r.cand.Validate(); err != nil {
 		return "", fmt.Errorf("candidate card: %w", err)
 	}
-	if err := publish(r.modelDir, r.version, filepath.Join(r.candDir, ModelFile), r.cand,
+	if err := publish(r.modelDir, r.version, filepath.Join(r.candDir, modelrepo.ModelFile), r.cand,
 		provenance{JobID: r.job.ID, Attempt: r.job.Attempt, RunID: r.runID}); err != nil {
 		return "", err
 	}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/ort"
-	"github.com/flywheel-ml/flywheel/train/card"
 	"github.com/flywheel-ml/flywheel/train/external"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -153,7 +153,7 @@ func TestPromote(t *testing.T) {
 		t.Errorf("candidate %.3f champion %.3f: the candidate should have learnt the shift", cand, champ)
 	}
 	// Published atomically, with lineage; no temporary directory left.
-	c, err := card.Load(filepath.Join(e.models, model, "2", card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(e.models, model, "2", modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,48 +7,18 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
-// Model version files.
-const (
-	ModelFile = "model.onnx"
-	// ProvenanceFile in a published version names the job that published
-	// it, so a retried job never publishes twice.
-	ProvenanceFile = "job.json"
-)
-
-// versions returns the integer version directories of a model, ascending.
-func versions(modelDir string) ([]int, error) {
-	ents, err := os.ReadDir(modelDir)
-	if err != nil {
-		return nil, fmt.Errorf("reading model directory: %w", err)
-	}
-	var out []int
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		v, err := strconv.Atoi(e.Name())
-		if err != nil || v < 1 || strconv.Itoa(v) != e.Name() {
-			continue
-		}
-		out = append(out, v)
-	}
-	for i := 1; i < len(out); i++ { // ReadDir sorts by name: "10" < "9"
-		for j := i; j > 0 && out[j] < out[j-1]; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
-	return out, nil
-}
+// ProvenanceFile in a published version names the job that published it,
+// so a retried job never publishes twice.
+const ProvenanceFile = "job.json"
 
 // champion returns the newest version with a card: the version serve serves
 // under the default policy.
-func champion(modelDir string) (int, *card.Card, error) {
-	vs, err := versions(modelDir)
+func champion(modelDir string) (int, *modelrepo.Card, error) {
+	vs, err := modelrepo.Versions(modelDir)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -56,11 +26,11 @@ func champion(modelDir string) (int, *card.Card, error) {
 		return 0, nil, fmt.Errorf("no versions in %s", modelDir)
 	}
 	v := vs[len(vs)-1]
-	c, err := card.Load(filepath.Join(modelDir, strconv.Itoa(v), card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(modelrepo.VersionDir(modelDir, v), modelrepo.CardFile))
 	if err != nil {
 		return 0, nil, fmt.Errorf("champion version %d: %w", v, err)
 	}
-	return v, c, nil
+	return int(v), c, nil
 }
 
 type provenance struct {
@@ -71,12 +41,12 @@ type provenance struct {
 
 // publishedBy returns the version a job already published, or 0.
 func publishedBy(modelDir, jobID string) (int, error) {
-	vs, err := versions(modelDir)
+	vs, err := modelrepo.Versions(modelDir)
 	if err != nil {
 		return 0, err
 	}
 	for _, v := range vs {
-		b, err := os.ReadFile(filepath.Join(modelDir, strconv.Itoa(v), ProvenanceFile))
+		b, err := os.ReadFile(filepath.Join(modelrepo.VersionDir(modelDir, v), ProvenanceFile))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -85,43 +55,29 @@ func publishedBy(modelDir, jobID string) (int, error) {
 		}
 		var p provenance
 		if json.Unmarshal(b, &p) == nil && p.JobID == jobID {
-			return v, nil
+			return int(v), nil
 		}
 	}
 	return 0, nil
 }
 
-// publish copies model.onnx and the card into modelDir/.tmp-<job>/ and
-// renames it to modelDir/<version>/ in one step.
-func publish(modelDir string, version int, srcModel string, c *card.Card, p provenance) error {
-	tmp := filepath.Join(modelDir, ".tmp-"+p.JobID)
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
-	}
-	if err := copyFile(srcModel, filepath.Join(tmp, ModelFile)); err != nil {
-		return err
-	}
-	if err := c.Write(filepath.Join(tmp, card.FileName)); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(p, "", "  ")
-	if err := os.WriteFile(filepath.Join(tmp, ProvenanceFile), append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	if err := syncDir(tmp); err != nil {
-		return err
-	}
-	dst := filepath.Join(modelDir, strconv.Itoa(version))
-	if _, err := os.Stat(dst); err == nil {
-		return fmt.Errorf("version directory %s already exists", dst)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("publishing version %d: %w", version, err)
-	}
-	return syncDir(modelDir)
+// publish publishes model.onnx, the card and the job's provenance as
+// modelDir/<version> with modelrepo.Publish.
+func publish(modelDir string, version int, srcModel string, c *modelrepo.Card, p provenance) error {
+	_, err := modelrepo.Publish(modelDir, int64(version), func(tmp string, _ int64) error {
+		if err := copyFile(srcModel, filepath.Join(tmp, modelrepo.ModelFile)); err != nil {
+			return err
+		}
+		if err := c.Write(filepath.Join(tmp, modelrepo.CardFile)); err != nil {
+			return err
+		}
+		b, err := json.MarshalIndent(p, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(tmp, ProvenanceFile), append(b, '\n'), 0o644)
+	})
+	return err
 }
 
 func copyFile(src, dst string) error {
@@ -138,18 +94,5 @@ func copyFile(src, dst string) error {
 		out.Close()
 		return err
 	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
 	return out.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

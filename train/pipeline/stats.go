@@ -2,9 +2,6 @@ package pipeline
 
 import (
 	"math"
-
-	"github.com/flywheel-ml/flywheel/train/card"
-	"github.com/flywheel-ml/flywheel/train/eval"
 )
 
 // Scores are regression figures on one set of rows.
@@ -30,22 +27,4 @@ func (s Scores) get(metric string) float64 {
 		return s.RMSE
 	}
 	return s.MAE
-}
-
-// reference is a candidate's drift reference: the histograms of its
-// training rows x (columns named by names) and of its predictions on them,
-// binned by the trainer's rule (eval.Histogram) so that drift reads a
-// retrained model's card like a trained one's.
-func reference(names []string, x [][]float64, pred []float64) *card.Reference {
-	ref := &card.Reference{Features: map[string]card.Histogram{}}
-	col := make([]float64, len(x))
-	for j, n := range names {
-		for i := range x {
-			col[i] = x[i][j]
-		}
-		ref.Features[n] = eval.Histogram(col)
-	}
-	ph := eval.Histogram(pred)
-	ref.Prediction = &ph
-	return ref
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 )
 
@@ -31,8 +31,8 @@ func TestPromotedThresholds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := &run{job: jobs.Job{ID: "job-1", Model: "m"}, cfg: DefaultConfig(), champ: &card.Card{Thresholds: tc.champ},
-				cand: &card.Card{Thresholds: tc.cand}, snap: &snapshot{Train: []Row{{Date: day}}},
+			r := &run{job: jobs.Job{ID: "job-1", Model: "m"}, cfg: DefaultConfig(), champ: &modelrepo.Card{Thresholds: tc.champ},
+				cand: &modelrepo.Card{Thresholds: tc.cand}, snap: &snapshot{Train: []Row{{Date: day}}},
 				candScore: Scores{MAE: 1.2, RMSE: 2, Rows: 28}}
 			r.cfg.ThresholdMargin = tc.margin
 			p.finishCard(r)

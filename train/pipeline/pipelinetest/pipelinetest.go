@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 )
 
@@ -86,7 +86,7 @@ func ExampleTrainer() []string {
 // Champion trains version 1 of model on the base CSV with trainer and
 // publishes it to modelsDir/model/1 with an MAE threshold and the base's end
 // date as its training window.
-func Champion(t testing.TB, trainer pipeline.Trainer, modelsDir, model, baseCSV string, baseDays int, maeThreshold float64) *card.Card {
+func Champion(t testing.TB, trainer pipeline.Trainer, modelsDir, model, baseCSV string, baseDays int, maeThreshold float64) *modelrepo.Card {
 	t.Helper()
 	dir := filepath.Join(modelsDir, model, "1")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -97,14 +97,14 @@ func Champion(t testing.TB, trainer pipeline.Trainer, modelsDir, model, baseCSV 
 		Target: Target, Algorithm: "linear", Params: map[string]any{"l2": 0.01}, Log: &log}); err != nil {
 		t.Fatalf("training the champion: %v\n%s", err, log.String())
 	}
-	c, err := card.Load(filepath.Join(dir, card.FileName))
+	c, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Version = 1
 	c.Thresholds = map[string]float64{"mae": maeThreshold}
 	c.Training.Dataset.Until = Start.AddDate(0, 0, baseDays-1).Format(pipeline.DateLayout)
-	if err := c.Write(filepath.Join(dir, card.FileName)); err != nil {
+	if err := c.Write(filepath.Join(dir, modelrepo.CardFile)); err != nil {
 		t.Fatal(err)
 	}
 	return c

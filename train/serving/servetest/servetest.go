@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 )
 
@@ -84,7 +85,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	dir := filepath.Join(s.ModelsDir, r.PathValue("m"), r.PathValue("v"))
-	for _, f := range []string{"model.onnx", "model.json"} {
+	for _, f := range []string{modelrepo.ModelFile, modelrepo.CardFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return

@@ -1,22 +1,17 @@
-// Package card defines the model card, model.json, that travels with every
-// model version in the repository: its signature, feature names, lineage,
-// metrics, thresholds and the reference distributions that drift is measured
-// against. The trainer writes it; serve, drift and the pipeline read it.
-package card
+package modelrepo
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"time"
 )
 
-// FileName is the card's file name inside a version directory.
-const FileName = "model.json"
-
-// Card is the content of model.json.
+// Card is the model card, model.json, that travels with every model
+// version: its signature, feature names, lineage, metrics, thresholds and
+// the reference distributions that drift is measured against. The trainer
+// writes it; serve, drift and the pipeline read it.
 type Card struct {
 	Name       string                        `json:"name"`
 	Version    int                           `json:"version"`
@@ -70,14 +65,6 @@ type Reference struct {
 	Prediction *Histogram           `json:"prediction,omitempty"`
 }
 
-// Histogram is a binned distribution: len(Edges) == len(Proportions)+1 and
-// the proportions sum to 1. Values below Edges[0] count in the first bin,
-// values above the last edge in the last bin.
-type Histogram struct {
-	Edges       []float64 `json:"edges"`
-	Proportions []float64 `json:"proportions"`
-}
-
 // FeatureNames returns the named features of the first input, or nil.
 func (c *Card) FeatureNames() []string {
 	if len(c.Inputs) == 0 {
@@ -121,21 +108,8 @@ func (c *Card) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Validate checks a histogram's shape.
-func (h Histogram) Validate() error {
-	if len(h.Proportions) == 0 || len(h.Edges) != len(h.Proportions)+1 {
-		return fmt.Errorf("%d edges for %d proportions (want proportions+1)", len(h.Edges), len(h.Proportions))
-	}
-	for i := 1; i < len(h.Edges); i++ {
-		if h.Edges[i] < h.Edges[i-1] {
-			return fmt.Errorf("edges not sorted at %d", i)
-		}
-	}
-	return nil
-}
-
-// Load reads and validates a card file.
-func Load(path string) (*Card, error) {
+// LoadCard reads and validates a model card file.
+func LoadCard(path string) (*Card, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading model card: %w", err)
@@ -160,21 +134,4 @@ func (c *Card) Write(path string) error {
 		return fmt.Errorf("writing model card: %w", err)
 	}
 	return nil
-}
-
-// Bin returns the index of the bin that holds v: the last i with
-// Edges[i] ≤ v, clamped to [0, len(Proportions)-1]. So bin i holds
-// Edges[i] ≤ v < Edges[i+1], the last bin also its upper edge (and anything
-// above), the first bin anything below Edges[0]. With a repeated last edge
-// (e.g. [0, 1, 1]) the last bin holds exactly that value.
-func (h Histogram) Bin(v float64) int {
-	n := len(h.Proportions)
-	i := sort.Search(len(h.Edges), func(i int) bool { return h.Edges[i] > v }) - 1
-	if i < 0 {
-		return 0
-	}
-	if i >= n {
-		return n - 1
-	}
-	return i
 }

@@ -1,4 +1,4 @@
-package card
+package modelrepo
 
 import (
 	"path/filepath"
@@ -15,11 +15,11 @@ func TestRoundTripAndValidate(t *testing.T) {
 			"a": {Edges: []float64{0, 1, 2}, Proportions: []float64{0.5, 0.5}},
 		}},
 	}
-	p := filepath.Join(t.TempDir(), FileName)
+	p := filepath.Join(t.TempDir(), CardFile)
 	if err := good.Write(p); err != nil {
 		t.Fatal(err)
 	}
-	got, err := Load(p)
+	got, err := LoadCard(p)
 	if err != nil {
 		t.Fatal(err)
 	}
