@@ -123,6 +123,10 @@ type Result struct {
 	Model     string
 	ModelPath string
 	Alias     string
+	// ModelDescription and ModelTags describe the registered version
+	// (when the recorder is a VersionAnnotator).
+	ModelDescription string
+	ModelTags        map[string]string
 }
 
 // Finish logs the result, ends the run FINISHED and returns the registered
@@ -136,46 +140,75 @@ func (r *ActiveRun) Finish(ctx context.Context, res Result) (ModelVersion, error
 }
 
 func (r *ActiveRun) finish(ctx context.Context, res Result) (ModelVersion, error) {
-	r.mu.Lock()
-	stepErr := r.stepErr
-	r.mu.Unlock()
-	if stepErr != nil {
-		return ModelVersion{}, stepErr
-	}
-	if len(res.Tags) > 0 {
-		if err := r.SetTags(ctx, res.Tags); err != nil {
-			return ModelVersion{}, err
-		}
-	}
-	if len(res.Params) > 0 {
-		if err := r.LogParams(ctx, res.Params); err != nil {
-			return ModelVersion{}, err
-		}
-	}
-	if len(res.Metrics) > 0 {
-		if err := r.LogMetrics(ctx, res.FinalStep, res.Metrics); err != nil {
-			return ModelVersion{}, err
-		}
-	}
-	if len(res.Datasets) > 0 {
-		if err := r.t.LogInputs(ctx, r.Info.ID, res.Datasets); err != nil {
-			return ModelVersion{}, err
-		}
-	}
-	for _, p := range sortedKeys(res.Artifacts) {
-		if err := r.LogArtifactFile(ctx, res.Artifacts[p], p); err != nil {
-			return ModelVersion{}, err
-		}
-	}
-	for _, p := range sortedKeys(res.Files) {
-		if err := r.t.LogArtifact(ctx, r.Info.ID, p, bytes.NewReader(res.Files[p])); err != nil {
-			return ModelVersion{}, fmt.Errorf("artifact %s: %w", p, err)
-		}
+	if err := r.Log(ctx, res); err != nil {
+		return ModelVersion{}, err
 	}
 	if res.Model == "" {
 		return ModelVersion{}, nil
 	}
-	return r.RegisterModel(ctx, res.Model, res.ModelPath, res.Alias)
+	mv, err := r.RegisterModel(ctx, res.Model, res.ModelPath, res.Alias)
+	if err != nil {
+		return mv, err
+	}
+	if res.ModelDescription != "" || len(res.ModelTags) > 0 {
+		err = r.AnnotateVersion(ctx, mv, VersionAnnotation{Description: res.ModelDescription, Tags: res.ModelTags})
+	}
+	return mv, err
+}
+
+// AnnotateVersion sets a registered version's description and tags when the
+// recorder keeps them (VersionAnnotator); otherwise it does nothing.
+func (r *ActiveRun) AnnotateVersion(ctx context.Context, mv ModelVersion, a VersionAnnotation) error {
+	va, ok := r.t.(VersionAnnotator)
+	if !ok {
+		return nil
+	}
+	if err := va.AnnotateModelVersion(ctx, mv.Name, mv.Version, a); err != nil {
+		return fmt.Errorf("describing version %s of %q: %w", mv.Version, mv.Name, err)
+	}
+	return nil
+}
+
+// Log logs res's tags, params, metrics, datasets and artifacts (not its
+// model registration) and leaves the run open.
+func (r *ActiveRun) Log(ctx context.Context, res Result) error {
+	r.mu.Lock()
+	stepErr := r.stepErr
+	r.mu.Unlock()
+	if stepErr != nil {
+		return stepErr
+	}
+	if len(res.Tags) > 0 {
+		if err := r.SetTags(ctx, res.Tags); err != nil {
+			return err
+		}
+	}
+	if len(res.Params) > 0 {
+		if err := r.LogParams(ctx, res.Params); err != nil {
+			return err
+		}
+	}
+	if len(res.Metrics) > 0 {
+		if err := r.LogMetrics(ctx, res.FinalStep, res.Metrics); err != nil {
+			return err
+		}
+	}
+	if len(res.Datasets) > 0 {
+		if err := r.t.LogInputs(ctx, r.Info.ID, res.Datasets); err != nil {
+			return err
+		}
+	}
+	for _, p := range sortedKeys(res.Artifacts) {
+		if err := r.LogArtifactFile(ctx, res.Artifacts[p], p); err != nil {
+			return err
+		}
+	}
+	for _, p := range sortedKeys(res.Files) {
+		if err := r.t.LogArtifact(ctx, r.Info.ID, p, bytes.NewReader(res.Files[p])); err != nil {
+			return fmt.Errorf("artifact %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // LogArtifactFile uploads a local file as artifactPath.

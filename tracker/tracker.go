@@ -168,12 +168,27 @@ type FileInfo struct {
 
 // ModelVersion is a registered model version created from a run artifact.
 type ModelVersion struct {
-	Name    string
-	Version string // MLflow versions are strings of positive integers
-	Source  string
-	RunID   string
-	Status  string
-	Aliases []string
+	Name        string
+	Version     string // MLflow versions are strings of positive integers
+	Source      string
+	RunID       string
+	Status      string
+	Aliases     []string
+	Description string
+	Tags        map[string]string
+}
+
+// VersionAnnotation describes a model version: the description and tags
+// shown on its page in MLflow's registry.
+type VersionAnnotation struct {
+	Description string
+	Tags        map[string]string
+}
+
+// VersionAnnotator is implemented by registries that keep model version
+// descriptions and tags (MLflow, and the fallback tracker that mirrors it).
+type VersionAnnotator interface {
+	AnnotateModelVersion(ctx context.Context, name, version string, a VersionAnnotation) error
 }
 
 // SearchQuery selects runs. Filter uses MLflow's search syntax subset
@@ -183,6 +198,9 @@ type SearchQuery struct {
 	Filter        string
 	OrderBy       []string
 	MaxResults    int
+	// PageSize is the number of runs asked for per request (0 = the
+	// backend's maximum); results are the same, only the paging differs.
+	PageSize int
 }
 
 // Experiments gets or creates experiments by name.

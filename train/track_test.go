@@ -125,7 +125,7 @@ func TestFitTracked(t *testing.T) {
 	if _, _, err := FitTracked(context.Background(), Tracking{}, testConfig(Ridge, d)); err == nil {
 		t.Error("tracking without a recorder: no error")
 	}
-	if _, err := RunResult(&Result{}, ""); err == nil {
+	if _, err := RunResult(&Result{}, "", ""); err == nil {
 		t.Error("a result without a card: no error")
 	}
 }

@@ -277,8 +277,9 @@ func (a trackerAdapter) LogStep(ctx context.Context, id string, step int64, m ma
 
 func (a trackerAdapter) LogDataset(ctx context.Context, id string, d pipeline.DatasetRef) error {
 	src, _ := json.Marshal(map[string]string{"uri": d.Source})
-	return a.t.LogInputs(ctx, id, []tracker.Dataset{{Name: d.Name, Digest: d.Digest, SourceType: "local",
-		Source: string(src), Profile: fmt.Sprintf(`{"num_rows": %d}`, d.Rows), Context: d.Context}})
+	profile, _ := json.Marshal(map[string]any{"num_rows": d.Rows, "sha256": d.Digest})
+	return a.t.LogInputs(ctx, id, []tracker.Dataset{{Name: d.Name, Digest: tracker.ShortDigest(d.Digest), SourceType: "local",
+		Source: string(src), Profile: string(profile), Context: d.Context}})
 }
 
 func (a trackerAdapter) LogArtifact(ctx context.Context, id, path string, r io.Reader) error {

@@ -189,7 +189,7 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	if err != nil || len(hist) < 5 || hist[0].Step != 1 {
 		t.Errorf("iter_train_rmse history = %d steps (%v)", len(hist), err)
 	}
-	if len(run.Datasets) != 1 || run.Datasets[0].Digest != c.Training.Dataset.Digest || run.Datasets[0].Context != "training" {
+	if len(run.Datasets) != 1 || run.Datasets[0].Digest != tracker.ShortDigest(c.Training.Dataset.Digest) || run.Datasets[0].Context != "training" {
 		t.Errorf("datasets = %+v, want digest %s", run.Datasets, c.Training.Dataset.Digest)
 	}
 	rc, err := st.OpenArtifact(bg, run.Info.ID, "model/model.onnx")

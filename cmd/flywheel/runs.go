@@ -182,7 +182,7 @@ func runsList(ctx context.Context, w io.Writer, tr *tracking, reader tracker.Tra
 		fmt.Fprintln(w, "(no runs)")
 	}
 	if pending, _ := tr.local.RunsInState(ctx, sqlite.StateUnsynced); len(pending) > 0 {
-		fmt.Fprintf(w, "\n%d run(s) in %s were logged while MLflow was unreachable and wait for `flywheel runs sync`\n", len(pending), tr.local.Path())
+		fmt.Fprintf(w, "\n%d run(s) in %s are complete only locally (MLflow was unreachable, or rejected a write: `flywheel runs sync` replays them and reports MLflow's answer)\n", len(pending), tr.local.Path())
 	}
 	return nil
 }

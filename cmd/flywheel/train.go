@@ -186,40 +186,71 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	printMetrics(stdout, results, len(data.Train), len(data.Test))
-	if publish {
-		v, dir, err := train.Publish(models, name, results[best])
-		if err != nil {
-			return failRuns(err)
-		}
-		fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, v, results[best].Algorithm, dir)
-	} else {
+	if !publish {
 		fmt.Fprintln(stdout, "not published (--publish=false)")
 	}
 	if tracking == nil {
+		if !publish {
+			return nil
+		}
+		v, dir, err := train.Publish(models, name, results[best])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, v, results[best].Algorithm, dir)
 		return nil
 	}
-	// Finish every run; only the published one registers a model version.
+	// Finish every run; the published one registers its version first and
+	// the repository takes the registry's number (train.PublishTracked).
 	var errs []error
-	for i, run := range runs {
+	published := false
+	order := []int{best} // the published run first: once it is published, nothing fails the command
+	for i := range runs {
+		if i != best {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		run := runs[i]
 		if len(runs) > 1 {
 			if err := run.SetTags(ctx, map[string]string{train.TagSelected: strconv.FormatBool(i == best)}); err != nil {
 				errs = append(errs, err, train.EndRun(ctx, run, err))
 				continue
 			}
 		}
-		mv, err := train.FinishRun(ctx, run, results[i], alias)
-		if err != nil {
+		if publish && i == best {
+			results[i].Card.Name = name
+			pub, err := train.PublishTracked(ctx, *tracking, run, models, results[i], alias)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("not published: %w", err))
+				continue
+			}
+			published = true
+			fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, pub.Version, results[i].Algorithm, pub.Dir)
+			line := fmt.Sprintf("tracked %s run %s (%s)", results[i].Algorithm, run.ID(), tracking.Kind)
+			if pub.Unsynced {
+				line += ", complete in the local store only: `flywheel runs sync` replays it"
+			}
+			line += fmt.Sprintf("; registered %s version %s", name, pub.Registered.Version)
+			if alias != "" && pub.TrackErr == nil {
+				line += ", alias " + alias
+			}
+			fmt.Fprintln(stdout, line)
+			if pub.TrackErr != nil {
+				// Published: report, never fail the command.
+				fmt.Fprintf(stderr, "warning: %v\n", pub.TrackErr)
+			}
+			continue
+		}
+		if _, err := train.FinishRun(ctx, run, results[i], ""); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		line := fmt.Sprintf("tracked %s run %s (%s)", results[i].Algorithm, run.ID(), tracking.Kind)
-		if mv.Version != "" {
-			line += fmt.Sprintf("; registered %s version %s", mv.Name, mv.Version)
-			if alias != "" {
-				line += ", alias " + alias
-			}
-		}
-		fmt.Fprintln(stdout, line)
+		fmt.Fprintf(stdout, "tracked %s run %s (%s)\n", results[i].Algorithm, run.ID(), tracking.Kind)
+	}
+	if published && len(errs) > 0 {
+		fmt.Fprintf(stderr, "warning: the model is published; tracking other runs failed: %v\n", errors.Join(errs...))
+		return nil
 	}
 	return errors.Join(errs...)
 }

@@ -167,21 +167,37 @@ func checkTrackedRun(t *testing.T, got trackedRun, c *modelrepo.Card, versionDir
 	if len(hist) != wantKeys {
 		t.Errorf("%d metric keys, want %d: %v", len(hist), wantKeys, hist)
 	}
-	// Datasets: training and test ranges with the card's digests.
-	dig := map[string]string{}
+	// Datasets: training and test ranges, MLflow-style digests of the
+	// card's sha256, the columns as an mlflow_colspec schema, a profile.
+	dig := map[string]tracker.Dataset{}
 	for _, d := range got.datasets {
-		dig[d.Context] = d.Digest
-		if d.Name != "chicago" || d.SourceType != "local" || !strings.Contains(d.Profile, "num_rows") {
-			t.Errorf("dataset %+v", d)
+		dig[d.Context] = d
+		if d.Name != "chicago" || d.SourceType != "local" || !strings.Contains(d.Profile, `"num_rows"`) ||
+			!strings.HasPrefix(d.Schema, `{"mlflow_colspec":[{"type":"datetime","name":"date"`) || !strings.Contains(d.Source, "chicago.csv") {
+			t.Errorf("dataset %s: %.300s", d.Context, fmt.Sprintf("%+v", d))
 		}
 	}
-	if len(got.datasets) != 2 || dig["training"] != c.Training.Dataset.Digest || dig["testing"] != c.Training.TestDataset.Digest ||
-		!strings.HasPrefix(dig["training"], "sha256:") {
-		t.Errorf("datasets %+v, card digests %s %s", got.datasets, c.Training.Dataset.Digest, c.Training.TestDataset.Digest)
+	for ctx, full := range map[string]string{"training": c.Training.Dataset.Digest, "testing": c.Training.TestDataset.Digest} {
+		d := dig[ctx]
+		if len(d.Digest) != 8 || !strings.HasPrefix(full, "sha256:"+d.Digest) || !strings.Contains(d.Profile, full) {
+			t.Errorf("%s dataset digest %q profile %.200s; card digest %s", ctx, d.Digest, d.Profile, full)
+		}
 	}
-	// Artifacts: the published files, byte for byte.
-	if len(got.artifacts) != 2 {
-		t.Errorf("artifacts %v", keys(got.artifacts))
+	if len(got.datasets) != 2 {
+		t.Errorf("%d datasets, want 2", len(got.datasets))
+	}
+	// Artifacts: the MLflow Model directory; the published files byte for byte.
+	if want := []string{"model/MLmodel", "model/conda.yaml", "model/input_example.json", "model/model.json", "model/model.onnx",
+		"model/python_env.yaml", "model/requirements.txt"}; fmt.Sprint(keys(got.artifacts)) != fmt.Sprint(want) {
+		t.Errorf("artifacts %v, want %v", keys(got.artifacts), want)
+	}
+	for _, want := range []string{"loader_module: mlflow.onnx", "data: model.onnx", "onnx_version:", "feature_names:", "signature:"} {
+		if !strings.Contains(string(got.artifacts["model/MLmodel"]), want) {
+			t.Errorf("MLmodel lacks %q:\n%s", want, got.artifacts["model/MLmodel"])
+		}
+	}
+	if !strings.Contains(got.tags[train.TagLogModelHistory], `"artifact_path":"model"`) {
+		t.Errorf("tag %s = %.200q", train.TagLogModelHistory, got.tags[train.TagLogModelHistory])
 	}
 	for art, file := range map[string]string{"model/model.onnx": "model.onnx", "model/model.json": "model.json"} {
 		b, err := os.ReadFile(filepath.Join(versionDir, file))
@@ -192,10 +208,14 @@ func checkTrackedRun(t *testing.T, got trackedRun, c *modelrepo.Card, versionDir
 			t.Errorf("artifact %s: %d bytes, published file %d bytes, not identical", art, len(got.artifacts[art]), len(b))
 		}
 	}
-	// Registry: one version from this run, under the champion alias.
+	// Registry: one version from this run, numbered as the repository's,
+	// under the champion alias.
 	if len(got.versions) != 1 || got.versions[0].Name != "ridership" || got.versions[0].RunID != got.info.ID ||
 		got.champion != got.versions[0].Version {
 		t.Errorf("versions %+v, champion %q", got.versions, got.champion)
+	}
+	if len(got.versions) == 1 && (c.Training.RegistryVersion != got.versions[0].Version || strconv.Itoa(c.Version) != got.versions[0].Version) {
+		t.Errorf("card version %d, registry_version %q; the registry says %s", c.Version, c.Training.RegistryVersion, got.versions[0].Version)
 	}
 }
 

@@ -37,15 +37,22 @@ type Tensor struct {
 
 // Training is the lineage of a model version.
 type Training struct {
-	Algorithm      string         `json:"algorithm"`
-	Params         map[string]any `json:"params"`
-	Seed           int64          `json:"seed"`
-	RunID          string         `json:"run_id,omitempty"`
-	Tracker        string         `json:"tracker,omitempty"` // "mlflow" or "sqlite"
-	Dataset        Dataset        `json:"dataset"`
-	TestDataset    *Dataset       `json:"test_dataset,omitempty"` // the rows the test metrics come from
-	GitCommit      string         `json:"git_commit,omitempty"`
-	TrainerVersion string         `json:"trainer_version,omitempty"`
+	Algorithm string         `json:"algorithm"`
+	Params    map[string]any `json:"params"`
+	Seed      int64          `json:"seed"`
+	RunID     string         `json:"run_id,omitempty"`
+	Tracker   string         `json:"tracker,omitempty"` // "mlflow" or "sqlite"
+	// TrackerState is "unsynced" when, at publish time, the run was
+	// complete only in the local SQLite store (MLflow unreachable);
+	// `flywheel runs sync` replays it.
+	TrackerState string `json:"tracker_state,omitempty"`
+	// RegistryVersion is the tracker registry's number of this version;
+	// the repository takes it as Version unless that directory was taken.
+	RegistryVersion string   `json:"registry_version,omitempty"`
+	Dataset         Dataset  `json:"dataset"`
+	TestDataset     *Dataset `json:"test_dataset,omitempty"` // the rows the test metrics come from
+	GitCommit       string   `json:"git_commit,omitempty"`
+	TrainerVersion  string   `json:"trainer_version,omitempty"`
 }
 
 // Dataset identifies the exact data a model was trained on.

@@ -22,6 +22,7 @@ import (
 // Remote is the MLflow side (tracker/mlflow.Client).
 type Remote interface {
 	tracker.Tracker
+	tracker.VersionAnnotator
 	SearchModelVersions(ctx context.Context, filter string) ([]tracker.ModelVersion, error)
 }
 
@@ -394,6 +395,45 @@ func (t *Tracker) SetAlias(ctx context.Context, name, alias, version string) err
 		return err
 	}
 	return t.local.MarkAliasSynced(ctx, name, alias, lv.Version)
+}
+
+var _ tracker.VersionAnnotator = (*Tracker)(nil)
+
+// AnnotateModelVersion records the description and tags locally and sends
+// them to MLflow when the version is there; Sync replays them otherwise.
+// version may be MLflow's or the local number.
+func (t *Tracker) AnnotateModelVersion(ctx context.Context, name, version string, a tracker.VersionAnnotation) error {
+	lv, err := t.local.LocalVersionFor(ctx, name, version)
+	if err != nil {
+		return err
+	}
+	if err := t.local.AnnotateModelVersion(ctx, name, lv.Version, a); err != nil {
+		return err
+	}
+	if lv.RemoteVersion == "" || t.down() {
+		return nil
+	}
+	if err := t.remote.AnnotateModelVersion(ctx, name, lv.RemoteVersion, a); err != nil {
+		if unavailable(err) {
+			t.markDown()
+			t.log.Warn("MLflow unreachable: version tags recorded locally for sync", "model", name, "version", lv.RemoteVersion, "err", err)
+			return nil
+		}
+		return fmt.Errorf("model version %s of %q in MLflow: %w", lv.RemoteVersion, name, err)
+	}
+	return nil
+}
+
+// Mirrored reports whether the run is being written to MLflow as it goes
+// (false: it is complete only in the local store, unsynced or local).
+func (t *Tracker) Mirrored(ctx context.Context, runID string) (bool, error) {
+	_, st, err := t.state(ctx, runID)
+	if err != nil {
+		return false, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return st.mirrored, nil
 }
 
 // GetModelVersionByAlias asks MLflow, falling back to the local registry.

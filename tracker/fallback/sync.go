@@ -273,6 +273,12 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 				remoteVersion = e.Version
 			}
 		}
+		var have tracker.ModelVersion
+		for _, e := range existing {
+			if e.Source == source {
+				have = e
+			}
+		}
 		if remoteVersion == "" {
 			mv, err := t.remote.CreateModelVersion(ctx, v.Name, rid, v.ArtifactPath)
 			if err != nil {
@@ -280,6 +286,11 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 			}
 			remoteVersion = mv.Version
 			rep.ModelVersions++
+		}
+		if ann := missingAnnotation(v.ModelVersion, have); ann.Description != "" || len(ann.Tags) > 0 {
+			if err := t.remote.AnnotateModelVersion(ctx, v.Name, remoteVersion, ann); err != nil {
+				return fmt.Errorf("tags of model version %s of %q: %w", remoteVersion, v.Name, err)
+			}
 		}
 		if err := t.local.SetRemoteVersion(ctx, v.Name, v.Version, remoteVersion); err != nil {
 			return err
@@ -386,4 +397,22 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sortStrings(ks)
 	return ks
+}
+
+// missingAnnotation is the part of local's description and tags that
+// remote lacks.
+func missingAnnotation(local, remote tracker.ModelVersion) tracker.VersionAnnotation {
+	var a tracker.VersionAnnotation
+	if local.Description != "" && local.Description != remote.Description {
+		a.Description = local.Description
+	}
+	for k, v := range local.Tags {
+		if remote.Tags[k] != v {
+			if a.Tags == nil {
+				a.Tags = map[string]string{}
+			}
+			a.Tags[k] = v
+		}
+	}
+	return a
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -416,6 +417,9 @@ func (c *Client) SearchRuns(ctx context.Context, q tracker.SearchQuery) ([]track
 	token := ""
 	for {
 		page := 1000
+		if q.PageSize > 0 {
+			page = min(page, q.PageSize)
+		}
 		if q.MaxResults > 0 {
 			page = min(page, q.MaxResults-len(runs))
 		}
@@ -614,13 +618,58 @@ func (c *Client) ListArtifacts(ctx context.Context, runID, rel string) ([]tracke
 	return fs, nil
 }
 
-// CreateRegisteredModel creates the model; an existing one is fine.
+// CreateRegisteredModel creates the model once: an existing model is
+// looked up, not created again (a concurrent creator's
+// RESOURCE_ALREADY_EXISTS is fine too).
 func (c *Client) CreateRegisteredModel(ctx context.Context, name string) error {
-	err := c.postJSON(ctx, "registered-models/create", map[string]any{"name": name}, nil)
+	err := c.getJSON(ctx, "registered-models/get", url.Values{"name": {name}}, nil)
+	if !errors.Is(err, tracker.ErrNotFound) {
+		return err
+	}
+	err = c.postJSON(ctx, "registered-models/create", map[string]any{"name": name}, nil)
 	if errors.Is(err, tracker.ErrAlreadyExists) {
 		return nil
 	}
 	return err
+}
+
+// GetModelVersion returns one version with its description and tags.
+func (c *Client) GetModelVersion(ctx context.Context, name, version string) (tracker.ModelVersion, error) {
+	var out struct {
+		ModelVersion wireModelVersion `json:"model_version"`
+	}
+	if err := c.getJSON(ctx, "model-versions/get", url.Values{"name": {name}, "version": {version}}, &out); err != nil {
+		return tracker.ModelVersion{}, err
+	}
+	return out.ModelVersion.version(), nil
+}
+
+var _ tracker.VersionAnnotator = (*Client)(nil)
+
+// AnnotateModelVersion sets the version's description and tags (both
+// idempotent, so retried).
+func (c *Client) AnnotateModelVersion(ctx context.Context, name, version string, a tracker.VersionAnnotation) error {
+	if a.Description != "" {
+		body, _ := json.Marshal(map[string]any{"name": name, "version": version, "description": a.Description})
+		if err := c.do(ctx, http.MethodPatch, apiPrefix+"model-versions/update", nil, body, "application/json", nil); err != nil {
+			return err
+		}
+	}
+	for _, k := range sortedKeys(a.Tags) {
+		if err := c.postJSON(ctx, "model-versions/set-tag", map[string]any{"name": name, "version": version, "key": k, "value": a.Tags[k]}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
 
 // CreateModelVersion registers artifactPath of runID; the source is the

@@ -169,6 +169,8 @@ type wireModelVersion struct {
 	RunID   flexString `json:"run_id"`
 	Status  string     `json:"status"`
 	Aliases []string   `json:"aliases"`
+	Desc    string     `json:"description"`
+	Tags    []kv       `json:"tags"`
 }
 
 type wireFileInfo struct {
@@ -221,7 +223,14 @@ func (m wireMetric) metric() tracker.Metric {
 }
 
 func (w wireModelVersion) version() tracker.ModelVersion {
-	return tracker.ModelVersion{Name: w.Name, Version: string(w.Version), Source: w.Source, RunID: string(w.RunID), Status: w.Status, Aliases: w.Aliases}
+	v := tracker.ModelVersion{Name: w.Name, Version: string(w.Version), Source: w.Source, RunID: string(w.RunID), Status: w.Status, Aliases: w.Aliases, Description: w.Desc}
+	if len(w.Tags) > 0 {
+		v.Tags = make(map[string]string, len(w.Tags))
+		for _, t := range w.Tags {
+			v.Tags[t.Key] = t.Value
+		}
+	}
+	return v
 }
 
 func toKV[T tracker.Param | tracker.Tag](in []T) []kv {

@@ -303,6 +303,8 @@ var routes = map[string]endpoint{
 	"registered-models/alias":         {"POST", (*Server).setAlias},
 	"registered-models/alias#GET":     {"GET", (*Server).getAlias},
 	"model-versions/get-download-uri": {"GET", (*Server).downloadURI},
+	"model-versions/update":           {"PATCH", (*Server).updateVersion},
+	"model-versions/set-tag":          {"POST", (*Server).setVersionTag},
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
@@ -335,7 +337,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := map[string]json.RawMessage{}
-	if r.Method == "POST" {
+	if r.Method == "POST" || r.Method == "PATCH" {
 		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 			writeError(w, 400, "INVALID_PARAMETER_VALUE", fmt.Sprintf("Bad Request. Content-Type must be 'application/json', got %q", ct))
 			return
@@ -437,6 +439,14 @@ func kvs(body map[string]json.RawMessage, key string) ([]kv, *apiError) {
 }
 
 var nameRe = regexp.MustCompile(`^[\p{L}\p{N}_\-./ :]+$`)
+
+// validMetricName words the error as MLflow's _validate_metric_name does.
+func validMetricName(k string) *apiError {
+	if !nameRe.MatchString(k) || strings.Contains(k, "..") || strings.HasPrefix(k, "/") {
+		return invalid("Invalid metric name: '%s'. Names may only contain alphanumerics, underscores (_), dashes (-), periods (.), spaces ( ), and slashes (/).", k)
+	}
+	return validName(k)
+}
 
 func validName(k string) *apiError {
 	if len(k) > 250 {
@@ -793,7 +803,7 @@ func (s *Server) logBatch(_ *http.Request, b map[string]json.RawMessage) (any, *
 		if m.Key == nil || *m.Key == "" {
 			return nil, invalid("Missing value for required parameter 'metrics[].key'.")
 		}
-		if e := validName(*m.Key); e != nil {
+		if e := validMetricName(*m.Key); e != nil {
 			return nil, e
 		}
 		if m.Value == nil {
@@ -880,6 +890,20 @@ func (s *Server) logInputs(_ *http.Request, b map[string]json.RawMessage) (any, 
 		if in.Dataset == nil || in.Dataset.Name == "" || in.Dataset.Digest == "" || in.Dataset.SourceType == "" || in.Dataset.Source == "" {
 			return nil, invalid("Missing value for required parameter 'datasets[].dataset.name/digest/source_type/source'.")
 		}
+		if e := validDataset(in.Dataset.Name, in.Dataset.Digest, in.Dataset.Source, in.Dataset.Schema, in.Dataset.Profile); e != nil {
+			return nil, e
+		}
+		for _, t := range in.Tags {
+			if t.Key == nil || t.Value == nil {
+				return nil, invalid("InputTag key and value cannot be None")
+			}
+			if len(*t.Key) > MaxInputTagKey {
+				return nil, invalid("InputTag key exceeds the maximum length of %d", MaxInputTagKey)
+			}
+			if len(*t.Value) > MaxInputTagValue {
+				return nil, invalid("InputTag value exceeds the maximum length of %d", MaxInputTagValue)
+			}
+		}
 	}
 	for _, in := range ins {
 		d := tracker.Dataset{Name: in.Dataset.Name, Digest: in.Dataset.Digest, SourceType: in.Dataset.SourceType, Source: in.Dataset.Source, Schema: in.Dataset.Schema, Profile: in.Dataset.Profile}
@@ -899,6 +923,31 @@ func (s *Server) logInputs(_ *http.Request, b map[string]json.RawMessage) (any, 
 		}
 	}
 	return map[string]any{}, nil
+}
+
+// MLflow 2.10.2's dataset and input tag limits (mlflow/utils/validation.py).
+const (
+	MaxDatasetName    = 500
+	MaxDatasetDigest  = 36
+	MaxDatasetSource  = 65535
+	MaxDatasetSchema  = 65535
+	MaxDatasetProfile = 16777215
+	MaxInputTagKey    = 255
+	MaxInputTagValue  = 500
+)
+
+func validDataset(name, digest, source, schema, profile string) *apiError {
+	for _, c := range []struct {
+		what  string
+		value string
+		max   int
+	}{{"name", name, MaxDatasetName}, {"digest", digest, MaxDatasetDigest}, {"source", source, MaxDatasetSource},
+		{"schema", schema, MaxDatasetSchema}, {"profile", profile, MaxDatasetProfile}} {
+		if len(c.value) > c.max {
+			return invalid("Dataset %s exceeds the maximum length of %d", c.what, c.max)
+		}
+	}
+	return nil
 }
 
 func (s *Server) metricHistory(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
@@ -1049,8 +1098,83 @@ func (s *Server) versionJSON(m *registeredModel, v *modelVersion) map[string]any
 		}
 	}
 	sort.Strings(aliases)
-	return map[string]any{"name": m.name, "version": v.Version, "source": v.Source, "run_id": v.RunID,
+	out := map[string]any{"name": m.name, "version": v.Version, "source": v.Source, "run_id": v.RunID,
 		"status": "READY", "creation_timestamp": v.created, "aliases": aliases}
+	if v.Description != "" {
+		out["description"] = v.Description
+	}
+	if len(v.Tags) > 0 {
+		var tags []map[string]string
+		for _, k := range sortedKeys(v.Tags) {
+			tags = append(tags, map[string]string{"key": k, "value": v.Tags[k]})
+		}
+		out["tags"] = tags
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func (s *Server) versionOf(b map[string]json.RawMessage) (*modelVersion, *apiError) {
+	m, err := s.model(b)
+	if err != nil {
+		return nil, err
+	}
+	ver, err := str(b, "version", true)
+	if err != nil {
+		return nil, err
+	}
+	v := m.find(ver)
+	if v == nil {
+		return nil, notFound("Model Version (name=%s, version=%s) not found", m.name, ver)
+	}
+	return v, nil
+}
+
+func (s *Server) updateVersion(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
+	v, err := s.versionOf(b)
+	if err != nil {
+		return nil, err
+	}
+	if d, err := str(b, "description", false); err != nil {
+		return nil, err
+	} else if d != "" {
+		v.Description = d
+	}
+	return map[string]any{}, nil
+}
+
+func (s *Server) setVersionTag(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
+	v, err := s.versionOf(b)
+	if err != nil {
+		return nil, err
+	}
+	k, err := str(b, "key", true)
+	if err != nil {
+		return nil, err
+	}
+	if e := validName(k); e != nil {
+		return nil, e
+	}
+	val, err := str(b, "value", false)
+	if err != nil {
+		return nil, err
+	}
+	if len(val) > 5000 {
+		return nil, invalid("Model version tag value had length %d, which exceeded length limit of 5000", len(val))
+	}
+	if v.Tags == nil {
+		v.Tags = map[string]string{}
+	}
+	v.Tags[k] = val
+	return map[string]any{}, nil
 }
 
 func (s *Server) createVersion(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
@@ -1167,12 +1291,25 @@ func (s *Server) setAlias(_ *http.Request, b map[string]json.RawMessage) (any, *
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case !aliasRe.MatchString(alias) || len(alias) > 255:
+		return nil, invalid("Invalid alias name: '%s'. Names may only contain alphanumerics, underscores (_), and dashes (-).", alias)
+	case strings.EqualFold(alias, "latest"):
+		return nil, invalid("'latest' alias name (case insensitive) is reserved.")
+	case aliasVersionRe.MatchString(alias):
+		return nil, invalid("Version alias name '%s' is reserved.", alias)
+	}
 	if m.find(ver) == nil {
 		return nil, notFound("Model Version (name=%s, version=%s) not found", m.name, ver)
 	}
 	m.aliases[alias] = ver
 	return map[string]any{}, nil
 }
+
+var (
+	aliasRe        = regexp.MustCompile(`^[\w\-]+$`)
+	aliasVersionRe = regexp.MustCompile(`^[vV]\d+$`)
+)
 
 func (s *Server) getAlias(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
 	m, err := s.model(b)

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -142,6 +143,9 @@ var migrations = []string{
 	// rev counts a run's writes so a sync marks it synced only if nothing
 	// was written after the snapshot it replayed.
 	`ALTER TABLE runs ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;`,
+	// a model version's description and tags (JSON), replayed to MLflow.
+	`ALTER TABLE model_versions ADD COLUMN description TEXT NOT NULL DEFAULT '';
+	ALTER TABLE model_versions ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';`,
 }
 
 // SchemaVersion is the number of migrations this build knows.
@@ -442,8 +446,8 @@ func (s *Store) LogBatch(ctx context.Context, runID string, metrics []tracker.Me
 // LogInputs links datasets to the run (once per name, digest and context).
 func (s *Store) LogInputs(ctx context.Context, runID string, datasets []tracker.Dataset) error {
 	for _, d := range datasets {
-		if d.Name == "" || d.Digest == "" {
-			return tracker.Errorf(tracker.ErrInvalid, "dataset needs a name and a digest")
+		if err := tracker.ValidateDataset(d); err != nil {
+			return err
 		}
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
@@ -914,7 +918,7 @@ func (s *Store) ModelVersionsOfRun(ctx context.Context, runID string) ([]LocalVe
 }
 
 func (s *Store) modelVersions(ctx context.Context, where string, args ...any) ([]LocalVersion, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT name, version, run_id, artifact_path, COALESCE(remote_version, '') FROM model_versions WHERE "+where+" ORDER BY name, version", args...)
+	rows, err := s.db.QueryContext(ctx, "SELECT name, version, run_id, artifact_path, COALESCE(remote_version, ''), description, tags FROM model_versions WHERE "+where+" ORDER BY name, version", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -922,9 +926,17 @@ func (s *Store) modelVersions(ctx context.Context, where string, args ...any) ([
 	for rows.Next() {
 		var lv LocalVersion
 		var v int64
-		if err := rows.Scan(&lv.Name, &v, &lv.RunID, &lv.ArtifactPath, &lv.RemoteVersion); err != nil {
+		var tags string
+		if err := rows.Scan(&lv.Name, &v, &lv.RunID, &lv.ArtifactPath, &lv.RemoteVersion, &lv.Description, &tags); err != nil {
 			rows.Close()
 			return nil, err
+		}
+		if err := json.Unmarshal([]byte(tags), &lv.Tags); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("tags of model version %s/%d: %w", lv.Name, v, err)
+		}
+		if len(lv.Tags) == 0 {
+			lv.Tags = nil
 		}
 		lv.Version = strconv.FormatInt(v, 10)
 		lv.Source = s.runArtifactURI(lv.RunID) + "/" + lv.ArtifactPath
@@ -948,6 +960,40 @@ func (s *Store) modelVersions(ctx context.Context, where string, args ...any) ([
 		rows.Close()
 	}
 	return out, nil
+}
+
+var _ tracker.VersionAnnotator = (*Store)(nil)
+
+// AnnotateModelVersion sets a version's description (when not empty) and
+// tags (merged into its tags).
+func (s *Store) AnnotateModelVersion(ctx context.Context, name, version string, a tracker.VersionAnnotation) error {
+	for k := range a.Tags {
+		if err := tracker.ValidateKey(k); err != nil {
+			return err
+		}
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var desc, raw string
+		err := tx.QueryRowContext(ctx, "SELECT description, tags FROM model_versions WHERE name = ? AND version = ?", name, version).Scan(&desc, &raw)
+		if errors.Is(err, sql.ErrNoRows) {
+			return tracker.Errorf(tracker.ErrNotFound, "model version %s of %q", version, name)
+		} else if err != nil {
+			return err
+		}
+		tags := map[string]string{}
+		if err := json.Unmarshal([]byte(raw), &tags); err != nil {
+			return err
+		}
+		for k, v := range a.Tags {
+			tags[k] = v
+		}
+		if a.Description != "" {
+			desc = a.Description
+		}
+		b, _ := json.Marshal(tags)
+		_, err = tx.ExecContext(ctx, "UPDATE model_versions SET description = ?, tags = ? WHERE name = ? AND version = ?", desc, string(b), name, version)
+		return err
+	})
 }
 
 // SetRemoteVersion records the MLflow version of a local version.
