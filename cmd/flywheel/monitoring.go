@@ -1,12 +1,17 @@
 package main
 
-import "github.com/flywheel-ml/flywheel/server/monitor"
+import (
+	"github.com/flywheel-ml/flywheel/internal/database"
+	"github.com/flywheel-ml/flywheel/server/monitor"
+)
 
 // addMonitorFlags defines the monitoring flags of `flywheel serve`: the
-// prediction log, feedback and drift (server/monitor).
-func addMonitorFlags(fs *flagSet, c *monitor.Config) {
+// prediction log, feedback and drift (server/monitor). A --database URL
+// replaces --predlog-db (applyDatabase).
+func addMonitorFlags(fs *flagSet, c *monitor.Config, db *string) {
 	*c = monitor.DefaultConfig()
 	p, d := &c.Predlog, &c.Drift
+	fs.String(db, "database", database.EnvURL, "", "shared database of the prediction log and feedback labels, postgres://user:password@host:5432/db (every replica uses the same one); replaces --predlog-db")
 	fs.String(&c.DB, "predlog-db", "", c.DB, "SQLite database of the prediction log and feedback labels, created with its folder (--predlog-db= turns the prediction log, feedback and prediction lookup off)")
 	fs.Float(&p.SampleRate, "predlog-sample-rate", "", p.SampleRate, "share of predictions logged, in (0, 1]")
 	fs.Int(&p.QueueSize, "predlog-queue", "", p.QueueSize, "predictions waiting to be written; when full, new ones are dropped and counted (flywheel_predlog_dropped_total), never waited for")
@@ -20,4 +25,11 @@ func addMonitorFlags(fs *flagSet, c *monitor.Config) {
 	fs.Int(&d.MinRows, "drift-min-rows", "", d.MinRows, "rows a window needs before drift is exported")
 	fs.Int(&d.QueueSize, "drift-queue", "", d.QueueSize, "observations waiting for the drift monitor; when full, they are dropped and counted")
 	fs.Int(&c.FeedbackMaxItems, "feedback-max-items", "", c.FeedbackMaxItems, "most labels in one POST /v1/feedback")
+}
+
+// applyDatabase makes a --database URL the monitoring database.
+func applyDatabase(c *monitor.Config, db string) {
+	if db != "" {
+		c.DB = db
+	}
 }

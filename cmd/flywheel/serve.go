@@ -44,6 +44,7 @@ type serveFlags struct {
 	logLevel        string
 	pprofListen     string
 	monitor         monitor.Config
+	database        string
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
@@ -85,10 +86,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.logFormat, "log-format", "", "text", "log format: text or json")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn or error")
 	fs.String(&f.pprofListen, "pprof-listen", "", "", "address for Go's /debug/pprof profiling endpoints, e.g. 127.0.0.1:6060 (empty: off)")
-	addMonitorFlags(fs, &f.monitor)
+	addMonitorFlags(fs, &f.monitor, &f.database)
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
 	}
+	applyDatabase(&f.monitor, f.database)
 	if len(fs.Args()) > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
@@ -136,7 +138,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// Monitoring before the repository: its hook sees the first scan's versions.
 	mon, err := monitor.New(ctx, monitor.Options{Config: f.monitor, AdminToken: token, Registerer: reg, Logger: logger})
 	if err != nil {
-		return fmt.Errorf("--predlog-db: %w", err)
+		return fmt.Errorf("--predlog-db/--database: %w", err)
 	}
 	defer mon.Close()
 

@@ -15,7 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
+	"github.com/flywheel-ml/flywheel/server/feedback"
 	"github.com/flywheel-ml/flywheel/server/ort"
+	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/train/external"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -27,6 +30,8 @@ import (
 type trainerFlags struct {
 	listen, token, tokenFile         string
 	db, models, model, work, data    string
+	database                         string
+	lease                            time.Duration
 	target                           string
 	serveURL, adminToken, adminFile  string
 	cooldown, externalTimeout, ready time.Duration
@@ -52,7 +57,9 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.String(&f.listen, "listen", "", ":8090", "address to listen on")
 	fs.String(&f.token, "token", "", "", "bearer token required on POST /v1/alerts and /v1/retrain")
 	fs.String(&f.tokenFile, "token-file", "", "", "file holding the bearer token (instead of --token)")
-	fs.String(&f.db, "db", "", "data/trainer/jobs.db", "SQLite job store")
+	fs.String(&f.db, "db", "", "data/trainer/jobs.db", "SQLite job store (one trainer)")
+	fs.String(&f.database, "database", database.EnvURL, "", "shared database, postgres://user:password@host:5432/db: the job queue lives there (several trainers claim jobs from it) and snapshots read feedback labels from it directly instead of serve's export; replaces --db")
+	fs.Duration(&f.lease, "lease", "", jobs.DefaultLease, "with --database: how long a claimed job stays this trainer's without renewal (renewed every third); a trainer that dies loses its job after this and another one retries it")
 	fs.String(&f.models, "models", "", "models", "model repository that serve watches")
 	fs.String(&f.model, "model", "", d.Model, "model of alerts that carry no model label")
 	fs.String(&f.work, "work-dir", "", "data/trainer/work", "per-job snapshots, candidates and logs")
@@ -133,11 +140,15 @@ type trainerApp struct {
 	// replays runs from the SQLite fallback to MLflow while the app runs.
 	tracking     *tracking
 	syncInterval time.Duration
+	closers      []func() error // the shared feedback store
 }
 
 // close releases what newTrainerApp opened, for callers that do not run it.
 func (a *trainerApp) close() {
 	a.store.Close()
+	for _, c := range a.closers {
+		c()
+	}
 	if a.tracking != nil {
 		a.tracking.Close()
 	}
@@ -196,12 +207,30 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		}
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(f.db), 0o755); err != nil {
+	serveClient := &serving.Client{BaseURL: f.serveURL, Token: adminToken}
+	var closers []func() error
+	queue := f.db
+	if f.database != "" {
+		queue = f.database
+	} else if err := os.MkdirAll(filepath.Dir(f.db), 0o755); err != nil {
 		return fail(fmt.Errorf("--db directory: %w", err))
 	}
-	store, err := jobs.Open(ctx, jobs.Options{Path: f.db, Cooldown: f.cooldown, MaxAttempts: f.maxAttempts, Logger: logger.With("component", "jobs")})
+	store, err := jobs.Open(ctx, jobs.Options{Path: queue, Cooldown: f.cooldown, MaxAttempts: f.maxAttempts, Lease: f.lease,
+		Logger: logger.With("component", "jobs")})
 	if err != nil {
 		return fail(err)
+	}
+	var source pipeline.FeedbackSource = serveClient
+	if f.database != "" {
+		fb, err := openFeedbackStore(ctx, f.database)
+		if err != nil {
+			store.Close()
+			return fail(err)
+		}
+		source = fb
+		closeFeedback := fail
+		fail = func(err error) (*trainerApp, error) { fb.Close(); return closeFeedback(err) }
+		closers = append(closers, fb.Close)
 	}
 	recovered, err := store.Recover(ctx)
 	if err != nil {
@@ -218,11 +247,10 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		return float64(n)
 	})
 	metrics.InitSteps(pipeline.Steps...)
-	serveClient := &serving.Client{BaseURL: f.serveURL, Token: adminToken}
 	p, err := pipeline.New(pipeline.Options{
 		Config:    cfg,
 		Base:      loopBase(f),
-		Feedback:  serveClient,
+		Feedback:  source,
 		Trainer:   trainer,
 		Predictor: pipeline.ONNXPredictor{},
 		Tracker:   tracker,
@@ -252,10 +280,10 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	if tr != nil {
 		trackerKind = tr.kind
 	}
-	logger.Info("trainer ready", "onnxruntime", ortVersion, "library", lib, "db", f.db, "models", f.models, "serve", f.serveURL,
+	logger.Info("trainer ready", "onnxruntime", ortVersion, "library", lib, "db", database.Redact(queue), "owner", store.Owner(), "models", f.models, "serve", f.serveURL,
 		"trainer", trainerKind, "tracker", trackerKind, "tracking_db", f.tf.db)
 	return &trainerApp{store: store, worker: worker, service: svc, registry: reg, logger: logger, shutdown: f.shutdown,
-		tracking: tr, syncInterval: f.syncInterval}, nil
+		tracking: tr, syncInterval: f.syncInterval, closers: closers}, nil
 }
 
 // run serves on ln and runs the worker until ctx is done, then drains:
@@ -322,3 +350,45 @@ func runTrainer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	app.logger.Info("listening", "address", ln.Addr().String(), "routes", strings.Join(app.service.Routes(), ", "))
 	return app.run(ctx, ln)
 }
+
+// storeFeedback reads feedback labels from the shared database directly:
+// every replica's labels, with no per-replica export.
+type storeFeedback struct {
+	db    *predlog.Store
+	store *feedback.Store
+}
+
+func openFeedbackStore(ctx context.Context, url string) (*storeFeedback, error) {
+	db, err := predlog.Open(ctx, url, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("--database: %w", err)
+	}
+	st, err := feedback.New(feedback.Options{DB: db})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &storeFeedback{db: db, store: st}, nil
+}
+
+// Export implements pipeline.FeedbackSource with the export's own encoding.
+func (s *storeFeedback) Export(ctx context.Context, model string, since time.Time) ([]pipeline.Feedback, error) {
+	rows, err := s.store.Rows(ctx, model, since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := rows.Encode(pw)
+		pw.CloseWithError(err)
+	}()
+	out, err := serving.DecodeFeedback(pr)
+	pr.Close() // an encoder still writing fails and stops
+	<-done
+	return out, err
+}
+
+func (s *storeFeedback) Close() error { return s.db.Close() }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/train/dataset"
@@ -264,7 +264,7 @@ func psiSummary(psi map[string]float64, names []string) string {
 }
 
 // openDB opens a prediction database (after serve stopped) for queries.
-func openDB(t testing.TB, path string) *sql.DB {
+func openDB(t testing.TB, path string) *database.DB {
 	t.Helper()
 	st, err := predlog.Open(context.Background(), path, 5*time.Second)
 	if err != nil {

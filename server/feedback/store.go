@@ -28,6 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 )
@@ -87,6 +88,11 @@ type Options struct {
 	Now        func() time.Time
 	// FlushTimeout bounds the wait for the prediction log (default 5s).
 	FlushTimeout time.Duration
+	// SharedWait, with a database shared by several serve replicas, is how
+	// long a label for an id not found yet waits for it: the prediction may
+	// still sit in another replica's log queue (set it to about twice the
+	// log's flush interval; 0: no wait, the id is unknown at once).
+	SharedWait time.Duration
 }
 
 // Store adds labels, exports labelled rows and reads predictions.
@@ -97,6 +103,7 @@ type Store struct {
 	logger       *slog.Logger
 	now          func() time.Time
 	flushTimeout time.Duration
+	sharedWait   time.Duration
 	m            *metrics
 }
 
@@ -105,7 +112,8 @@ func New(opts Options) (*Store, error) {
 	if opts.DB == nil {
 		return nil, errors.New("feedback: no database")
 	}
-	s := &Store{db: opts.DB, log: opts.Log, cards: opts.Cards, logger: opts.Logger, now: opts.Now, flushTimeout: opts.FlushTimeout}
+	s := &Store{db: opts.DB, log: opts.Log, cards: opts.Cards, logger: opts.Logger, now: opts.Now, flushTimeout: opts.FlushTimeout,
+		sharedWait: opts.SharedWait}
 	if s.logger == nil {
 		s.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -231,13 +239,10 @@ func (s *Store) Add(ctx context.Context, labels []Label) ([]Result, error) {
 		if err != nil {
 			s.logger.Warn("flushing the prediction log before joining labels", "err", err)
 		}
-		for _, i := range missing {
-			r, err := s.db.Get(ctx, labels[i].ID)
-			if err == nil {
-				preds[r.ID] = r
-			} else if !errors.Is(err, predlog.ErrNotFound) {
-				return nil, err
-			}
+	}
+	if len(missing) > 0 {
+		if err := s.await(ctx, labels, missing, preds); err != nil {
+			return nil, err
 		}
 	}
 
@@ -248,7 +253,7 @@ func (s *Store) Add(ctx context.Context, labels []Label) ([]Result, error) {
 	}
 	var count []counted
 	now := s.now().UnixMicro()
-	err := s.db.Write(ctx, func(tx *sql.Tx) error {
+	err := s.db.Write(ctx, func(tx *database.Tx) error {
 		for i := range labels {
 			l := &labels[i]
 			if results[i].Status == StatusError { // failed validation
@@ -275,7 +280,7 @@ func (s *Store) Add(ctx context.Context, labels []Label) ([]Result, error) {
 				ON CONFLICT (id) DO UPDATE SET model = excluded.model, version = excluded.version,
 					value = excluded.value, labelled_at = excluded.labelled_at, predicted_at = excluded.predicted_at,
 					features = excluded.features, parameters = excluded.parameters, prediction = excluded.prediction,
-					revisions = revisions + 1`,
+					revisions = labels.revisions + 1`,
 				l.ID, j.model, j.version, *l.Value, now, j.predictedAt, j.features, j.parameters, j.prediction); err != nil {
 				return fmt.Errorf("storing label %q: %w", l.ID, err)
 			}
@@ -301,6 +306,39 @@ func (s *Store) Add(ctx context.Context, labels []Label) ([]Result, error) {
 		s.m.observe(c.model, c.version, c.label, c.pred, c.classification)
 	}
 	return results, nil
+}
+
+// await reads the missing ids again, and with a shared database keeps
+// reading for up to sharedWait while some are still missing: another
+// replica may not have written its prediction yet.
+func (s *Store) await(ctx context.Context, labels []Label, missing []int, preds map[string]predlog.Record) error {
+	deadline := time.Now().Add(s.sharedWait)
+	for {
+		left := missing[:0:0]
+		for _, i := range missing {
+			if _, ok := preds[labels[i].ID]; ok {
+				continue
+			}
+			r, err := s.db.Get(ctx, labels[i].ID)
+			switch {
+			case err == nil:
+				preds[r.ID] = r
+			case errors.Is(err, predlog.ErrNotFound):
+				left = append(left, i)
+			default:
+				return err
+			}
+		}
+		if len(left) == 0 || !time.Now().Before(deadline) {
+			return nil
+		}
+		missing = left
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }
 
 // join takes the model, version, features and prediction of a label from

@@ -50,8 +50,13 @@ func cards(model string, version int) *modelrepo.Card {
 // demand, so lookups exercise Flush) and builds a Store.
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvURL(t, filepath.Join(t.TempDir(), "flywheel.db"))
+}
+
+func newEnvURL(t *testing.T, url string) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	db, err := predlog.Open(ctx, filepath.Join(t.TempDir(), "flywheel.db"), 5*time.Second)
+	db, err := predlog.Open(ctx, url, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +93,8 @@ func statuses(rs []Result) []string {
 	return s
 }
 
-func TestAddJoinsAndCounts(t *testing.T) {
-	e := newEnv(t)
+func testAddJoinsAndCounts(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnvURL(t, newURL(t))
 	ctx := context.Background()
 	e.store.AddVersion("ridership", 2, ridershipCard)
 	e.predict("replay-2016-08-01", "ridership", 2, 15, map[string]any{"date": "2016-08-01"})
@@ -161,8 +166,8 @@ flywheel_model_error_threshold{metric="mae",model="ridership",version="2"} 1.6
 	}
 }
 
-func TestClassificationCorrect(t *testing.T) {
-	e := newEnv(t)
+func testClassificationCorrect(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnvURL(t, newURL(t))
 	e.store.AddVersion("iris", 1, classifierCard)
 	e.predict("a", "iris", 1, 2, nil)
 	e.predict("b", "iris", 1, 1, nil)
@@ -177,8 +182,8 @@ func TestClassificationCorrect(t *testing.T) {
 	}
 }
 
-func TestExport(t *testing.T) {
-	e := newEnv(t)
+func testExport(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnvURL(t, newURL(t))
 	ctx := context.Background()
 	e.predict("replay-2016-08-01", "ridership", 2, 15, map[string]any{"date": "2016-08-01"})
 	e.predict("other", "taxi", 1, 3, nil)
@@ -239,8 +244,8 @@ func TestExport(t *testing.T) {
 	}
 }
 
-func TestGetWithLineage(t *testing.T) {
-	e := newEnv(t)
+func testGetWithLineage(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnvURL(t, newURL(t))
 	ctx := context.Background()
 	e.predict("p1", "ridership", 2, 15, map[string]any{"date": "2016-08-01"})
 	p, err := e.store.Get(ctx, "p1") // not flushed yet: Get flushes

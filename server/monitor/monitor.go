@@ -17,6 +17,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/drift"
@@ -28,9 +29,10 @@ import (
 
 // Config tunes the monitoring of serve.
 type Config struct {
-	// DB is the SQLite database of the prediction log and the feedback
-	// labels (its folder is created); "" turns the prediction log, feedback
-	// and the prediction lookup off (drift stays on).
+	// DB is the database of the prediction log and the feedback labels: a
+	// SQLite file (its folder is created) or a postgres:// URL shared by
+	// every replica; "" turns the prediction log, feedback and the
+	// prediction lookup off (drift stays on).
 	DB string `yaml:"db"`
 	// BusyTimeout is the SQLite busy timeout of DB.
 	BusyTimeout time.Duration  `yaml:"busy_timeout"`
@@ -121,12 +123,15 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 		logger.Info("prediction log off (no database): no feedback or prediction lookup", "component", "predlog")
 		return m, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.DB), 0o755); err != nil {
-		return nil, fmt.Errorf("prediction database %s: %w", cfg.DB, err)
+	shared := database.IsPostgres(cfg.DB)
+	if !shared {
+		if err := os.MkdirAll(filepath.Dir(database.SQLitePath(cfg.DB)), 0o755); err != nil {
+			return nil, fmt.Errorf("prediction database %s: %w", cfg.DB, err)
+		}
 	}
 	m.db, err = predlog.Open(ctx, cfg.DB, cfg.BusyTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("prediction database %s: %w", cfg.DB, err)
+		return nil, fmt.Errorf("prediction database %s: %w", database.Redact(cfg.DB), err)
 	}
 	fail := func(err error) (*Monitor, error) {
 		m.db.Close()
@@ -136,7 +141,14 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 	if err != nil {
 		return fail(err)
 	}
-	m.store, err = feedback.New(feedback.Options{DB: m.db, Log: m.log, Cards: m.card, Registerer: reg, Logger: logger.With("component", "feedback")})
+	var sharedWait time.Duration
+	if shared {
+		// A label may reach this replica before the replica that served its
+		// prediction has written it.
+		sharedWait = 2*cfg.Predlog.FlushInterval + time.Second
+	}
+	m.store, err = feedback.New(feedback.Options{DB: m.db, Log: m.log, Cards: m.card, Registerer: reg, Logger: logger.With("component", "feedback"),
+		SharedWait: sharedWait})
 	if err != nil {
 		return fail(err)
 	}
@@ -144,7 +156,7 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 	if err != nil {
 		return fail(err)
 	}
-	logger.Info("prediction log open", "component", "predlog", "db", cfg.DB, "sample_rate", cfg.Predlog.SampleRate,
+	logger.Info("prediction log open", "component", "predlog", "db", m.db.DB().Name, "dialect", m.db.DB().Dialect, "sample_rate", cfg.Predlog.SampleRate,
 		"queue", cfg.Predlog.QueueSize, "max_age", cfg.Predlog.MaxAge, "max_rows", cfg.Predlog.MaxRows)
 	return m, nil
 }

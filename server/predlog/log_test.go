@@ -2,7 +2,6 @@ package predlog
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -14,11 +13,46 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/flywheel-ml/flywheel/internal/database"
+	"github.com/flywheel-ml/flywheel/internal/harness"
 )
+
+// TestStoreContract runs the prediction log's one contract suite against
+// both backends: SQLite files and databases on a real PostgreSQL server.
+func TestStoreContract(t *testing.T) {
+	for _, b := range harness.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				fn   func(*testing.T, func(testing.TB) string)
+			}{
+				{"RecordRoundTrip", testRecordRoundTrip},
+				{"RecordNeverBlocksAndCountsDrops", testRecordNeverBlocksAndCountsDrops},
+				{"ShutdownDrainsEverything", testShutdownDrainsEverything},
+				{"Sampling", testSampling},
+				{"Retention", testRetention},
+				{"WriteGroupCommitIsolatesFailures", testWriteGroupCommitIsolatesFailures},
+				{"RecordRows", testRecordRows},
+				{"PruneInChunks", testPruneInChunks},
+				{"PackedValues", testPackedValues},
+				{"FeatureSetsShared", testFeatureSetsShared},
+				{"RecordRowsFP32", testRecordRowsFP32},
+			} {
+				t.Run(tc.name, func(t *testing.T) { tc.fn(t, b.NewURL) })
+			}
+		})
+	}
+}
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "flywheel.db"), 5*time.Second)
+	return openURL(t, filepath.Join(t.TempDir(), "flywheel.db"))
+}
+
+func openURL(t *testing.T, url string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), url, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +128,8 @@ func TestOpenMigrates(t *testing.T) {
 	}
 }
 
-func TestRecordRoundTrip(t *testing.T) {
-	s := openStore(t)
+func testRecordRoundTrip(t *testing.T, newURL func(testing.TB) string) {
+	s := openURL(t, newURL(t))
 	l, reg := newLog(t, s, DefaultConfig(), Options{})
 	start(t, l)
 	at := time.Date(2026, 11, 22, 8, 0, 0, 123456000, time.UTC)
@@ -156,8 +190,8 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
-func TestRecordNeverBlocksAndCountsDrops(t *testing.T) {
-	s := openStore(t)
+func testRecordNeverBlocksAndCountsDrops(t *testing.T, newURL func(testing.TB) string) {
+	s := openURL(t, newURL(t))
 	cfg := DefaultConfig()
 	cfg.QueueSize = 10
 	l, reg := newLog(t, s, cfg, Options{})
@@ -192,8 +226,8 @@ flywheel_predlog_queue_length 10
 	}
 }
 
-func TestShutdownDrainsEverything(t *testing.T) {
-	s := openStore(t)
+func testShutdownDrainsEverything(t *testing.T, newURL func(testing.TB) string) {
+	s := openURL(t, newURL(t))
 	cfg := DefaultConfig()
 	cfg.BatchSize = 64
 	cfg.FlushInterval = time.Hour // only size and shutdown trigger writes
@@ -211,8 +245,8 @@ func TestShutdownDrainsEverything(t *testing.T) {
 	}
 }
 
-func TestSampling(t *testing.T) {
-	s := openStore(t)
+func testSampling(t *testing.T, newURL func(testing.TB) string) {
+	s := openURL(t, newURL(t))
 	cfg := DefaultConfig()
 	cfg.SampleRate = 0.25
 	i := 0
@@ -235,7 +269,7 @@ func TestSampling(t *testing.T) {
 	}
 }
 
-func TestRetention(t *testing.T) {
+func testRetention(t *testing.T, newURL func(testing.TB) string) {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name    string
@@ -250,7 +284,7 @@ func TestRetention(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := openStore(t)
+			s := openURL(t, newURL(t))
 			cfg := DefaultConfig()
 			cfg.MaxAge, cfg.MaxRows = tt.maxAge, tt.maxRows
 			cfg.RetentionInterval = 10 * time.Millisecond
@@ -265,14 +299,22 @@ func TestRetention(t *testing.T) {
 			}
 			l, _ := newLog(t, s, cfg, Options{Now: func() time.Time { return now }})
 			stop := start(t, l)
-			time.Sleep(50 * time.Millisecond)
-			stop()
 			var kept []string
-			for i := range 5 {
-				if _, err := s.Get(ctx, fmt.Sprint(i)); err == nil {
-					kept = append(kept, fmt.Sprint(i))
+			// Passes run every 10ms; a PostgreSQL connection takes longer
+			// to set up than a SQLite file, so wait (bounded) for the set.
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				time.Sleep(50 * time.Millisecond)
+				kept = kept[:0]
+				for i := range 5 {
+					if _, err := s.Get(ctx, fmt.Sprint(i)); err == nil {
+						kept = append(kept, fmt.Sprint(i))
+					}
+				}
+				if strings.Join(kept, ",") == strings.Join(tt.want, ",") || time.Now().After(deadline) {
+					break
 				}
 			}
+			stop()
 			if strings.Join(kept, ",") != strings.Join(tt.want, ",") {
 				t.Fatalf("kept %v, want %v", kept, tt.want)
 			}
@@ -308,8 +350,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestWriteGroupCommitIsolatesFailures(t *testing.T) {
-	s := openStore(t)
+func testWriteGroupCommitIsolatesFailures(t *testing.T, newURL func(testing.TB) string) {
+	s := openURL(t, newURL(t))
 	ctx := context.Background()
 	const n = 50
 	var wg sync.WaitGroup
@@ -318,7 +360,7 @@ func TestWriteGroupCommitIsolatesFailures(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.Write(ctx, func(tx *sql.Tx) error {
+			errs[i] = s.Write(ctx, func(tx *database.Tx) error {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO predictions (id, predicted_at, model, version) VALUES (?, 0, 'm', 1)`, fmt.Sprint(i)); err != nil {
 					return err
 				}
@@ -343,13 +385,13 @@ func TestWriteGroupCommitIsolatesFailures(t *testing.T) {
 	// A cancelled caller is not written.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.Write(cctx, func(tx *sql.Tx) error { return nil }); err == nil {
+	if err := s.Write(cctx, func(tx *database.Tx) error { return nil }); err == nil {
 		t.Error("Write with a cancelled context succeeded")
 	}
 }
 
-func TestRecordRows(t *testing.T) {
-	s := openStore(t)
+func testRecordRows(t *testing.T, newURL func(testing.TB) string) {
+	s := openURL(t, newURL(t))
 	l, _ := newLog(t, s, DefaultConfig(), Options{})
 	start(t, l)
 	ctx := context.Background()
@@ -373,7 +415,7 @@ func TestRecordRows(t *testing.T) {
 
 // TestPruneInChunks: retention deletes in bounded transactions and keeps
 // exactly the newest rows, ties on the timestamp broken by insertion order.
-func TestPruneInChunks(t *testing.T) {
+func testPruneInChunks(t *testing.T, newURL func(testing.TB) string) {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name    string
@@ -391,7 +433,7 @@ func TestPruneInChunks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := openStore(t)
+			s := openURL(t, newURL(t))
 			ctx := context.Background()
 			var batch []Entry
 			for i := range 11 {
@@ -423,7 +465,7 @@ func TestPruneInChunks(t *testing.T) {
 // value) and read back as the float64 of their shortest decimal form, like
 // the JSON the API answers with; float64 values keep every bit; NaN and ±Inf
 // read back as 0.
-func TestPackedValues(t *testing.T) {
+func testPackedValues(t *testing.T, newURL func(testing.TB) string) {
 	tests := []struct {
 		name     string
 		e        Entry
@@ -438,7 +480,7 @@ func TestPackedValues(t *testing.T) {
 		{"fp32 features, fp64 outputs", Entry{FeatureNames: []string{"a"}, Features32: []float32{0.5}, Outputs: []float64{2}},
 			1 + 4, map[string]float64{"a": 0.5}, []float64{2}},
 	}
-	s := openStore(t)
+	s := openURL(t, newURL(t))
 	ctx := context.Background()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -469,8 +511,8 @@ func TestPackedValues(t *testing.T) {
 
 // TestFeatureSetsShared: rows with equal names share one stored set, whether
 // they share the names slice (a card) or not, and a set survives reopening.
-func TestFeatureSetsShared(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "flywheel.db")
+func testFeatureSetsShared(t *testing.T, newURL func(testing.TB) string) {
+	path := newURL(t)
 	ctx := context.Background()
 	card := []string{"temp", "dow"}
 	for round := range 2 {
@@ -521,8 +563,8 @@ func TestReadsSchemaV1Rows(t *testing.T) {
 
 // TestRecordRowsFP32: a batch request's FP32 tensors are split into rows
 // without copies.
-func TestRecordRowsFP32(t *testing.T) {
-	s := openStore(t)
+func testRecordRowsFP32(t *testing.T, newURL func(testing.TB) string) {
+	s := openURL(t, newURL(t))
 	l, _ := newLog(t, s, DefaultConfig(), Options{})
 	start(t, l)
 	ctx := context.Background()

@@ -1,7 +1,8 @@
 // Package predlog is the prediction log: every served prediction (id, time,
 // model, version, request parameters, named input features, outputs) is
-// written to SQLite asynchronously, off the request path, by a bounded queue
-// and a batching flusher. The same database holds the feedback labels
+// written asynchronously, off the request path, by a bounded queue and a
+// batching flusher, to an embedded SQLite file or to a PostgreSQL database
+// shared by every serve replica. The same database holds the feedback labels
 // (package feedback) so labelled rows can be joined and exported.
 package predlog
 
@@ -16,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/flywheel-ml/flywheel/internal/database"
 )
 
 // ErrNotFound is returned when no prediction has the requested id.
@@ -24,7 +25,44 @@ var ErrNotFound = errors.New("prediction not found")
 
 // migrations are applied in order, each once, in its own transaction; the
 // applied versions are recorded in schema_migrations. Append, never edit.
-var migrations = []string{
+var migrations = database.Migrations{database.SQLite: sqliteMigrations, database.Postgres: postgresMigrations}
+
+// postgresMigrations: the schema SQLite reached after its migration 2.
+var postgresMigrations = []string{
+	`CREATE TABLE feature_sets (
+		id    BIGSERIAL PRIMARY KEY,
+		names TEXT NOT NULL UNIQUE
+	);
+	CREATE TABLE predictions (
+		id             TEXT PRIMARY KEY,
+		predicted_at   BIGINT NOT NULL,
+		model          TEXT NOT NULL,
+		version        INTEGER NOT NULL,
+		parameters     TEXT,
+		features       TEXT,
+		outputs        TEXT,
+		prediction     DOUBLE PRECISION,
+		feature_set    BIGINT,
+		feature_values BYTEA,
+		output_values  BYTEA
+	);
+	CREATE INDEX predictions_predicted_at ON predictions (predicted_at);
+	CREATE TABLE labels (
+		id           TEXT PRIMARY KEY,
+		model        TEXT NOT NULL,
+		version      INTEGER,
+		value        DOUBLE PRECISION NOT NULL,
+		labelled_at  BIGINT NOT NULL,
+		predicted_at BIGINT,
+		features     TEXT NOT NULL,
+		parameters   TEXT,
+		prediction   DOUBLE PRECISION,
+		revisions    INTEGER NOT NULL DEFAULT 1
+	);
+	CREATE INDEX labels_model_labelled_at ON labels (model, labelled_at);`,
+}
+
+var sqliteMigrations = []string{
 	// 1: the prediction log and the labels.
 	`CREATE TABLE predictions (
 		id           TEXT PRIMARY KEY,
@@ -64,12 +102,13 @@ var migrations = []string{
 	ALTER TABLE predictions ADD COLUMN output_values BLOB;   -- packed`,
 }
 
-// Store is the SQLite database of predictions and labels.
+// Store is the database of predictions and labels.
 type Store struct {
-	db *sql.DB
+	db *database.DB
 	// Write transactions are group-committed: SQLite has one writer at a
-	// time and every commit pays an fsync (synchronous=FULL), so the writer
-	// holding writeMu commits everything pending in one transaction.
+	// time and every commit pays an fsync (synchronous=FULL; PostgreSQL's
+	// commit waits for its WAL flush likewise), so the writer holding
+	// writeMu commits everything pending in one transaction.
 	writeMu sync.Mutex
 	pendMu  sync.Mutex
 	pending []*writeReq
@@ -88,7 +127,7 @@ type featureSet struct {
 
 type writeReq struct {
 	ctx  context.Context
-	fn   func(tx *sql.Tx) error
+	fn   func(tx *database.Tx) error
 	done chan error
 }
 
@@ -96,7 +135,7 @@ type writeReq struct {
 // (durable) or failed. Concurrent calls share one transaction and one commit
 // (group commit); each fn runs inside its own savepoint, so a failing fn is
 // rolled back alone and only its caller sees its error. fn must not keep tx.
-func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (s *Store) Write(ctx context.Context, fn func(tx *database.Tx) error) error {
 	req := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	s.pendMu.Lock()
 	s.pending = append(s.pending, req)
@@ -154,71 +193,37 @@ func (s *Store) commit(batch []*writeReq) {
 	}
 }
 
-// Open opens (creating if needed) the database at path in WAL mode with a
-// busy timeout, and applies pending migrations.
-func Open(ctx context.Context, path string, busyTimeout time.Duration) (*Store, error) {
+// Open opens the database u names — a SQLite file (created if needed, in
+// WAL mode with a busy timeout) or a postgres:// URL — and applies pending
+// migrations.
+func Open(ctx context.Context, u string, busyTimeout time.Duration) (*Store, error) {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
 	q.Set("_synchronous", "FULL") // a commit survives power loss: labels are durable when Add returns
 	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
 	q.Set("_txlock", "immediate") // writers take the lock up front: no upgrade deadlocks
 	q.Set("_foreign_keys", "on")
-	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	db, err := database.Open(ctx, u, database.Options{SQLite: q})
 	if err != nil {
-		return nil, fmt.Errorf("opening prediction log %s: %w", path, err)
+		return nil, fmt.Errorf("opening prediction log: %w", err)
 	}
 	s := &Store{db: db, sets: map[string]int64{}, bySlice: map[*string]featureSet{}}
-	if err := s.migrate(ctx); err != nil {
+	if err := db.Migrate(ctx, "predlog", migrations); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("prediction log %s: %w", path, err)
+		return nil, fmt.Errorf("prediction log %s: %w", db.Name, err)
 	}
 	return s, nil
 }
 
 // DB returns the database handle, for the feedback store.
-func (s *Store) DB() *sql.DB { return s.db }
+func (s *Store) DB() *database.DB { return s.db }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
-		return fmt.Errorf("creating schema_migrations: %w", err)
-	}
-	var current int
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
-		return fmt.Errorf("reading schema version: %w", err)
-	}
-	if current > len(migrations) {
-		return fmt.Errorf("database schema version %d is newer than this binary's %d", current, len(migrations))
-	}
-	for v := current + 1; v <= len(migrations); v++ {
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-			v, time.Now().UTC().Format(time.RFC3339)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-	}
-	return nil
-}
-
 // SchemaVersion returns the applied schema version.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
-	return v, err
+	return s.db.SchemaVersion(ctx, "predlog")
 }
 
 // Record is a logged prediction as stored.
@@ -313,7 +318,10 @@ func (s *Store) insert(ctx context.Context, entries []Entry) error {
 	if err != nil {
 		return err
 	}
-	return s.Write(ctx, func(tx *sql.Tx) error {
+	if s.db.Dialect == database.Postgres {
+		return s.insertPostgres(ctx, entries, sets)
+	}
+	return s.Write(ctx, func(tx *database.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO predictions
 			(id, predicted_at, model, version, parameters, feature_set, feature_values, output_values, prediction)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -393,9 +401,9 @@ func (s *Store) featureSets(ctx context.Context, entries []Entry) ([]int64, erro
 		return ids, nil
 	}
 	found := make(map[string]int64, len(missing))
-	err := s.Write(ctx, func(tx *sql.Tx) error {
+	err := s.Write(ctx, func(tx *database.Tx) error {
 		for key := range missing {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO feature_sets (names) VALUES (?)`, key); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO feature_sets (names) VALUES (?) ON CONFLICT (names) DO NOTHING`, key); err != nil {
 				return fmt.Errorf("adding feature set: %w", err)
 			}
 			var id int64
@@ -450,13 +458,18 @@ func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, 
 		chunk = pruneChunk
 	}
 	var deleted int64
+	// PostgreSQL has no rowid: its rows are found by ctid and ordered by id.
+	rowid := "rowid"
+	if s.db.Dialect == database.Postgres {
+		rowid = "ctid"
+	}
 	deleteChunks := func(rule, where string, args ...any) error {
-		q := `DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions WHERE ` + where + ` LIMIT ?)`
+		q := `DELETE FROM predictions WHERE ` + rowid + ` IN (SELECT ` + rowid + ` FROM predictions WHERE ` + where + ` LIMIT ?)`
 		args = append(args, chunk)
 		for {
 			var n int64
 			t0 := time.Now()
-			err := s.Write(ctx, func(tx *sql.Tx) error {
+			err := s.Write(ctx, func(tx *database.Tx) error {
 				res, err := tx.ExecContext(ctx, q, args...)
 				if err != nil {
 					return fmt.Errorf("pruning by %s: %w", rule, err)
@@ -488,18 +501,118 @@ func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, 
 	}
 	if maxRows > 0 {
 		// The oldest row to keep; everything ordered before it goes.
-		var at, rowid int64
-		err := s.db.QueryRowContext(ctx, `SELECT predicted_at, rowid FROM predictions
-			ORDER BY predicted_at DESC, rowid DESC LIMIT 1 OFFSET ?`, maxRows-1).Scan(&at, &rowid)
+		order := "rowid"
+		if s.db.Dialect == database.Postgres {
+			order = "id"
+		}
+		var at int64
+		var key any
+		err := s.db.QueryRowContext(ctx, `SELECT predicted_at, `+order+` FROM predictions
+			ORDER BY predicted_at DESC, `+order+` DESC LIMIT 1 OFFSET ?`, maxRows-1).Scan(&at, &key)
 		if errors.Is(err, sql.ErrNoRows) {
 			return deleted, nil
 		}
 		if err != nil {
 			return deleted, fmt.Errorf("pruning by rows: %w", err)
 		}
-		if err := deleteChunks("rows", `predicted_at < ? OR (predicted_at = ? AND rowid < ?)`, at, at, rowid); err != nil {
+		if err := deleteChunks("rows", `predicted_at < ? OR (predicted_at = ? AND `+order+` < ?)`, at, at, key); err != nil {
 			return deleted, err
 		}
 	}
 	return deleted, nil
+}
+
+// pgChunk bounds the rows of one PostgreSQL insert statement (one round
+// trip each); its arrays stay well below the protocol's limits.
+const pgChunk = 512
+
+// insertPostgres writes entries with one INSERT … SELECT FROM unnest(arrays)
+// per chunk instead of a round trip per row; a later entry with the same id
+// wins, as with SQLite's INSERT OR REPLACE.
+func (s *Store) insertPostgres(ctx context.Context, entries []Entry, sets []int64) error {
+	// ON CONFLICT cannot touch a row twice in one statement: keep each id's
+	// last entry.
+	last := make(map[string]int, len(entries))
+	for i := range entries {
+		last[entries[i].ID] = i
+	}
+	type cols struct {
+		ids, models  []string
+		at, versions []int64
+		params       []*string
+		set          []*int64
+		fvals, ovals [][]byte
+		preds        []*float64
+	}
+	var c cols
+	reset := func() { c = cols{} }
+	var fbuf, obuf []byte
+	flush := func(tx *database.Tx) error {
+		if len(c.ids) == 0 {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO predictions
+			(id, predicted_at, model, version, parameters, feature_set, feature_values, output_values, prediction)
+			SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::int[], ?::text[], ?::bigint[], ?::bytea[], ?::bytea[], ?::float8[])
+			ON CONFLICT (id) DO UPDATE SET predicted_at = excluded.predicted_at, model = excluded.model,
+				version = excluded.version, parameters = excluded.parameters, features = NULL, outputs = NULL,
+				feature_set = excluded.feature_set, feature_values = excluded.feature_values,
+				output_values = excluded.output_values, prediction = excluded.prediction`,
+			c.ids, c.at, c.models, c.versions, c.params, c.set, c.fvals, c.ovals, c.preds)
+		reset()
+		if err != nil {
+			return fmt.Errorf("inserting predictions: %w", err)
+		}
+		return nil
+	}
+	return s.Write(ctx, func(tx *database.Tx) error {
+		for i := range entries {
+			e := &entries[i]
+			if last[e.ID] != i {
+				continue
+			}
+			params, features, outputs, pred, fb, ob, err := e.encode(fbuf, obuf)
+			fbuf, obuf = fb, ob
+			if err != nil {
+				return fmt.Errorf("encoding prediction %q: %w", e.ID, err)
+			}
+			c.ids = append(c.ids, e.ID)
+			c.at = append(c.at, e.Time.UnixMicro())
+			c.models = append(c.models, e.Model)
+			c.versions = append(c.versions, int64(e.Version))
+			var p *string
+			if v, ok := params.(string); ok {
+				p = &v
+			}
+			c.params = append(c.params, p)
+			var set *int64
+			if sets[i] != 0 {
+				set = &sets[i]
+			}
+			c.set = append(c.set, set)
+			// encode reuses its buffers: the arrays keep copies.
+			var f, o []byte
+			if b, ok := features.([]byte); ok {
+				f = append([]byte(nil), b...)
+			}
+			if b, ok := outputs.([]byte); ok {
+				o = append([]byte(nil), b...)
+			}
+			c.fvals, c.ovals = append(c.fvals, f), append(c.ovals, o)
+			var pp *float64
+			if v, ok := pred.(float64); ok {
+				pp = &v
+			}
+			c.preds = append(c.preds, pp)
+			if len(c.ids) == pgChunk {
+				if err := flush(tx); err != nil {
+					return err
+				}
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("inserting predictions: %w", err)
+				}
+			}
+		}
+		return flush(tx)
+	})
 }

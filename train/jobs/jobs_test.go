@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +35,8 @@ func seqIDs() func() string {
 
 func openStore(t *testing.T, path string, c *clock, ids func() string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), Options{Path: path, Cooldown: time.Hour, Now: c.Now, NewID: ids})
+	// The tests move the clock by hours without renewing leases.
+	s, err := Open(context.Background(), Options{Path: path, Cooldown: time.Hour, Now: c.Now, NewID: ids, Lease: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +44,10 @@ func openStore(t *testing.T, path string, c *clock, ids func() string) *Store {
 	return s
 }
 
-func TestEnqueueDedup(t *testing.T) {
+func testEnqueueDedup(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s := openStore(t, filepath.Join(t.TempDir(), "jobs.db"), c, seqIDs())
+	s := openStore(t, newURL(t), c, seqIDs())
 	alert := func(key string) Request {
 		return Request{Model: "ridership", Trigger: TriggerAlert, GroupKey: key, Alerts: []string{"FeatureDrift"}, FiredAt: c.Now().Add(-time.Minute)}
 	}
@@ -101,10 +101,10 @@ func TestEnqueueDedup(t *testing.T) {
 	}
 }
 
-func TestStepsAndFinish(t *testing.T) {
+func testStepsAndFinish(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s := openStore(t, filepath.Join(t.TempDir(), "jobs.db"), c, seqIDs())
+	s := openStore(t, newURL(t), c, seqIDs())
 	if _, _, err := s.Enqueue(ctx, Request{Model: "m", Params: []byte(`{"lr":0.1}`)}); err != nil {
 		t.Fatal(err)
 	}
@@ -160,9 +160,9 @@ func TestStepsAndFinish(t *testing.T) {
 
 // TestRecover leaves a job running in the database the way a killed process
 // does (closing the store mid-step), then reopens it.
-func TestRecover(t *testing.T) {
+func testRecover(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "jobs.db")
+	path := newURL(t)
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	ids := seqIDs()
 	crash := func() {
@@ -191,13 +191,14 @@ func TestRecover(t *testing.T) {
 	}
 	s.Close()
 
-	crash() // attempt 1 dies
+	crash()                           // attempt 1 dies
+	c.Add(DefaultLease + time.Second) // in a shared database only an expired lease is recovered
 	s = openStore(t, path, c, ids)
 	got, err := s.Recover(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0].State != StateQueued || !strings.Contains(got[0].Reason, "attempt 1 interrupted during step train; retrying") {
+	if len(got) != 1 || got[0].State != StateQueued || !strings.Contains(got[0].Reason, "attempt 1 interrupted during step train") || !strings.HasSuffix(got[0].Reason, "; retrying") {
 		t.Fatalf("after first crash: %+v", got)
 	}
 	if st := got[0].Steps[0]; st.State != StepInterrupted || st.FinishedAt == nil {
@@ -206,13 +207,14 @@ func TestRecover(t *testing.T) {
 	s.Close()
 
 	crash() // attempt 2 dies too
+	c.Add(DefaultLease + time.Second)
 	s = openStore(t, path, c, ids)
 	got, err = s.Recover(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[0].State != StateFailed || got[0].Attempt != 2 || got[0].FinishedAt == nil ||
-		!strings.Contains(got[0].Reason, "attempt 2 of 2 interrupted during step train; no attempts left") {
+		!strings.Contains(got[0].Reason, "attempt 2 of 2 interrupted during step train") || !strings.HasSuffix(got[0].Reason, "; no attempts left") {
 		t.Fatalf("after second crash: %+v", got)
 	}
 	if len(got[0].Steps) != 2 || got[0].Steps[1].Attempt != 2 {
@@ -225,15 +227,15 @@ func TestRecover(t *testing.T) {
 	}
 	// Migrations are applied once: reopening is a no-op.
 	var n int
-	if err := s.db.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil || n != len(migrations) {
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil || n != len(migrations[s.db.Dialect]) {
 		t.Errorf("schema_migrations rows = %d, %v", n, err)
 	}
 }
 
-func TestWorker(t *testing.T) {
+func testWorker(t *testing.T, newURL func(testing.TB) string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "jobs.db")})
+	s, err := Open(ctx, Options{Path: newURL(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,10 +322,10 @@ func TestWorker(t *testing.T) {
 
 // TestWorkerShutdown cancels the worker mid-step: the step is persisted as
 // interrupted and the next start retries the job.
-func TestWorkerShutdown(t *testing.T) {
+func testWorkerShutdown(t *testing.T, newURL func(testing.TB) string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "jobs.db")
+	path := newURL(t)
 	s, err := Open(ctx, Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
@@ -366,7 +368,7 @@ func TestWorkerShutdown(t *testing.T) {
 		t.Errorf("after shutdown: %+v", got)
 	}
 	s.Close()
-	s = openStore(t, path, &clock{t: time.Now()}, nil)
+	s = openStore(t, path, &clock{t: time.Now().Add(DefaultLease + time.Second)}, nil)
 	rec, err := s.Recover(ctx)
 	if err != nil || len(rec) != 1 || rec[0].State != StateQueued {
 		t.Errorf("recover = %+v, %v", rec, err)

@@ -1,6 +1,9 @@
 // Package jobs is the trainer's durable job queue: one job per Alertmanager
-// alert group within a cooldown, one worker, steps with timings, and crash
-// recovery, stored in SQLite.
+// alert group within a cooldown, steps with timings, and crash recovery,
+// stored in SQLite (one trainer) or in a shared PostgreSQL database, where
+// several trainers claim jobs with SELECT … FOR UPDATE SKIP LOCKED and hold
+// them by a lease they renew: a trainer that dies loses its job when the
+// lease expires and another one retries it.
 package jobs
 
 import (
@@ -12,10 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
+	"github.com/flywheel-ml/flywheel/internal/database"
 )
 
 // Job states. queued and running are live; the other three are final.
@@ -45,6 +50,10 @@ const (
 
 // ErrNotFound is returned for an unknown job id.
 var ErrNotFound = errors.New("job not found")
+
+// ErrLeaseLost is returned when this store no longer holds a job's claim: its
+// lease expired and another trainer took the job over.
+var ErrLeaseLost = errors.New("job lease lost")
 
 // Job is one retraining job with its steps.
 type Job struct {
@@ -96,7 +105,9 @@ type Request struct {
 
 // Options configures a Store.
 type Options struct {
-	Path        string           // SQLite file
+	Path        string           // SQLite file, or a postgres:// URL of a database shared by several trainers
+	Owner       string           // this trainer's name in claims; host-pid-random when empty
+	Lease       time.Duration    // how long a claim holds without renewal (DefaultLease when zero)
 	Cooldown    time.Duration    // a group key seen within this long maps to the same job
 	MaxAttempts int              // attempts per job, counting the first (2 = retried once after a crash)
 	Now         func() time.Time // clock; time.Now when nil
@@ -108,16 +119,17 @@ type Options struct {
 const (
 	DefaultCooldown    = time.Hour
 	DefaultMaxAttempts = 2
+	DefaultLease       = 30 * time.Second
 )
 
-// Store is the SQLite-backed job queue. Its methods are safe for concurrent use.
+// Store is the job queue. Its methods are safe for concurrent use.
 type Store struct {
-	db     *sql.DB
+	db     *database.DB
 	opts   Options
 	logger *slog.Logger
 }
 
-var migrations = []string{
+var migrations = database.Migrations{database.SQLite: {
 	`CREATE TABLE jobs (
 		id          TEXT PRIMARY KEY,
 		model       TEXT NOT NULL,
@@ -150,7 +162,45 @@ var migrations = []string{
 		log         TEXT NOT NULL DEFAULT '',
 		PRIMARY KEY (job_id, attempt, seq)
 	);`,
-}
+	// 2: claims with a lease (owner, lease_until in Unix ms).
+	`ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+	ALTER TABLE jobs ADD COLUMN lease_until INTEGER;`,
+}, database.Postgres: {
+	`CREATE TABLE jobs (
+		id          TEXT PRIMARY KEY,
+		model       TEXT NOT NULL,
+		trigger     TEXT NOT NULL,
+		group_key   TEXT NOT NULL,
+		alerts      TEXT NOT NULL DEFAULT '[]',
+		params      TEXT,
+		state       TEXT NOT NULL,
+		attempt     INTEGER NOT NULL DEFAULT 0,
+		step        TEXT NOT NULL DEFAULT '',
+		reason      TEXT NOT NULL DEFAULT '',
+		result      TEXT NOT NULL DEFAULT '{}',
+		deliveries  INTEGER NOT NULL DEFAULT 1,
+		created_at  BIGINT NOT NULL,
+		fired_at    BIGINT,
+		started_at  BIGINT,
+		finished_at BIGINT,
+		owner       TEXT NOT NULL DEFAULT '',
+		lease_until BIGINT
+	);
+	CREATE INDEX jobs_state ON jobs(state, created_at);
+	CREATE INDEX jobs_group ON jobs(group_key, created_at);
+	CREATE TABLE job_steps (
+		job_id      TEXT NOT NULL REFERENCES jobs(id),
+		attempt     INTEGER NOT NULL,
+		seq         INTEGER NOT NULL,
+		name        TEXT NOT NULL,
+		state       TEXT NOT NULL,
+		started_at  BIGINT NOT NULL,
+		finished_at BIGINT,
+		detail      TEXT NOT NULL DEFAULT '',
+		log         TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (job_id, attempt, seq)
+	);`,
+}}
 
 // Open opens (creating and migrating) the store. Call Recover before the
 // worker starts.
@@ -176,19 +226,45 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	dsn := "file:" + o.Path + "?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("opening job store %s: %w", o.Path, err)
+	if o.Lease == 0 {
+		o.Lease = DefaultLease
 	}
-	db.SetMaxOpenConns(1) // one writer; the queue is small and serialising keeps it simple
+	if o.Lease < time.Second {
+		return nil, fmt.Errorf("jobs: lease %s must be at least 1s", o.Lease)
+	}
+	if o.Owner == "" {
+		host, _ := os.Hostname()
+		o.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), RandomID()[4:])
+	}
+	// SQLite: one connection, one writer; the queue is small and
+	// serialising keeps it simple.
+	db, err := database.Open(ctx, o.Path, database.Options{MaxOpenConns: 1, SQLite: url.Values{
+		"_journal_mode": {"WAL"}, "_busy_timeout": {"10000"}, "_foreign_keys": {"on"},
+		"_synchronous": {"NORMAL"}, "_txlock": {"immediate"},
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("opening job store: %w", err)
+	}
+	if db.Dialect == database.Postgres {
+		db.SetMaxOpenConns(4)
+	}
 	s := &Store{db: db, opts: o, logger: o.Logger}
-	if err := s.migrate(ctx); err != nil {
+	if err := db.Migrate(ctx, "jobs", migrations); err != nil {
 		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("job store %s: %w", db.Name, err)
 	}
 	return s, nil
 }
+
+// Owner returns the name this store claims jobs under.
+func (s *Store) Owner() string { return s.opts.Owner }
+
+// Lease returns the claim lease.
+func (s *Store) Lease() time.Duration { return s.opts.Lease }
+
+// Shared reports whether the queue lives in a database several trainers
+// may share (PostgreSQL).
+func (s *Store) Shared() bool { return s.db.Dialect == database.Postgres }
 
 // RandomID returns "job-" and 12 random hex digits.
 func RandomID() string {
@@ -200,44 +276,19 @@ func RandomID() string {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("job store migrations table: %w", err)
-	}
-	var have int
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
-		return fmt.Errorf("job store schema version: %w", err)
-	}
-	if have > len(migrations) {
-		return fmt.Errorf("job store schema version %d is newer than this binary (%d)", have, len(migrations))
-	}
-	for v := have + 1; v <= len(migrations); v++ {
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, v, s.now().UnixMilli())
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("job store migration %d: %w", v, err)
-		}
-	}
-	return nil
-}
-
 func (s *Store) now() time.Time { return s.opts.Now().UTC() }
 
-func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
+func (s *Store) tx(ctx context.Context, fn func(*database.Tx) error) error {
+	return s.db.InTx(ctx, fn)
+}
+
+// forUpdate locks the selected rows in PostgreSQL, skipping those another
+// trainer holds; SQLite's immediate transactions already serialise writers.
+func (s *Store) forUpdate() string {
+	if s.db.Dialect == database.Postgres {
+		return ` FOR UPDATE SKIP LOCKED`
 	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return ``
 }
 
 // Enqueue creates a job for r, or returns the job it folds into: the job
@@ -253,7 +304,14 @@ func (s *Store) Enqueue(ctx context.Context, r Request) (job Job, created bool, 
 	}
 	now := s.now()
 	var id string
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *database.Tx) error {
+		if s.db.Dialect == database.Postgres {
+			// Trainers sharing the queue enqueue one at a time, so an alert
+			// group re-sent to two of them still maps to one job.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7346282)`); err != nil {
+				return err
+			}
+		}
 		if r.GroupKey != "" {
 			err := tx.QueryRowContext(ctx, `SELECT id FROM jobs WHERE group_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1`,
 				r.GroupKey, now.Add(-s.opts.Cooldown).UnixMilli()).Scan(&id)
@@ -308,58 +366,16 @@ func nonNil(s []string) []string {
 
 // Recover resolves jobs left running by a process that died: each is queued
 // again if it has attempts left, else failed with the reason. Steps that were
-// running are marked interrupted. It returns the jobs it touched.
+// running are marked interrupted. It returns the jobs it touched. With
+// SQLite (one trainer) every running job is such a job; in a shared
+// database only those whose lease expired are, since the others belong to
+// live trainers.
 func (s *Store) Recover(ctx context.Context) ([]Job, error) {
 	var ids []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT id, attempt, step FROM jobs WHERE state = ?`, StateRunning)
-		if err != nil {
-			return err
-		}
-		type stale struct {
-			id      string
-			attempt int
-			step    string
-		}
-		var list []stale
-		for rows.Next() {
-			var st stale
-			if err := rows.Scan(&st.id, &st.attempt, &st.step); err != nil {
-				rows.Close()
-				return err
-			}
-			list = append(list, st)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		now := s.now().UnixMilli()
-		for _, st := range list {
-			if _, err := tx.ExecContext(ctx, `UPDATE job_steps SET state = ?, finished_at = ?, detail = CASE WHEN detail = '' THEN 'process stopped during this step' ELSE detail END WHERE job_id = ? AND state = ?`,
-				StepInterrupted, now, st.id, StepRunning); err != nil {
-				return err
-			}
-			where := "before any step"
-			if st.step != "" {
-				where = "during step " + st.step
-			}
-			if st.attempt < s.opts.MaxAttempts {
-				reason := fmt.Sprintf("attempt %d interrupted %s; retrying", st.attempt, where)
-				if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ? WHERE id = ?`, StateQueued, reason, st.id); err != nil {
-					return err
-				}
-				s.logger.Warn("requeued interrupted job", "job_id", st.id, "attempt", st.attempt, "step", st.step)
-			} else {
-				reason := fmt.Sprintf("attempt %d of %d interrupted %s; no attempts left", st.attempt, s.opts.MaxAttempts, where)
-				if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, finished_at = ? WHERE id = ?`, StateFailed, reason, now, st.id); err != nil {
-					return err
-				}
-				s.logger.Warn("failed interrupted job", "job_id", st.id, "attempt", st.attempt, "step", st.step)
-			}
-			ids = append(ids, st.id)
-		}
-		return nil
+	err := s.tx(ctx, func(tx *database.Tx) error {
+		var err error
+		ids, err = s.expire(ctx, tx, s.db.Dialect == database.SQLite)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recovering jobs: %w", err)
@@ -375,19 +391,89 @@ func (s *Store) Recover(ctx context.Context) ([]Job, error) {
 	return out, nil
 }
 
-// Claim moves the oldest queued job to running and counts the attempt; it
-// returns ErrNotFound when the queue is empty.
+// expire requeues (or fails, without attempts left) the running jobs whose
+// lease expired, or every running job when all is set, and returns their ids.
+func (s *Store) expire(ctx context.Context, tx *database.Tx, all bool) ([]string, error) {
+	q := `SELECT id, attempt, step, owner FROM jobs WHERE state = ?`
+	args := []any{StateRunning}
+	now := s.now().UnixMilli()
+	if !all {
+		q += ` AND (lease_until IS NULL OR lease_until < ?)`
+		args = append(args, now)
+	}
+	rows, err := tx.QueryContext(ctx, q+s.forUpdate(), args...)
+	if err != nil {
+		return nil, err
+	}
+	type stale struct {
+		id, step, owner string
+		attempt         int
+	}
+	var list []stale
+	for rows.Next() {
+		var st stale
+		if err := rows.Scan(&st.id, &st.attempt, &st.step, &st.owner); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		list = append(list, st)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, st := range list {
+		if _, err := tx.ExecContext(ctx, `UPDATE job_steps SET state = ?, finished_at = ?, detail = CASE WHEN detail = '' THEN 'process stopped during this step' ELSE detail END WHERE job_id = ? AND state = ?`,
+			StepInterrupted, now, st.id, StepRunning); err != nil {
+			return nil, err
+		}
+		where := "before any step"
+		if st.step != "" {
+			where = "during step " + st.step
+		}
+		if !all {
+			where += " (lease of " + st.owner + " expired)"
+		}
+		if st.attempt < s.opts.MaxAttempts {
+			reason := fmt.Sprintf("attempt %d interrupted %s; retrying", st.attempt, where)
+			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, owner = '', lease_until = NULL WHERE id = ?`, StateQueued, reason, st.id); err != nil {
+				return nil, err
+			}
+			s.logger.Warn("requeued interrupted job", "job_id", st.id, "attempt", st.attempt, "step", st.step, "owner", st.owner)
+		} else {
+			reason := fmt.Sprintf("attempt %d of %d interrupted %s; no attempts left", st.attempt, s.opts.MaxAttempts, where)
+			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, finished_at = ?, owner = '', lease_until = NULL WHERE id = ?`, StateFailed, reason, now, st.id); err != nil {
+				return nil, err
+			}
+			s.logger.Warn("failed interrupted job", "job_id", st.id, "attempt", st.attempt, "step", st.step, "owner", st.owner)
+		}
+		ids = append(ids, st.id)
+	}
+	return ids, nil
+}
+
+// Claim moves the oldest queued job to running under this store's owner
+// with a fresh lease and counts the attempt; it returns ErrNotFound when
+// the queue is empty. Jobs whose lease expired (their trainer died) are
+// requeued first, so a live trainer takes them over without a restart.
+// In PostgreSQL the row is locked with FOR UPDATE SKIP LOCKED: trainers
+// claiming at once get different jobs and never wait on each other.
 func (s *Store) Claim(ctx context.Context) (Job, error) {
 	var id string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, `SELECT id FROM jobs WHERE state = ? ORDER BY created_at, id LIMIT 1`, StateQueued).Scan(&id); err != nil {
+	err := s.tx(ctx, func(tx *database.Tx) error {
+		if _, err := s.expire(ctx, tx, false); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT id FROM jobs WHERE state = ? ORDER BY created_at, id LIMIT 1`+s.forUpdate(), StateQueued).Scan(&id); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrNotFound
 			}
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, attempt = attempt + 1, step = '', started_at = COALESCE(started_at, ?) WHERE id = ?`,
-			StateRunning, s.now().UnixMilli(), id)
+		now := s.now()
+		_, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, attempt = attempt + 1, step = '', started_at = COALESCE(started_at, ?), owner = ?, lease_until = ? WHERE id = ?`,
+			StateRunning, now.UnixMilli(), s.opts.Owner, now.Add(s.opts.Lease).UnixMilli(), id)
 		return err
 	})
 	if err != nil {
@@ -399,16 +485,36 @@ func (s *Store) Claim(ctx context.Context) (Job, error) {
 	return s.Get(ctx, id)
 }
 
+// Renew extends this store's lease on a running job; ErrLeaseLost when the
+// job is no longer running under this owner (it expired and was taken over).
+func (s *Store) Renew(ctx context.Context, jobID string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE jobs SET lease_until = ? WHERE id = ? AND state = ? AND owner = ?`,
+		s.now().Add(s.opts.Lease).UnixMilli(), jobID, StateRunning, s.opts.Owner)
+	if err != nil {
+		return fmt.Errorf("renewing the lease of job %s: %w", jobID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("job %s: %w", jobID, ErrLeaseLost)
+	}
+	return nil
+}
+
 // StartStep records that a step of the job's current attempt began.
 func (s *Store) StartStep(ctx context.Context, jobID, name string) (time.Time, error) {
 	now := s.now()
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var attempt int
-		if err := tx.QueryRowContext(ctx, `SELECT attempt FROM jobs WHERE id = ?`, jobID).Scan(&attempt); err != nil {
+	err := s.tx(ctx, func(tx *database.Tx) error {
+		var (
+			attempt      int
+			owner, state string
+		)
+		if err := tx.QueryRowContext(ctx, `SELECT attempt, owner, state FROM jobs WHERE id = ?`, jobID).Scan(&attempt, &owner, &state); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrNotFound
 			}
 			return err
+		}
+		if state != StateRunning || owner != s.opts.Owner {
+			return ErrLeaseLost
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO job_steps(job_id, attempt, seq, name, state, started_at)
 			VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_steps WHERE job_id = ? AND attempt = ?), ?, ?, ?)`,
@@ -428,21 +534,21 @@ func (s *Store) StartStep(ctx context.Context, jobID, name string) (time.Time, e
 func (s *Store) FinishStep(ctx context.Context, jobID, name, state, detail, log string) (time.Time, error) {
 	now := s.now()
 	res, err := s.db.ExecContext(ctx, `UPDATE job_steps SET state = ?, finished_at = ?, detail = ?, log = ?
-		WHERE job_id = ? AND name = ? AND state = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ?)`,
-		state, now.UnixMilli(), detail, log, jobID, name, StepRunning, jobID)
+		WHERE job_id = ? AND name = ? AND state = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ? AND owner = ?)`,
+		state, now.UnixMilli(), detail, log, jobID, name, StepRunning, jobID, s.opts.Owner)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("finishing step %s of job %s: %w", name, jobID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return time.Time{}, fmt.Errorf("finishing step %s of job %s: no such running step", name, jobID)
+		return time.Time{}, fmt.Errorf("finishing step %s of job %s: no such running step, or %w", name, jobID, ErrLeaseLost)
 	}
 	return now, nil
 }
 
 // UpdateStepLog stores the log so far of the job's running step name.
 func (s *Store) UpdateStepLog(ctx context.Context, jobID, name, log string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE job_steps SET log = ? WHERE job_id = ? AND name = ? AND state = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ?)`,
-		log, jobID, name, StepRunning, jobID)
+	_, err := s.db.ExecContext(ctx, `UPDATE job_steps SET log = ? WHERE job_id = ? AND name = ? AND state = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ? AND owner = ?)`,
+		log, jobID, name, StepRunning, jobID, s.opts.Owner)
 	if err != nil {
 		return fmt.Errorf("saving the log of step %s of job %s: %w", name, jobID, err)
 	}
@@ -451,7 +557,7 @@ func (s *Store) UpdateStepLog(ctx context.Context, jobID, name, log string) erro
 
 // MergeResult adds keys to the job's result (figures the API shows).
 func (s *Store) MergeResult(ctx context.Context, jobID string, add map[string]any) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *database.Tx) error {
 		var raw string
 		if err := tx.QueryRowContext(ctx, `SELECT result FROM jobs WHERE id = ?`, jobID).Scan(&raw); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -482,13 +588,13 @@ func (s *Store) Finish(ctx context.Context, jobID, state, reason string) (Job, e
 	default:
 		return Job{}, fmt.Errorf("finishing job %s: %q is not a final state", jobID, state)
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, finished_at = ? WHERE id = ? AND state = ?`,
-		state, reason, s.now().UnixMilli(), jobID, StateRunning)
+	res, err := s.db.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, finished_at = ?, lease_until = NULL WHERE id = ? AND state = ? AND owner = ?`,
+		state, reason, s.now().UnixMilli(), jobID, StateRunning, s.opts.Owner)
 	if err != nil {
 		return Job{}, fmt.Errorf("finishing job %s: %w", jobID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return Job{}, fmt.Errorf("finishing job %s: not running", jobID)
+		return Job{}, fmt.Errorf("finishing job %s: not running, or %w", jobID, ErrLeaseLost)
 	}
 	return s.Get(ctx, jobID)
 }

@@ -253,6 +253,40 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// holdLease renews the job's lease every third of it until ctx ends; when
+// the lease is lost (this trainer stalled past it and another took the job)
+// it cancels the job. The returned func reports whether that happened; it
+// waits for the renewer to stop, so call it after cancelling ctx.
+func (w *Worker) holdLease(ctx context.Context, cancel context.CancelFunc, id string, log *slog.Logger) (lost func() bool) {
+	var gone bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(w.o.Store.Lease() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := w.o.Store.Renew(ctx, id)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrLeaseLost):
+				gone = true
+				log.Error("lost the job's lease; stopping it", "err", err)
+				cancel()
+				return
+			case ctx.Err() == nil:
+				// The database may be back before the lease runs out.
+				log.Warn("renewing the job's lease", "err", err)
+			}
+		}
+	}()
+	return func() bool { <-done; return gone }
+}
+
 func (w *Worker) runOne(ctx context.Context, job Job) {
 	w.mu.Lock()
 	w.current = job.ID
@@ -263,11 +297,19 @@ func (w *Worker) runOne(ctx context.Context, job Job) {
 		w.mu.Unlock()
 	}()
 	log := w.o.Logger.With("job_id", job.ID)
-	log.Info("job started", "attempt", job.Attempt, "trigger", job.Trigger, "group_key", job.GroupKey)
+	log.Info("job started", "attempt", job.Attempt, "trigger", job.Trigger, "group_key", job.GroupKey, "owner", w.o.Store.Owner())
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lost := w.holdLease(jctx, cancel, job.ID, log)
 	rec := &Recorder{store: w.o.Store, job: job.ID, metrics: w.o.Metrics, logger: w.o.Logger, logFlush: w.o.LogFlush}
-	err := w.o.Runner.Run(ctx, job, rec)
+	err := w.o.Runner.Run(jctx, job, rec)
+	cancel()
+	if lost() {
+		log.Warn("job abandoned: its lease was lost, another trainer retries it", "err", err)
+		return
+	}
 	if ctx.Err() != nil && err != nil {
-		log.Warn("job interrupted by shutdown; it will be recovered on the next start", "err", err)
+		log.Warn("job interrupted by shutdown; it will be recovered on the next start (or lease expiry)", "err", err)
 		return
 	}
 	state, reason := StateSucceeded, ""

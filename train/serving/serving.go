@@ -71,7 +71,12 @@ func (c *Client) Export(ctx context.Context, model string, since time.Time) ([]p
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("feedback export: %s: %s", resp.Status, errorBody(resp.Body))
 	}
-	sc := bufio.NewScanner(resp.Body)
+	return DecodeFeedback(resp.Body)
+}
+
+// DecodeFeedback reads a feedback export (one JSON object per line).
+func DecodeFeedback(r io.Reader) ([]pipeline.Feedback, error) {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), MaxLine)
 	var out []pipeline.Feedback
 	for line := 1; sc.Scan(); line++ {

@@ -1,0 +1,143 @@
+package feedback
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/flywheel-ml/flywheel/internal/harness"
+	"github.com/flywheel-ml/flywheel/server/predlog"
+)
+
+// TestStoreContract runs the feedback store's one contract suite against
+// both backends: SQLite files and databases on a real PostgreSQL server.
+func TestStoreContract(t *testing.T) {
+	for _, b := range harness.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				fn   func(*testing.T, func(testing.TB) string)
+			}{
+				{"AddJoinsAndCounts", testAddJoinsAndCounts},
+				{"ClassificationCorrect", testClassificationCorrect},
+				{"Export", testExport},
+				{"GetWithLineage", testGetWithLineage},
+				{"Replicas", testReplicas},
+			} {
+				t.Run(tc.name, func(t *testing.T) { tc.fn(t, b.NewURL) })
+			}
+		})
+	}
+}
+
+// replica is one serve replica's prediction log and feedback store on a
+// shared database.
+type replica struct {
+	db    *predlog.Store
+	log   *predlog.Log
+	store *Store
+	reg   *prometheus.Registry
+}
+
+func newReplica(t *testing.T, url string) *replica {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	db, err := predlog.Open(ctx, url, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := predlog.DefaultConfig()
+	cfg.FlushInterval = 20 * time.Millisecond
+	r := &replica{db: db, reg: prometheus.NewPedanticRegistry()}
+	if r.log, err = predlog.New(predlog.Options{Config: cfg, Store: db, Registerer: r.reg}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { r.log.Run(ctx); close(done) }()
+	if r.store, err = New(Options{DB: db, Log: r.log, Cards: cards, Registerer: r.reg, SharedWait: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); <-done; db.Close() })
+	return r
+}
+
+// testReplicas: three replicas on one database (several processes' worth
+// of connections): a label sent to any replica joins a prediction logged by
+// another, even one still in that replica's queue; the same label sent to
+// every replica at once is stored once; the replicas' counters add up to
+// the labels stored, not a multiple of them.
+func testReplicas(t *testing.T, newURL func(testing.TB) string) {
+	ctx := context.Background()
+	url := newURL(t)
+	rs := []*replica{newReplica(t, url), newReplica(t, url), newReplica(t, url)}
+	const n = 30
+	for i := 0; i < n; i++ {
+		rs[i%3].log.Record(predlog.Entry{ID: fmt.Sprintf("p-%d", i), Time: time.Now(), Model: "ridership", Version: 2,
+			FeatureNames: []string{"Austin", "dow"}, Features: []float64{1, 2}, Outputs: []float64{float64(i)}})
+	}
+	// Label i goes to the next replica (never the one that logged it) at
+	// once, while the prediction may still be queued there.
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := rs[(i+1)%3].store.Add(ctx, []Label{{ID: fmt.Sprintf("p-%d", i), Value: f(float64(i) + 2)}})
+			if err != nil || res[0].Status != StatusCreated {
+				t.Errorf("label p-%d: %+v, %v", i, res, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// The same label to all three at once: one row, one created.
+	var created sync.Map
+	for k, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := r.store.Add(ctx, []Label{{ID: "p-0", Value: f(7)}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			created.Store(k, res[0].Status)
+		}()
+	}
+	wg.Wait()
+	var labels int
+	var absErr float64
+	if err := rs[0].db.DB().QueryRowContext(ctx, `SELECT COUNT(*), SUM(ABS(value - prediction)) FROM labels`).Scan(&labels, &absErr); err != nil {
+		t.Fatal(err)
+	}
+	if labels != n {
+		t.Fatalf("labels stored = %d, want %d", labels, n)
+	}
+	var revisions int
+	if err := rs[0].db.DB().QueryRowContext(ctx, `SELECT revisions FROM labels WHERE id = ?`, "p-0").Scan(&revisions); err != nil || revisions < 2 {
+		t.Errorf("p-0 revisions = %d, %v", revisions, err)
+	}
+	var counted float64
+	for _, r := range rs {
+		counted += testutil.ToFloat64(r.store.m.labels.WithLabelValues("ridership", "2"))
+	}
+	// n first labels, plus the re-sends of p-0 that changed the value
+	// (every replica counts only what it stored itself).
+	updates := 0
+	created.Range(func(_, v any) bool {
+		if v == StatusUpdated || v == StatusCreated {
+			updates++
+		}
+		return true
+	})
+	if counted != float64(n+updates) {
+		t.Errorf("replicas counted %v labels, want %d (%d stored + %d updates)", counted, n+updates, n, updates)
+	}
+	if absErr != 2*(n-1)+7 {
+		t.Errorf("stored absolute error = %v, want %d", absErr, 2*(n-1)+7)
+	}
+}
