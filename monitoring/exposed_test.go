@@ -22,6 +22,7 @@ var monitorMetrics = []string{
 	"flywheel_feature_drift_psi", "flywheel_prediction_drift_psi", "flywheel_drift_window_rows",
 	"flywheel_feedback_labels_total", "flywheel_feedback_absolute_error_total", "flywheel_feedback_squared_error_total",
 	"flywheel_feedback_correct_total", "flywheel_model_error_threshold",
+	"flywheel_feedback_store_labels", "flywheel_feedback_store_absolute_error", "flywheel_feedback_store_squared_error",
 	"flywheel_predlog_dropped_total", "flywheel_predlog_queue_length", "flywheel_predlog_written_total",
 }
 
@@ -60,6 +61,9 @@ func TestMonitorMetricsExposed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := feedback.NewStoreMetrics(db, time.Second, reg, nil); err != nil {
+		t.Fatal(err)
+	}
 	m.Add(c.Name, c.Version, c.FeatureNames(), c.Reference)
 	store.AddVersion(c.Name, c.Version, c)
 	m.Observe("iris", 1, []float32{0.5}, []float32{1})
@@ -92,6 +96,9 @@ func TestMonitorMetricsExposed(t *testing.T) {
 		"flywheel_feedback_squared_error_total":  "model,version",
 		"flywheel_feedback_correct_total":        "model,version",
 		"flywheel_model_error_threshold":         "metric,model,version",
+		"flywheel_feedback_store_labels":         "model,version",
+		"flywheel_feedback_store_absolute_error": "model,version",
+		"flywheel_feedback_store_squared_error":  "model,version",
 		"flywheel_predlog_dropped_total":         "",
 		"flywheel_predlog_queue_length":          "",
 		"flywheel_predlog_written_total":         "",

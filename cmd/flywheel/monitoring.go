@@ -25,6 +25,7 @@ func addMonitorFlags(fs *flagSet, c *monitor.Config, db *string) {
 	fs.Int(&d.MinRows, "drift-min-rows", "", d.MinRows, "rows a window needs before drift is exported")
 	fs.Int(&d.QueueSize, "drift-queue", "", d.QueueSize, "observations waiting for the drift monitor; when full, they are dropped and counted")
 	fs.Int(&c.FeedbackMaxItems, "feedback-max-items", "", c.FeedbackMaxItems, "most labels in one POST /v1/feedback")
+	fs.Duration(&c.StoreMetricsInterval, "feedback-store-metrics-interval", "", c.StoreMetricsInterval, "how often the live quality of the whole store (flywheel_feedback_store_*: the same on every replica, aggregate with max) is recomputed from the labels table, on scrape (0: off)")
 }
 
 // applyDatabase makes a --database URL the monitoring database.

@@ -30,7 +30,7 @@ import (
 type trainerFlags struct {
 	listen, token, tokenFile         string
 	db, models, model, work, data    string
-	database                         string
+	database, name                   string
 	lease                            time.Duration
 	target                           string
 	serveURL, adminToken, adminFile  string
@@ -59,6 +59,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.String(&f.tokenFile, "token-file", "", "", "file holding the bearer token (instead of --token)")
 	fs.String(&f.db, "db", "", "data/trainer/jobs.db", "SQLite job store (one trainer)")
 	fs.String(&f.database, "database", database.EnvURL, "", "shared database, postgres://user:password@host:5432/db: the job queue lives there (several trainers claim jobs from it) and snapshots read feedback labels from it directly instead of serve's export; replaces --db")
+	fs.String(&f.name, "name", "", "", "this trainer's name in job claims and logs (default: host-pid-random; on Kubernetes, the pod name)")
 	fs.Duration(&f.lease, "lease", "", jobs.DefaultLease, "with --database: how long a claimed job stays this trainer's without renewal (renewed every third); a trainer that dies loses its job after this and another one retries it")
 	fs.String(&f.models, "models", "", "models", "model repository that serve watches")
 	fs.String(&f.model, "model", "", d.Model, "model of alerts that carry no model label")
@@ -215,7 +216,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	} else if err := os.MkdirAll(filepath.Dir(f.db), 0o755); err != nil {
 		return fail(fmt.Errorf("--db directory: %w", err))
 	}
-	store, err := jobs.Open(ctx, jobs.Options{Path: queue, Cooldown: f.cooldown, MaxAttempts: f.maxAttempts, Lease: f.lease,
+	store, err := jobs.Open(ctx, jobs.Options{Path: queue, Cooldown: f.cooldown, MaxAttempts: f.maxAttempts, Lease: f.lease, Owner: f.name,
 		Logger: logger.With("component", "jobs")})
 	if err != nil {
 		return fail(err)

@@ -40,13 +40,17 @@ type Config struct {
 	Drift       drift.Config   `yaml:"drift"`
 	// FeedbackMaxItems limits the labels of one POST /v1/feedback.
 	FeedbackMaxItems int `yaml:"feedback_max_items"`
+	// StoreMetricsInterval is how often the store-wide live quality
+	// (flywheel_feedback_store_*) is read from the labels table, on scrape;
+	// 0 turns it off.
+	StoreMetricsInterval time.Duration `yaml:"store_metrics_interval"`
 }
 
 // DefaultConfig: var/flywheel.db, a 5s busy timeout, the prediction log's
 // and drift's defaults, 10,000 labels per feedback request.
 func DefaultConfig() Config {
 	return Config{DB: filepath.Join("var", "flywheel.db"), BusyTimeout: 5 * time.Second,
-		Predlog: predlog.DefaultConfig(), Drift: drift.DefaultConfig(), FeedbackMaxItems: 10000}
+		Predlog: predlog.DefaultConfig(), Drift: drift.DefaultConfig(), FeedbackMaxItems: 10000, StoreMetricsInterval: 15 * time.Second}
 }
 
 // Validate checks the configuration.
@@ -58,6 +62,9 @@ func (c Config) Validate() error {
 		}
 		if c.BusyTimeout < 0 {
 			errs = append(errs, fmt.Errorf("busy_timeout must not be negative, got %s", c.BusyTimeout))
+		}
+		if c.StoreMetricsInterval < 0 {
+			errs = append(errs, fmt.Errorf("store_metrics_interval must not be negative, got %s", c.StoreMetricsInterval))
 		}
 		if c.FeedbackMaxItems < 1 {
 			errs = append(errs, fmt.Errorf("feedback_max_items must be positive, got %d", c.FeedbackMaxItems))
@@ -151,6 +158,11 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 		SharedWait: sharedWait})
 	if err != nil {
 		return fail(err)
+	}
+	if cfg.StoreMetricsInterval > 0 {
+		if _, err := feedback.NewStoreMetrics(m.db, cfg.StoreMetricsInterval, reg, logger.With("component", "feedback")); err != nil {
+			return fail(err)
+		}
 	}
 	m.api, err = feedback.NewAPI(feedback.APIOptions{Store: m.store, AdminToken: o.AdminToken, MaxItems: cfg.FeedbackMaxItems, Logger: logger.With("component", "feedback")})
 	if err != nil {
