@@ -365,7 +365,27 @@ func parseVersion(s string) (int64, error) {
 	return v, nil
 }
 
-// idGenerator returns request ids of 128 random bits (crypto/rand), 26
-// base32 characters: an id is also the key of a logged prediction, so a
-// client must not be able to guess another client's.
-func idGenerator() func() string { return rand.Text }
+// idGenerator returns request ids of a time prefix and 128 random bits
+// (crypto/rand): an id is also the key of a logged prediction, so a client
+// must not be able to guess another client's. The prefix is the time in
+// milliseconds, 10 characters of base32hex (whose order is the ASCII order),
+// then rand.Text's 26 characters: ids sort by the time they were made, so the
+// prediction log's id index grows at its end like its time index. Purely
+// random keys land on a random page of the index each: a commit of 1,024
+// rows rewrote ~1,024 index pages, and the log's writer took a third of the
+// server's CPU at c=64 instead of a fifth.
+func idGenerator() func() string {
+	return func() string { return newID(time.Now()) }
+}
+
+func newID(t time.Time) string {
+	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUV" // base32hex: sorts like the numbers
+	var b [10 + 26]byte
+	ms := uint64(t.UnixMilli())
+	for i := 9; i >= 0; i-- {
+		b[i] = digits[ms&31]
+		ms >>= 5
+	}
+	copy(b[10:], rand.Text())
+	return string(b[:])
+}

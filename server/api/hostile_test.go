@@ -72,25 +72,33 @@ func TestRepositoryWritesNeedToken(t *testing.T) {
 }
 
 // TestRequestIDsUnguessable: generated request ids (the keys of logged
-// predictions) are random, not a prefix and a counter: consecutive ids share
-// no prefix longer than chance allows.
+// predictions) are a 10-character time prefix and 128 random bits, not a
+// prefix and a counter: after the time prefix consecutive ids share no
+// prefix longer than chance allows; and ids sort by the time they were made
+// (the prediction log's id index grows at its end).
 func TestRequestIDsUnguessable(t *testing.T) {
 	root := t.TempDir()
 	writeVersion(t, root, "mlp", 1, map[string][]byte{"model.onnx": testmodel.MLPSmall(), "model.json": mlpCard("mlp", 1)})
 	ts := startServer(t, root)
+	const prefix = 10
 	var prev string
 	for i := 0; i < 20; i++ {
 		r := ts.post(t, "/v2/models/mlp/infer", refRequest())
 		id := r.header.Get("X-Request-ID")
-		if r.code != 200 || len(id) < 22 {
-			t.Fatalf("infer: %d, id %q: want 200 and >= 128 random bits", r.code, id)
+		if r.code != 200 || len(id) != prefix+26 {
+			t.Fatalf("infer: %d, id %q: want 200 and a time prefix + 26 base32 characters (128 random bits)", r.code, id)
 		}
-		common := 0
-		for common < len(id) && common < len(prev) && id[common] == prev[common] {
-			common++
-		}
-		if common > 6 {
-			t.Fatalf("ids %q and %q share a %d-character prefix: guessable", prev, id, common)
+		if prev != "" {
+			if id[:prefix] < prev[:prefix] {
+				t.Fatalf("id %q made after %q sorts before it", id, prev)
+			}
+			common := 0
+			for common < len(id)-prefix && id[prefix+common] == prev[prefix+common] {
+				common++
+			}
+			if common > 6 {
+				t.Fatalf("ids %q and %q share %d characters after the time prefix: guessable", prev, id, common)
+			}
 		}
 		prev = id
 	}

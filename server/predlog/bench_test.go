@@ -2,7 +2,10 @@ package predlog
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -40,15 +43,24 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 // BenchmarkWriteBatch is the flusher's cost per row (encode + insert), in
-// batches of 1024: a 50-feature float64 model and the 256-feature FP32
-// benchmark model (mlp_wide).
+// batches of 1024: a 50-feature float64 model and the 16- and 256-feature
+// FP32 benchmark models (mlp_small, mlp_wide), with ids that sort by time
+// (as serve makes them: a time prefix and 128 random bits) and with purely
+// random ids (rand.Text, as a client may send), which land on random pages
+// of the id index. Instructions per row, whatever the machine's load:
+//
+//	go test -c -o /tmp/predlog.test ./server/predlog
+//	GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind /tmp/predlog.test -test.run '^$' -test.bench 'WriteBatch/16xfp32/ordered' -test.benchtime 20x
+//
+// (the same with 40x; the difference of the totals over 20 × 1024 rows).
 func BenchmarkWriteBatch(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		n    int
 		fp32 bool
-	}{{"50xfp64", 50, false}, {"16xfp32", 16, true}, {"256xfp32", 256, true}} {
-		b.Run(bc.name, func(b *testing.B) {
+		ids  string
+	}{{"50xfp64", 50, false, "ordered"}, {"16xfp32", 16, true, "ordered"}, {"16xfp32", 16, true, "random"}, {"256xfp32", 256, true, "ordered"}} {
+		b.Run(bc.name+"/"+bc.ids, func(b *testing.B) {
 			s, err := Open(context.Background(), b.TempDir()+"/bench.db", 5e9)
 			if err != nil {
 				b.Fatal(err)
@@ -64,10 +76,15 @@ func BenchmarkWriteBatch(b *testing.B) {
 			}
 			batch := make([]Entry, 1024)
 			b.ReportAllocs()
+			cpu0 := cpuTime()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				for j := range batch {
-					e := Entry{ID: "bench-" + strconv.Itoa(i) + "-" + strconv.Itoa(j), Time: time.Unix(int64(i), 0),
+					id := fmt.Sprintf("%010d", i*len(batch)+j) + rand.Text() // ordered
+					if bc.ids == "random" {
+						id = rand.Text()
+					}
+					e := Entry{ID: id, Time: time.Unix(int64(i), 0),
 						Model: "ridership", Version: 1, Parameters: map[string]any{"date": "2016-08-01"}, FeatureNames: names}
 					if bc.fp32 {
 						e.Features32, e.Outputs32 = f32, []float32{15.2, 0.1}
@@ -81,6 +98,18 @@ func BenchmarkWriteBatch(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/row")
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N*len(batch)), "cpu-ns/row")
 		})
 	}
+}
+
+// cpuTime is the process's user + system CPU time: the cost of a row
+// including the kernel's share (writing WAL pages), which wall time on a
+// shared machine blurs and instruction counts miss.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
