@@ -25,6 +25,8 @@ import (
 	"math"
 	"strconv"
 	"unsafe"
+
+	"github.com/flywheel-ml/flywheel/server/tensor"
 )
 
 // Names from the extension.
@@ -150,9 +152,9 @@ func Decode(raw []byte, datatype string, shape []int64) (any, error) {
 	case "UINT16":
 		return view(raw, n, binary.LittleEndian.Uint16), nil
 	case "FP16", "BF16":
-		conv := halfValue
+		conv := tensor.HalfToFloat32
 		if datatype == "BF16" {
-			conv = bf16Value
+			conv = tensor.BFloat16ToFloat32
 		}
 		out := make([]float32, n)
 		for i := range out {
@@ -217,15 +219,9 @@ func decodeBytes(raw []byte, n int) ([]string, error) {
 }
 
 func elements(shape []int64) (int, error) {
-	n := int64(1)
-	for _, d := range shape {
-		if d < 0 {
-			return 0, formatErr("shape %v has a negative dimension", shape)
-		}
-		if d != 0 && n > math.MaxInt32/d {
-			return 0, formatErr("shape %v has too many elements", shape)
-		}
-		n *= d
+	n, ok := tensor.Elements(shape, math.MaxInt32)
+	if !ok {
+		return 0, formatErr("shape %v has a negative dimension or more than %d elements", shape, math.MaxInt32)
 	}
 	return int(n), nil
 }
@@ -239,9 +235,9 @@ func Append(dst []byte, datatype string, data any) ([]byte, error) {
 		if !ok {
 			return dst, formatErr("%s data must be []float32, got %T", datatype, data)
 		}
-		conv := halfBits
+		conv := tensor.Float32ToHalf
 		if datatype == "BF16" {
-			conv = bf16Bits
+			conv = tensor.Float32ToBFloat16
 		}
 		for _, v := range s {
 			dst = binary.LittleEndian.AppendUint16(dst, conv(v))

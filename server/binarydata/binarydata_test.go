@@ -272,34 +272,3 @@ func hasNaN(s []float32) bool {
 	}
 	return false
 }
-
-func TestHalfConversions(t *testing.T) {
-	for _, tc := range []struct {
-		f    float32
-		bits uint16
-	}{
-		{0, 0}, {float32(math.Copysign(0, -1)), 0x8000}, {1, 0x3c00}, {-2, 0xc000}, {65504, 0x7bff},
-		{0x1p-24, 0x0001}, {0x1p-14, 0x0400}, {0.333251953125, 0x3555}, {1.0009765625, 0x3c01},
-		{1.00048828125, 0x3c00} /* tie to even */, {1.00146484375, 0x3c02} /* tie to even up */, {0x1p-26, 0},
-		{float32(math.Inf(1)), 0x7c00}, {65520, 0x7c00}, {65519, 0x7bff},
-	} {
-		if got := halfBits(tc.f); got != tc.bits {
-			t.Errorf("halfBits(%v) = %#04x, want %#04x", tc.f, got, tc.bits)
-		}
-	}
-	for h := range 1 << 16 { // every half and every bfloat16 survives a round trip
-		if v := halfValue(uint16(h)); v == v {
-			if got := halfBits(v); got != uint16(h) {
-				t.Fatalf("halfBits(halfValue(%#04x)=%v) = %#04x", h, v, got)
-			}
-		}
-		if v := bf16Value(uint16(h)); v == v {
-			if got := bf16Bits(v); got != uint16(h) {
-				t.Fatalf("bf16Bits(bf16Value(%#04x)=%v) = %#04x", h, v, got)
-			}
-		}
-	}
-	if got := bf16Bits(1.00390625); got != 0x3f80 { // 1 + 2^-8: tie, rounds to even (1.0)
-		t.Errorf("bf16Bits tie = %#04x", got)
-	}
-}

@@ -28,7 +28,7 @@ func BenchmarkDecode(b *testing.B) {
 			if err := json.Unmarshal(body, &req); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := d.check(&req, false, nil); err != nil {
+			if _, err := d.check(&req, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

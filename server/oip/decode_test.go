@@ -100,7 +100,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"negative dim", x(`[-1,2]`, "FP32", `[1,2]`), "negative"},
 		{"huge dims", x(`[4611686018427387904,2]`, "FP32", `[1,2]`), "more than"},
 		{"too few", x(`[2,2]`, "FP32", `[1,2,3]`), "data has 3 elements, shape [2,2] needs 4"},
-		{"too many", x(`[1,2]`, "FP32", `[1,2,3]`), "more elements"},
+		{"too many", x(`[1,2]`, "FP32", `[1,2,3]`), "data has 3 elements, shape [1,2] needs 2"},
 		{"ragged", x(`[2,2]`, "FP32", `[[1,2],[3]]`), "ragged"},
 		{"mixed", x(`[2,2]`, "FP32", `[[1,2],3,4]`), "ragged"},
 		{"string value", x(`[1,2]`, "FP32", `[1,"2"]`), `element 1: "2" is a string`},

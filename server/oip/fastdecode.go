@@ -5,20 +5,19 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/flywheel-ml/flywheel/server/tensor"
 	"github.com/flywheel-ml/flywheel/server/tensorjson"
 )
 
 // The fast path: most infer requests are one small JSON object with plain
-// strings, integer shapes and FP32/FP64 data. decodeFast scans exactly that
-// shape of body without reflection and decodes the data with tensorjson (a
-// strict JSON grammar, values as strconv gives them). Whenever it meets
-// anything else — an escape in a string, a key it does not know, a duplicate
-// key, input parameters, another datatype, any syntax or validation error —
-// it gives up and Decode runs the general decoder (encoding/json), whose
-// answer and error message are authoritative. So the fast path only has to
-// be right about what it accepts; FuzzDecodeFast holds it to the general
-// decoder's result.
+// strings and integer shapes. decodeFast scans exactly that shape of envelope
+// without reflection, with tensorjson's lexical rules; both paths decode
+// `data` with tensorjson. Whenever the envelope has anything else — an
+// escape in a string, a key it does not know, a duplicate key, input
+// parameters, any syntax or validation error — it gives up and Decode runs
+// the general decoder (encoding/json for the envelope), whose answer and
+// error message are authoritative. So the fast path only has to be right
+// about what it accepts; FuzzDecodeFast holds it to the general decoder's
+// result.
 
 var errSlowPath = errors.New("oip: not on the fast path")
 
@@ -27,16 +26,7 @@ type fastScanner struct {
 	i int
 }
 
-func (s *fastScanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
+func (s *fastScanner) ws() { s.i = tensorjson.SkipSpace(s.b, s.i) }
 
 // next skips whitespace and returns the next byte (0 at the end).
 func (s *fastScanner) next() byte {
@@ -82,49 +72,16 @@ func (s *fastScanner) str() ([]byte, bool) {
 	return nil, false
 }
 
-// number consumes a JSON number (RFC 8259 grammar) and returns its bytes.
+// number consumes a JSON number and returns its bytes.
 func (s *fastScanner) number() ([]byte, bool) {
 	s.ws()
-	b, i := s.b, s.i
-	start := i
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-	default:
+	end, ok := tensorjson.NumberEnd(s.b, s.i)
+	if !ok {
 		return nil, false
 	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		j := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return nil, false
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		j := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return nil, false
-		}
-	}
-	s.i = i
-	return b[start:i], true
+	tok := s.b[s.i:end]
+	s.i = end
+	return tok, true
 }
 
 // dim consumes a non-negative integer of at most 18 digits.
@@ -367,22 +324,5 @@ func (d Decoder) decodeFast(body []byte) (*Request, error) {
 	if !scanRequest(body, &req) {
 		return nil, errSlowPath
 	}
-	return d.check(&req, true, nil)
-}
-
-// decodeDataFast decodes FP32 and FP64 data with tensorjson.
-func decodeDataFast(raw []byte, dt tensor.DataType, shape []int64) (any, error) {
-	// Zero-element tensors are rare and tensorjson does not check the nesting
-	// of empty data against the shape (it accepted [[ ]] for [0,2]): leave
-	// them to the general decoder, which does.
-	for _, d := range shape {
-		if d == 0 {
-			return nil, errSlowPath
-		}
-	}
-	switch dt {
-	case tensor.FP32, tensor.FP64:
-		return tensorjson.Decode(raw, string(dt), shape)
-	}
-	return nil, errSlowPath
+	return d.check(&req, nil)
 }

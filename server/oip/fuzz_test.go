@@ -78,7 +78,7 @@ func FuzzDecodeFast(f *testing.F) {
 			if err := json.Unmarshal(body, &req); err != nil {
 				t.Fatalf("fast path accepted what encoding/json rejects (%v): %q", err, body)
 			}
-			slow, err := dec.check(&req, false, nil)
+			slow, err := dec.check(&req, nil)
 			if err != nil {
 				t.Fatalf("fast path accepted what the general decoder rejects (%v): %q", err, body)
 			}
@@ -137,4 +137,27 @@ func FuzzDecodeBinary(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecodeFastPathEveryDatatype checks that the fast path decodes every
+// datatype's data with the one decoder (it took only FP32 and FP64 before).
+func TestDecodeFastPathEveryDatatype(t *testing.T) {
+	for _, c := range []struct {
+		dt   tensor.DataType
+		data string
+	}{
+		{tensor.FP16, `[1.5,2]`}, {tensor.Int64, `[1,-2]`}, {tensor.Uint8, `[0,255]`}, {tensor.Bool, `[true,false]`}, {tensor.Bytes, `["a","b"]`},
+	} {
+		d := Decoder{Inputs: []tensor.Spec{{Name: "x", DataType: c.dt, Shape: []int64{-1, 2}}}}
+		body := `{"inputs":[{"name":"x","shape":[1,2],"datatype":"` + string(c.dt) + `","data":` + c.data + `}]}`
+		fast, err := d.decodeFast([]byte(body))
+		if err != nil {
+			t.Errorf("%s: fast path not taken: %v", c.dt, err)
+			continue
+		}
+		slow, err := d.Decode([]byte(body))
+		if err != nil || !reflect.DeepEqual(fast, slow) {
+			t.Errorf("%s: fast %+v, Decode %+v (%v)", c.dt, fast, slow, err)
+		}
+	}
 }

@@ -32,42 +32,40 @@ import (
 	"math"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/flywheel-ml/flywheel/server/tensor"
 )
 
 // MaxDepth is the deepest nesting of `data` accepted.
 const MaxDepth = 32
 
-// Error describes why `data` could not be decoded; Offset is the byte offset
-// in the data value where the problem was found.
+// Error describes why `data` could not be decoded. Element is the index of
+// the value at fault, -1 when the array's structure is; Offset is the byte
+// offset in data where the problem was found, -1 when it concerns the whole
+// value (the element count).
 type Error struct {
-	Offset int
-	Reason string
+	Offset  int
+	Element int
+	Reason  string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("data: %s (at byte %d)", e.Reason, e.Offset) }
+func (e *Error) Error() string {
+	switch {
+	case e.Element >= 0:
+		return fmt.Sprintf("data element %d: %s (at byte %d)", e.Element, e.Reason, e.Offset)
+	case e.Offset >= 0:
+		return fmt.Sprintf("data: %s (at byte %d)", e.Reason, e.Offset)
+	}
+	return e.Reason
+}
 
 // ErrUnknownDatatype is returned for a datatype this package does not decode.
 var ErrUnknownDatatype = errors.New("unknown datatype")
 
-// Elements returns the element count of shape, or an error for a negative
-// dimension or a product that overflows.
-func Elements(shape []int64) (int, error) {
-	n := int64(1)
-	for _, d := range shape {
-		if d < 0 {
-			return 0, fmt.Errorf("shape %v has a negative dimension", shape)
-		}
-		if d != 0 && n > math.MaxInt32/d {
-			return 0, fmt.Errorf("shape %v has too many elements", shape)
-		}
-		n *= d
-	}
-	return int(n), nil
-}
-
 // Decode parses data (the raw JSON value of an OIP tensor's "data" field:
-// a flat array, or an array nested exactly as shape) into a typed slice for
-// datatype holding exactly Elements(shape) values.
+// a flat array, an array nested exactly as shape, or one nested to another
+// depth, read flat) into a typed slice for
+// datatype holding exactly tensor.Elements(shape) values.
 func Decode(data []byte, datatype string, shape []int64) (any, error) {
 	switch datatype {
 	case "FP32":
@@ -77,7 +75,7 @@ func Decode(data []byte, datatype string, shape []int64) (any, error) {
 	case "FP16":
 		return decodeAs(data, shape, parseF16)
 	case "BF16":
-		return decodeAs(data, shape, parseF32)
+		return decodeAs(data, shape, parseBF16)
 	case "INT8":
 		return decodeAs(data, shape, parseInt[int8](8))
 	case "INT16":
@@ -117,6 +115,8 @@ const (
 	tokNull
 )
 
+// An elemParser converts one scalar token; on failure it returns the reason,
+// which names the token (see tokText).
 type elemParser[T any] func(kind int, tok []byte) (T, string)
 
 func decodeAs[T any](data []byte, shape []int64, parse elemParser[T]) (any, error) {
@@ -128,41 +128,61 @@ func decodeAs[T any](data []byte, shape []int64, parse elemParser[T]) (any, erro
 }
 
 func decodeInto[T any](dst []T, data []byte, shape []int64, parse elemParser[T]) ([]T, error) {
-	want, err := Elements(shape)
-	if err != nil {
-		return nil, &Error{0, err.Error()}
+	n, ok := tensor.Elements(shape, math.MaxInt32)
+	if !ok {
+		return nil, &Error{-1, -1, fmt.Sprintf("shape %s has a negative dimension or more than %d elements", shapeText(shape), math.MaxInt32)}
 	}
+	want := int(n)
 	if dst == nil || cap(dst) < want {
 		// each element takes at least one byte plus a separator
 		dst = make([]T, 0, min(want, len(data)/2+1))
 	}
 	s := scanner[T]{data: data, out: dst, parse: parse}
-	s.skipSpace()
+	s.pos = SkipSpace(data, 0)
 	if s.pos >= len(data) || data[s.pos] != '[' {
-		return nil, s.fail("want an array")
+		return nil, s.fail("data must be a JSON array (flat or nested)")
 	}
 	if err := s.array(0); err != nil {
 		return nil, err
 	}
-	s.skipSpace()
+	s.pos = SkipSpace(data, s.pos)
 	if s.pos != len(data) {
-		return nil, s.fail("unexpected content after the array")
+		return nil, s.fail("unexpected content after the data array")
 	}
 	if len(s.out) != want {
-		return nil, &Error{0, fmt.Sprintf("%d values for shape %v, want %d", len(s.out), shape, want)}
+		return nil, &Error{-1, -1, fmt.Sprintf("data has %d elements, shape %s needs %d", len(s.out), shapeText(shape), want)}
 	}
-	if s.leaf > 1 {
-		// nested: the nesting must be the shape
-		if s.leaf != len(shape) {
-			return nil, &Error{0, fmt.Sprintf("nested %d deep for shape %v of rank %d", s.leaf, shape, len(shape))}
-		}
-		for i := range s.leaf {
+	// Nested data as deep as the shape's rank must be nested as the shape;
+	// data nested otherwise is read flat, in row-major order (as Triton
+	// does). Arrays without values count as levels too: [[ ]] is not [0,2].
+	levels := s.deepest + 1
+	if levels > 1 && levels == len(shape) {
+		for i := range levels {
 			if int64(s.dims[i]) != shape[i] {
-				return nil, &Error{0, fmt.Sprintf("nested as %v for shape %v", s.dims[:s.leaf], shape)}
+				return nil, &Error{-1, -1, fmt.Sprintf("nested data has shape %s, shape is %s", dimsText(s.dims[:levels]), shapeText(shape))}
 			}
 		}
 	}
 	return s.out, nil
+}
+
+func shapeText(shape []int64) string {
+	b := []byte{'['}
+	for i, v := range shape {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	return string(append(b, ']'))
+}
+
+func dimsText(dims []int32) string {
+	s := make([]int64, len(dims))
+	for i, d := range dims {
+		s[i] = int64(d)
+	}
+	return shapeText(s)
 }
 
 type scanner[T any] struct {
@@ -179,23 +199,12 @@ type scanner[T any] struct {
 	opened int
 }
 
-func (s *scanner[T]) fail(reason string) error { return &Error{s.pos, reason} }
-
-func (s *scanner[T]) skipSpace() {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
-	}
-}
+func (s *scanner[T]) fail(reason string) error { return &Error{s.pos, -1, reason} }
 
 // array parses one array at depth d (0 for the outermost); s.pos is at '['.
 func (s *scanner[T]) array(d int) error {
 	if d >= MaxDepth {
-		return s.fail("nested too deep")
+		return s.fail(fmt.Sprintf("data is nested deeper than %d levels", MaxDepth))
 	}
 	s.pos++ // '['
 	if d >= s.opened {
@@ -203,19 +212,19 @@ func (s *scanner[T]) array(d int) error {
 		s.opened = d + 1
 	}
 	n := 0
-	s.skipSpace()
+	s.pos = SkipSpace(s.data, s.pos)
 	if s.pos < len(s.data) && s.data[s.pos] == ']' {
 		s.pos++
 		return s.endArray(d, 0)
 	}
 	for {
-		s.skipSpace()
+		s.pos = SkipSpace(s.data, s.pos)
 		if s.pos >= len(s.data) {
-			return s.fail("unterminated array")
+			return s.fail("data array is not closed")
 		}
 		if s.data[s.pos] == '[' {
 			if s.leaf != 0 && d+1 >= s.leaf {
-				return s.fail("ragged nesting: an array where a value belongs")
+				return s.fail("ragged data: an array where a value belongs")
 			}
 			s.deepest = max(s.deepest, d+1)
 			if err := s.array(d + 1); err != nil {
@@ -224,20 +233,20 @@ func (s *scanner[T]) array(d int) error {
 		} else {
 			if s.leaf == 0 {
 				if s.deepest > d {
-					return s.fail("ragged nesting: a value where an array belongs")
+					return s.fail("ragged data: a value where an array belongs")
 				}
 				s.leaf = d + 1
 			} else if s.leaf != d+1 {
-				return s.fail("ragged nesting: a value where an array belongs")
+				return s.fail("ragged data: a value where an array belongs")
 			}
 			if err := s.value(); err != nil {
 				return err
 			}
 		}
 		n++
-		s.skipSpace()
+		s.pos = SkipSpace(s.data, s.pos)
 		if s.pos >= len(s.data) {
-			return s.fail("unterminated array")
+			return s.fail("data array is not closed")
 		}
 		switch s.data[s.pos] {
 		case ',':
@@ -246,7 +255,7 @@ func (s *scanner[T]) array(d int) error {
 			s.pos++
 			return s.endArray(d, n)
 		default:
-			return s.fail(fmt.Sprintf("want ',' or ']', got %q", s.data[s.pos]))
+			return s.fail(fmt.Sprintf("invalid JSON: want ',' or ']', got %q", s.data[s.pos]))
 		}
 	}
 }
@@ -260,7 +269,7 @@ func (s *scanner[T]) endArray(d, n int) error {
 		return nil
 	}
 	if int(s.dims[d]) != n {
-		return s.fail(fmt.Sprintf("ragged nesting: arrays of %d and %d elements at depth %d", s.dims[d], n, d+1))
+		return s.fail(fmt.Sprintf("ragged data: arrays of %d and %d elements at depth %d", s.dims[d], n, d+1))
 	}
 	return nil
 }
@@ -271,16 +280,18 @@ func (s *scanner[T]) value() error {
 	var kind int
 	switch c := s.data[s.pos]; {
 	case c == '"':
-		end, err := s.stringEnd()
+		end, err := StringEnd(s.data, s.pos)
 		if err != nil {
-			return err
+			return &Error{start, len(s.out), err.Error()}
 		}
 		s.pos = end
 		kind = tokString
 	case c == '-' || (c >= '0' && c <= '9'):
-		if !s.number() {
-			return &Error{start, "malformed number"}
+		end, ok := NumberEnd(s.data, s.pos)
+		if !ok {
+			return &Error{start, len(s.out), "malformed number"}
 		}
+		s.pos = end
 		kind = tokNumber
 	case c == 't':
 		if !s.literal("true") {
@@ -298,13 +309,13 @@ func (s *scanner[T]) value() error {
 		}
 		kind = tokNull
 	case c == '{':
-		return s.fail("an object is not a tensor value")
+		return &Error{start, len(s.out), "an object is not a tensor value"}
 	default:
-		return s.fail(fmt.Sprintf("unexpected character %q", c))
+		return s.fail(fmt.Sprintf("invalid JSON: unexpected character %q", c))
 	}
 	v, reason := s.parse(kind, s.data[start:s.pos])
 	if reason != "" {
-		return &Error{start, fmt.Sprintf("%s: %.40q", reason, s.data[start:s.pos])}
+		return &Error{start, len(s.out), reason}
 	}
 	s.out = append(s.out, v)
 	return nil
@@ -318,83 +329,98 @@ func (s *scanner[T]) literal(lit string) bool {
 	return true
 }
 
-// number advances over a JSON number (RFC 8259 grammar) and reports whether
-// one was there.
-func (s *scanner[T]) number() bool {
-	d, i := s.data, s.pos
-	if i < len(d) && d[i] == '-' {
+// The lexical rules below are the one JSON scanner of the server's hot path:
+// the data decoder above and oip's scanner of the request envelope use them.
+
+// SkipSpace returns the offset of the first byte at or after i that is not
+// JSON whitespace.
+func SkipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// NumberEnd returns the offset just past the JSON number (RFC 8259 grammar)
+// that starts at i, and false when none starts there.
+func NumberEnd(b []byte, i int) (int, bool) {
+	if i < len(b) && b[i] == '-' {
 		i++
 	}
 	switch {
-	case i < len(d) && d[i] == '0':
+	case i < len(b) && b[i] == '0':
 		i++
-	case i < len(d) && d[i] >= '1' && d[i] <= '9':
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			i++
 		}
 	default:
-		return false
+		return i, false
 	}
-	if i < len(d) && d[i] == '.' {
+	if i < len(b) && b[i] == '.' {
 		i++
 		j := i
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			i++
 		}
 		if i == j {
-			return false
+			return i, false
 		}
 	}
-	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
-		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
 			i++
 		}
 		j := i
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			i++
 		}
 		if i == j {
-			return false
+			return i, false
 		}
 	}
-	s.pos = i
-	return true
+	return i, true
 }
 
-// stringEnd returns the offset just past the closing quote of the string at
-// s.pos, checking escapes and rejecting control characters.
-func (s *scanner[T]) stringEnd() (int, error) {
-	d := s.data
-	for i := s.pos + 1; i < len(d); i++ {
-		switch c := d[i]; {
+// StringEnd returns the offset just past the closing quote of the JSON
+// string whose opening quote is at i, checking escapes and rejecting
+// control characters.
+func StringEnd(b []byte, i int) (int, error) {
+	for i++; i < len(b); i++ {
+		switch c := b[i]; {
 		case c == '"':
 			return i + 1, nil
 		case c == '\\':
 			i++
-			if i >= len(d) {
-				return 0, &Error{i, "unterminated string"}
+			if i >= len(b) {
+				return 0, errors.New("string is not terminated")
 			}
-			switch d[i] {
+			switch b[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 			case 'u':
-				if i+4 >= len(d) {
-					return 0, &Error{i, "bad \\u escape"}
+				if i+4 >= len(b) {
+					return 0, errors.New("bad \\u escape in string")
 				}
 				for k := 1; k <= 4; k++ {
-					if !isHex(d[i+k]) {
-						return 0, &Error{i, "bad \\u escape"}
+					if !isHex(b[i+k]) {
+						return 0, errors.New("bad \\u escape in string")
 					}
 				}
 				i += 4
 			default:
-				return 0, &Error{i, "bad escape"}
+				return 0, errors.New("bad escape in string")
 			}
 		case c < 0x20:
-			return 0, &Error{i, "control character in string"}
+			return 0, errors.New("string has an unescaped control character")
 		}
 	}
-	return 0, &Error{len(d), "unterminated string"}
+	return 0, errors.New("string is not terminated")
 }
 
 func isHex(c byte) bool {
@@ -405,38 +431,68 @@ func isHex(c byte) bool {
 // errors copy the input).
 func bstr(b []byte) string { return unsafeString(b) }
 
-func parseF32(kind int, tok []byte) (float32, string) {
+// tokText is a token as error messages show it: at most 32 bytes, quoted
+// when it is not valid UTF-8.
+func tokText(tok []byte) string {
+	if len(tok) > 32 {
+		tok = append(tok[:32:32], "..."...)
+	}
+	if !utf8.Valid(tok) {
+		return strconv.Quote(string(tok))
+	}
+	return string(tok)
+}
+
+// notNumber is the reason a non-number token is not a value of datatype.
+func notNumber(kind int, tok []byte, datatype string) string {
+	if kind == tokString {
+		return fmt.Sprintf("%s is a string, %s needs a number", tokText(tok), datatype)
+	}
+	return fmt.Sprintf("%s is not a number", tokText(tok))
+}
+
+func outOfRange(tok []byte, datatype string) string {
+	return fmt.Sprintf("%s is out of range for %s", tokText(tok), datatype)
+}
+
+func parseF32(kind int, tok []byte) (float32, string) { return parseFloat32(kind, tok, "FP32") }
+
+func parseBF16(kind int, tok []byte) (float32, string) { return parseFloat32(kind, tok, "BF16") }
+
+func parseFloat32(kind int, tok []byte, datatype string) (float32, string) {
 	if kind != tokNumber {
-		return 0, "want a number"
+		return 0, notNumber(kind, tok, datatype)
 	}
 	if f, ok := fastF32(tok); ok {
 		return f, ""
 	}
 	f, err := strconv.ParseFloat(bstr(tok), 32)
 	if err != nil {
-		return 0, "number out of FP32 range"
+		return 0, outOfRange(tok, datatype)
 	}
 	return float32(f), ""
 }
 
 func parseF64(kind int, tok []byte) (float64, string) {
 	if kind != tokNumber {
-		return 0, "want a number"
+		return 0, notNumber(kind, tok, "FP64")
 	}
 	if f, ok := fastF64(tok); ok {
 		return f, ""
 	}
 	f, err := strconv.ParseFloat(bstr(tok), 64)
 	if err != nil {
-		return 0, "number out of FP64 range"
+		return 0, outOfRange(tok, "FP64")
 	}
 	return f, ""
 }
 
+// parseF16 reads FP16 values widened to float32; beyond ±65504 (the largest
+// half) they are out of range.
 func parseF16(kind int, tok []byte) (float32, string) {
-	f, reason := parseF32(kind, tok)
+	f, reason := parseFloat32(kind, tok, "FP16")
 	if reason == "" && (f > 65504 || f < -65504) {
-		return 0, "number out of FP16 range"
+		return 0, outOfRange(tok, "FP16")
 	}
 	return f, reason
 }
@@ -449,9 +505,10 @@ type unsigned interface {
 }
 
 func parseInt[T signed](bits int) elemParser[T] {
+	datatype := "INT" + strconv.Itoa(bits)
 	return func(kind int, tok []byte) (T, string) {
 		if kind != tokNumber {
-			return 0, "want an integer"
+			return 0, notNumber(kind, tok, datatype)
 		}
 		// fast path: short plain integers
 		if len(tok) <= 18 {
@@ -472,7 +529,7 @@ func parseInt[T signed](bits int) elemParser[T] {
 					v = -v
 				}
 				if v < -(1<<(bits-1)) || v > 1<<(bits-1)-1 {
-					return 0, fmt.Sprintf("integer out of INT%d range", bits)
+					return 0, outOfRange(tok, datatype)
 				}
 				return T(v), ""
 			}
@@ -482,15 +539,15 @@ func parseInt[T signed](bits int) elemParser[T] {
 			return T(v), ""
 		}
 		if errors.Is(err, strconv.ErrRange) {
-			return 0, fmt.Sprintf("integer out of INT%d range", bits)
+			return 0, outOfRange(tok, datatype)
 		}
-		f, reason := integral(tok)
+		f, reason := integral(tok, datatype)
 		if reason != "" {
 			return 0, reason
 		}
 		lo, hi := -math.Ldexp(1, bits-1), math.Ldexp(1, bits-1)
 		if f < lo || f >= hi {
-			return 0, fmt.Sprintf("integer out of INT%d range", bits)
+			return 0, outOfRange(tok, datatype)
 		}
 		return T(int64(f)), ""
 	}
@@ -498,50 +555,57 @@ func parseInt[T signed](bits int) elemParser[T] {
 
 // integral parses a number with a fraction or exponent ("2.0", "1e3") that
 // must have an integer value.
-func integral(tok []byte) (float64, string) {
+func integral(tok []byte, datatype string) (float64, string) {
 	f, err := strconv.ParseFloat(bstr(tok), 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, notNumber(tokNumber, tok, datatype)
+	}
 	if err != nil || f != math.Trunc(f) {
-		return 0, "want an integer"
+		if math.IsInf(f, 0) {
+			return 0, outOfRange(tok, datatype)
+		}
+		return 0, fmt.Sprintf("%s is not an integer, %s needs one", tokText(tok), datatype)
 	}
 	return f, ""
 }
 
 func parseUint[T unsigned](bits int) elemParser[T] {
+	datatype := "UINT" + strconv.Itoa(bits)
 	return func(kind int, tok []byte) (T, string) {
 		if kind != tokNumber {
-			return 0, "want an integer"
+			return 0, notNumber(kind, tok, datatype)
 		}
 		v, err := strconv.ParseUint(bstr(tok), 10, bits)
 		if err == nil {
 			return T(v), ""
 		}
 		if errors.Is(err, strconv.ErrRange) {
-			return 0, fmt.Sprintf("integer out of UINT%d range", bits)
+			return 0, outOfRange(tok, datatype)
 		}
-		f, reason := integral(tok)
+		f, reason := integral(tok, datatype)
 		if reason != "" {
 			return 0, reason
 		}
 		if f < 0 || f >= math.Ldexp(1, bits) {
-			return 0, fmt.Sprintf("integer out of UINT%d range", bits)
+			return 0, outOfRange(tok, datatype)
 		}
 		return T(uint64(f)), ""
 	}
 }
 
-func parseBool(kind int, _ []byte) (bool, string) {
+func parseBool(kind int, tok []byte) (bool, string) {
 	switch kind {
 	case tokTrue:
 		return true, ""
 	case tokFalse:
 		return false, ""
 	}
-	return false, "want true or false"
+	return false, fmt.Sprintf("%s is not a BOOL (true or false)", tokText(tok))
 }
 
 func parseString(kind int, tok []byte) (string, string) {
 	if kind != tokString {
-		return "", "want a string"
+		return "", fmt.Sprintf("BYTES elements must be JSON strings, got %s", tokText(tok))
 	}
 	body := tok[1 : len(tok)-1]
 	if bytes.IndexByte(body, '\\') < 0 && utf8.Valid(body) {
@@ -550,7 +614,7 @@ func parseString(kind int, tok []byte) (string, string) {
 	// escapes or invalid UTF-8: let encoding/json apply its exact rules
 	var s string
 	if err := json.Unmarshal(tok, &s); err != nil {
-		return "", "invalid string"
+		return "", fmt.Sprintf("invalid string %s", tokText(tok))
 	}
 	return s, ""
 }

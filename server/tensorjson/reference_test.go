@@ -7,16 +7,19 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/flywheel-ml/flywheel/server/tensor"
 )
 
 // refDecode is the specification of Decode written with encoding/json: it
 // decodes data generically, checks the same nesting rules and converts each
 // leaf with strconv. The fuzz test holds Decode to it.
 func refDecode(data []byte, datatype string, shape []int64) (any, error) {
-	want, err := Elements(shape)
-	if err != nil {
-		return nil, err
+	n, ok := tensor.Elements(shape, math.MaxInt32)
+	if !ok {
+		return nil, errors.New("shape")
 	}
+	want := int(n)
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any
@@ -77,11 +80,9 @@ func refDecode(data []byte, datatype string, shape []int64) (any, error) {
 	if len(leaves) != want {
 		return nil, errors.New("count")
 	}
-	if leaf > 1 {
-		if leaf != len(shape) {
-			return nil, errors.New("rank")
-		}
-		for i := range leaf {
+	levels := deepest + 1
+	if levels > 1 && levels == len(shape) {
+		for i := range levels {
 			if int64(dims[i]) != shape[i] {
 				return nil, errors.New("dims")
 			}
