@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Flywheel: one image for `flywheel serve` (default), `trainer`, `train` and
 # `replay`. Build with `make image` (or `docker build -t flywheel .`).
 #
@@ -8,8 +6,17 @@
 # The ORT version and checksum below must equal ORT_VERSION/ORT_SHA256 in the
 # Makefile (deploy/dockerfile_test.go checks it). The library is linux/x64, so
 # the image is linux/amd64.
+#
+# Base images are build arguments whose defaults are the upstream images;
+# `make test-containers` passes local equivalents built from Debian packages
+# (deploy/images/, docs/deploy.md). RUN --mount needs BuildKit (Docker 20.10+
+# with BuildKit, or buildx): the Dockerfile frontend built into the engine is
+# enough, so no `# syntax=` line makes the build pull a frontend image.
+ARG GO_IMAGE=golang:1.26.8-bookworm
+ARG NODE_IMAGE=node:22.12.0-bookworm-slim
+ARG RUNTIME_IMAGE=debian:12.8-slim
 
-FROM golang:1.26.8-bookworm AS build
+FROM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
@@ -24,7 +31,7 @@ RUN mkdir -p /out/share/models /out/share/data /out/share/var \
     && if [ -d models ]; then cp -a models/. /out/share/models/; fi \
     && if [ -d data ]; then cp -a data/. /out/share/data/; fi
 
-FROM node:22.12.0-bookworm-slim AS ort
+FROM ${NODE_IMAGE} AS ort
 ARG ORT_VERSION=1.24.3
 ARG ORT_SHA256=92ba8e44d31b80a34f5e805076a044122c3be1fffe0d88ed790de7267b0b2682
 WORKDIR /ort
@@ -36,7 +43,7 @@ RUN set -eu; \
     mv package/bin/napi-v6/linux/x64/libonnxruntime.so.1 /ort/libonnxruntime.so.1; \
     rm -rf package "onnxruntime-node-${ORT_VERSION}.tgz"
 
-FROM debian:12.8-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG CREATED=unknown

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -57,13 +58,56 @@ func stageArg(st instructions.Stage, name string) (string, bool) {
 	return "", false
 }
 
+// baseImages maps each stage to its base image with the global ARG defaults
+// substituted: every FROM is a build argument (GO_IMAGE, NODE_IMAGE,
+// RUNTIME_IMAGE) whose default is the upstream image users build from, and
+// which the container test replaces with a local equivalent.
+func baseImages(t *testing.T, stages []instructions.Stage, metaArgs []instructions.ArgCommand) map[string]string {
+	t.Helper()
+	defaults := map[string]string{}
+	for _, a := range metaArgs {
+		for _, kv := range a.Args {
+			if kv.Value != nil {
+				defaults[kv.Key] = *kv.Value
+			}
+		}
+	}
+	out := map[string]string{}
+	for _, st := range stages {
+		base := st.BaseName
+		if m := fromArg.FindStringSubmatch(base); m != nil {
+			v, ok := defaults[m[1]]
+			if !ok {
+				t.Errorf("stage %q: FROM %s names an ARG without a default", st.Name, base)
+			}
+			base = v
+		} else if !strings.Contains(base, "$") && !isStage(stages, base) {
+			t.Errorf("stage %q: FROM %s is not a build argument: the container test cannot replace it", st.Name, base)
+		}
+		out[st.Name] = base
+	}
+	return out
+}
+
+var fromArg = regexp.MustCompile(`^\$\{?([A-Z_]+)\}?$`)
+
+func isStage(stages []instructions.Stage, name string) bool {
+	for _, st := range stages {
+		if st.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 func TestDockerfileStages(t *testing.T) {
-	stages, _ := dockerfile(t)
+	stages, metaArgs := dockerfile(t)
+	bases := baseImages(t, stages, metaArgs)
 	names := map[string]instructions.Stage{}
 	for _, st := range stages {
 		names[st.Name] = st
-		if !imagePinned(st.BaseName) && names[st.BaseName].Name == "" {
-			t.Errorf("stage %q: base image %q is not pinned to a tag or digest", st.Name, st.BaseName)
+		if b := bases[st.Name]; !imagePinned(b) && !isStage(stages, b) {
+			t.Errorf("stage %q: base image %q is not pinned to a tag or digest", st.Name, b)
 		}
 	}
 	for _, want := range []string{"build", "ort", "runtime"} {
@@ -71,11 +115,11 @@ func TestDockerfileStages(t *testing.T) {
 			t.Errorf("no stage %q (multi-stage build: Go with cgo, ONNX Runtime, runtime)", want)
 		}
 	}
-	if b := names["build"]; !strings.HasPrefix(b.BaseName, "golang:") {
-		t.Errorf("build stage base %q, want an official golang image", b.BaseName)
+	if b := bases["build"]; !strings.HasPrefix(b, "golang:") {
+		t.Errorf("build stage base %q, want an official golang image", b)
 	}
-	if r := stages[len(stages)-1]; r.Name != "runtime" || !strings.HasPrefix(r.BaseName, "debian:") || !strings.Contains(r.BaseName, "slim") {
-		t.Errorf("final stage %q FROM %q, want runtime FROM a debian slim image", r.Name, r.BaseName)
+	if r := stages[len(stages)-1]; r.Name != "runtime" || !strings.HasPrefix(bases[r.Name], "debian:") || !strings.Contains(bases[r.Name], "slim") {
+		t.Errorf("final stage %q FROM %q, want runtime FROM a debian slim image", r.Name, bases[r.Name])
 	}
 	var cgo bool
 	for _, c := range names["build"].Commands {

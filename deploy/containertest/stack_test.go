@@ -1,0 +1,328 @@
+//go:build containers
+
+package containertest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/monitoring"
+)
+
+// Services that `compose up` starts in the local profile (Grafana has no
+// Debian package and stays behind the grafana profile).
+var services = []string{"serve", "trainer", "mlflow", "prometheus", "alertmanager"}
+
+// stack is one compose project of docker-compose.yml + deploy/compose/local.yml.
+type stack struct {
+	t       *testing.T
+	root    string            // repository root
+	dir     string            // FLYWHEEL_TEST_CONFIG: tokens and rendered configs
+	project string            // compose project name
+	docker  string            // docker client
+	ports   map[string]int    // service → loopback port
+	env     map[string]string // added to the compose environment
+	tokens  map[string]string // admin, trainer
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"DOCKER_HOST", "FLYWHEEL_LOCAL_GO_IMAGE", "FLYWHEEL_LOCAL_NODE_IMAGE", "FLYWHEEL_LOCAL_RUNTIME_IMAGE",
+		"FLYWHEEL_LOCAL_PROMETHEUS_IMAGE", "FLYWHEEL_LOCAL_ALERTMANAGER_IMAGE", "FLYWHEEL_LOCAL_MLFLOW_IMAGE"} {
+		if os.Getenv(v) == "" {
+			t.Fatalf("%s is not set: run this test through deploy/containers.sh test (make test-containers)", v)
+		}
+	}
+	s := &stack{t: t, root: root, project: "flywheel-test", docker: envOr("FLYWHEEL_DOCKER", "docker"),
+		ports: map[string]int{}, env: map[string]string{}, tokens: map[string]string{}}
+	// The config directory is bind-mounted into containers whose users are
+	// not root (Prometheus and Alertmanager run as nobody): world-readable.
+	s.dir = filepath.Join(root, "var", "containers", "config")
+	if err := os.RemoveAll(s.dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range services {
+		s.ports[svc] = freePort(t)
+	}
+	s.env["FLYWHEEL_TEST_CONFIG"] = s.dir
+	for svc, p := range s.ports {
+		s.env["FLYWHEEL_"+strings.ToUpper(svc)+"_PORT"] = strconv.Itoa(p)
+	}
+	s.tokens["admin"], s.tokens["trainer"] = randomToken(t), randomToken(t)
+	s.writeConfigs()
+	return s
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func randomToken(t *testing.T) string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func (s *stack) url(svc string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.ports[svc]) }
+
+// writeConfigs writes the token files and monitoring/*.yml rendered with
+// loopback targets and seconds instead of minutes (as `make demo` does).
+func (s *stack) writeConfigs() {
+	t := s.t
+	addr := func(svc string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[svc]) }
+	am, err := monitoring.RenderAlertmanager(monitoring.Alertmanager, monitoring.AlertmanagerOptions{
+		TrainerURL: "http://" + addr("trainer") + "/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	am = regexp.MustCompile(`(?m)^(\s*)repeat_interval:\s*\S+\s*$`).ReplaceAll(am, []byte("${1}repeat_interval: 10s"))
+	rules, err := monitoring.RenderAlerts(monitoring.Alerts, monitoring.RenderOptions{For: alertFor,
+		ForAlert: map[string]time.Duration{"FeatureDrift": alertFor, "ModelErrorHigh": alertFor}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules = []byte(strings.ReplaceAll(string(rules), "[30m]", "[20s]"))
+	prom, err := monitoring.RenderPrometheus(monitoring.Prometheus, monitoring.PrometheusOptions{Serve: addr("serve"), Trainer: addr("trainer"),
+		Alertmanager: addr("alertmanager"), ScrapeInterval: time.Second, EvaluationInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"alertmanager.yml": am, "alerts.yml": rules, "prometheus.yml": prom,
+		"admin-token": []byte(s.tokens["admin"] + "\n"), "trainer-token": []byte(s.tokens["trainer"] + "\n"),
+		"grafana-admin-password": []byte(randomToken(t) + "\n"),
+	}
+	for name, b := range files {
+		// 0644 as `make secrets` writes them: compose bind-mounts secret
+		// files with their host mode, and the readers are not root.
+		if err := os.WriteFile(filepath.Join(s.dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// cmd returns a docker command with the stack's environment.
+func (s *stack) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, s.docker, args...)
+	c.Dir = s.root
+	c.Env = os.Environ()
+	for k, v := range s.env {
+		c.Env = append(c.Env, k+"="+v)
+	}
+	c.WaitDelay = 10 * time.Second
+	return c
+}
+
+// composeArgs prefixes args with the project's files and name.
+func (s *stack) composeArgs(args ...string) []string {
+	return append([]string{"compose", "-f", "docker-compose.yml", "-f", "deploy/compose/local.yml", "-p", s.project}, args...)
+}
+
+// run runs docker with args (limit: timeout) and returns its standard
+// output; the test fails with the output's tail when it fails.
+func (s *stack) run(timeout time.Duration, args ...string) string {
+	s.t.Helper()
+	out, err := s.try(timeout, args...)
+	if err != nil {
+		s.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, tail(out, 40))
+	}
+	return out
+}
+
+func (s *stack) try(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out bytes.Buffer
+	c := s.cmd(ctx, args...)
+	c.Stdout, c.Stderr = &out, &out
+	err := c.Run()
+	return out.String(), err
+}
+
+// compose runs `docker compose` for the project.
+func (s *stack) compose(timeout time.Duration, args ...string) string {
+	s.t.Helper()
+	return s.run(timeout, s.composeArgs(args...)...)
+}
+
+// composeOut runs `docker compose` and returns only its standard output.
+func (s *stack) composeOut(timeout time.Duration, args ...string) string {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	c := s.cmd(ctx, s.composeArgs(args...)...)
+	c.Stdout, c.Stderr = &out, &errOut
+	if err := c.Run(); err != nil {
+		s.t.Fatalf("docker compose %s: %v\n%s", strings.Join(args, " "), err, tail(errOut.String(), 40))
+	}
+	return out.String()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// container is one line of `docker compose ps --format json`.
+type container struct {
+	Service, State, Health, Name string
+}
+
+// ps lists the project's containers (also stopped ones with all).
+func (s *stack) ps(all bool) []container {
+	s.t.Helper()
+	args := []string{"ps", "--format", "json"}
+	if all {
+		args = append(args, "--all")
+	}
+	out := s.composeOut(time.Minute, args...)
+	var cs []container
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		// Compose prints one object per line (older releases: one array).
+		if strings.HasPrefix(line, "[") {
+			var many []container
+			if err := json.Unmarshal([]byte(line), &many); err != nil {
+				s.t.Fatalf("compose ps: %v: %s", err, line)
+			}
+			cs = append(cs, many...)
+			continue
+		}
+		var c container
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			s.t.Fatalf("compose ps: %v: %s", err, line)
+		}
+		cs = append(cs, c)
+	}
+	sort.Slice(cs, func(i, k int) bool { return cs[i].Service < cs[k].Service })
+	return cs
+}
+
+// logs prints the last lines of every service's log (on failure).
+func (s *stack) logs() {
+	out, _ := s.try(time.Minute, s.composeArgs("logs", "--no-color", "--tail", "60")...)
+	s.t.Logf("compose logs (last 60 lines per service):\n%s", out)
+}
+
+// down removes the project's containers, networks and volumes.
+func (s *stack) down() {
+	s.t.Helper()
+	s.compose(3*time.Minute, "--profile", "tools", "down", "-v", "--remove-orphans", "--timeout", "20")
+}
+
+// leftovers lists the engine's containers and volumes of the project.
+func (s *stack) leftovers() []string {
+	s.t.Helper()
+	label := "label=com.docker.compose.project=" + s.project
+	var left []string
+	for _, args := range [][]string{
+		{"ps", "-a", "--filter", label, "--format", "container {{.Names}} {{.Status}}"},
+		{"volume", "ls", "--filter", label, "--format", "volume {{.Name}}"},
+		{"network", "ls", "--filter", label, "--format", "network {{.Name}}"},
+	} {
+		out := s.run(time.Minute, args...)
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if l != "" {
+				left = append(left, l)
+			}
+		}
+	}
+	return left
+}
+
+// httpGet GETs url with an optional bearer token and decodes JSON into v
+// (when not nil); it returns the status code and the body.
+func httpGet(ctx context.Context, url, token string, v any) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, b, err
+	}
+	if v != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, v); err != nil {
+			return resp.StatusCode, b, fmt.Errorf("GET %s: %w", url, err)
+		}
+	}
+	return resp.StatusCode, b, nil
+}
+
+func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// listening reports whether something accepts connections on 127.0.0.1:port.
+func listening(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
