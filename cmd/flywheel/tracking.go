@@ -85,3 +85,17 @@ func (t *tracking) runSyncer(ctx context.Context, interval time.Duration) error 
 	}
 	return (&fallback.Syncer{Tracker: t.fb, Interval: interval}).Run(ctx)
 }
+
+// experimentName resolves an experiment id (MLflow's with a tracking URI,
+// the local store's without) to its name: runs are filed by name, so the
+// SQLite fallback and MLflow agree on the experiment.
+func (t *tracking) experimentName(ctx context.Context, id string) (string, error) {
+	if t.remote != nil {
+		e, err := t.remote.GetExperiment(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		return e.Name, nil
+	}
+	return t.local.ExperimentName(ctx, id)
+}

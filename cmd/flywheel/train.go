@@ -36,7 +36,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		dataPath, name, algos, models, paramsFile, gitCommit string
 		trainFrom, trainUntil, testFrom, testUntil           string
-		experiment, alias                                    string
+		experiment, experimentID, alias                      string
 		seed                                                 int64
 		margin                                               float64
 		publish, quiet, track                                bool
@@ -61,7 +61,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Bool(&publish, "publish", "", true, "write the model into the repository (false: evaluate only)")
 	fs.Bool(&quiet, "quiet", "", false, "no progress lines")
 	fs.Bool(&track, "track", "", true, "record every fit as a run in the experiment tracker (false: no tracking, no run id in the card)")
-	fs.String(&experiment, "experiment", "FLYWHEEL_TRAIN_EXPERIMENT", "", "tracker experiment (default: the model name)")
+	fs.String(&experiment, "experiment", "MLFLOW_EXPERIMENT_NAME", "", "tracker experiment by name (default: the model name)")
+	fs.String(&experimentID, "experiment-id", "MLFLOW_EXPERIMENT_ID", "", "tracker experiment by id (an MLflow experiment id with --tracking-uri); --experiment wins when both are set")
 	fs.String(&alias, "alias", "FLYWHEEL_TRAIN_ALIAS", trainAlias, "registry alias pointed at the published version (empty: register without an alias)")
 	tf.register(fs)
 	if err := fs.Parse(args, stdout); err != nil {
@@ -134,7 +135,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer tr.Close()
-		tracking = &train.Tracking{Recorder: tr, Kind: tr.kind, Experiment: experiment,
+		if experiment == "" && experimentID != "" {
+			if experiment, err = tr.experimentName(ctx, experimentID); err != nil {
+				return usageError{fmt.Errorf("--experiment-id %s: %w", experimentID, err)}
+			}
+		}
+		tracking = &train.Tracking{Recorder: tr.Tracker, Kind: tr.kind, Experiment: experiment,
 			Run: tracker.RunOptions{Source: tracker.Source{User: currentUser(), Name: "flywheel train", GitCommit: gitCommit}}}
 		if len(cfgs) > 1 {
 			tracking.Run.Tags = map[string]string{train.TagComparison: fmt.Sprintf("%s-%d", time.Now().UTC().Format("20060102T150405Z"), os.Getpid())}

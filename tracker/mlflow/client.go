@@ -260,6 +260,22 @@ func (c *Client) GetExperimentByName(ctx context.Context, name string) (tracker.
 	return x, nil
 }
 
+// GetExperiment returns the experiment with id, or ErrNotFound.
+func (c *Client) GetExperiment(ctx context.Context, id string) (tracker.Experiment, error) {
+	var out struct {
+		Experiment wireExperiment `json:"experiment"`
+	}
+	if err := c.getJSON(ctx, "experiments/get", url.Values{"experiment_id": {id}}, &out); err != nil {
+		return tracker.Experiment{}, err
+	}
+	e := out.Experiment
+	x := tracker.Experiment{ID: string(e.ExperimentID), Name: e.Name, ArtifactLocation: e.ArtifactLocation, Tags: map[string]string{}}
+	for _, t := range e.Tags {
+		x.Tags[t.Key] = t.Value
+	}
+	return x, nil
+}
+
 // GetOrCreateExperiment looks the experiment up by name and creates it when
 // missing; a concurrent creator's RESOURCE_ALREADY_EXISTS is resolved by
 // looking it up again.
@@ -292,6 +308,9 @@ func (c *Client) StartRun(ctx context.Context, experimentID string, opts tracker
 	}
 	if opts.Name != "" {
 		req["run_name"] = opts.Name
+	}
+	if opts.Source.User != "" {
+		req["user_id"] = opts.Source.User // as MLflow's client does, from mlflow.user
 	}
 	var out struct {
 		Run wireRun `json:"run"`

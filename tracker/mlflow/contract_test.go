@@ -90,6 +90,9 @@ func contractRunLifecycle(t *testing.T, c *mlflow.Client, _ string) {
 	if err != nil || again.ID != exp.ID {
 		t.Fatalf("get-or-create is not stable: %v %v %v", exp, again, err)
 	}
+	if byID, err := c.GetExperiment(ctx, exp.ID); err != nil || byID.Name != exp.Name {
+		t.Fatalf("experiment by id %s: %+v %v", exp.ID, byID, err)
+	}
 	if !strings.HasPrefix(info.ArtifactURI, "mlflow-artifacts:/") || !strings.Contains(info.ArtifactURI, info.ID) || info.Status != tracker.StatusRunning {
 		t.Fatalf("run info %+v", info)
 	}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/internal/harness"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
+	"github.com/flywheel-ml/flywheel/tracker"
+	"github.com/flywheel-ml/flywheel/tracker/mlflow"
+	"github.com/flywheel-ml/flywheel/train"
+)
+
+// TestRealMLflow runs `flywheel train`, `flywheel runs` and the fallback
+// against one real MLflow 2.10.2 server, and reads what Flywheel wrote with
+// MLflow's own Python client.
+func TestRealMLflow(t *testing.T) {
+	clearTrackingEnv(t)
+	m := harness.StartMLflow(t)
+	dir := t.TempDir()
+	models, db := filepath.Join(dir, "models"), filepath.Join(dir, "tracking.db")
+	t.Setenv("MLFLOW_TRACKING_URI", m.URL)
+	t.Setenv("FLYWHEEL_TRACKING_DB", db)
+	params := filepath.Join(dir, "params.yaml")
+	if err := os.WriteFile(params, []byte("gbdt:\n  iterations: 12\n  max_leaves: 8\n  patience: 50\n  tolerance: 0\nmlp:\n  epochs: 6\n  hidden: [8]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := func(algo string) []string {
+		return []string{"--data", testCSV, "--algorithm", algo, "--quiet", "--git-commit", "abc123", "--params", params, "--models", models,
+			"--train-from", "2010-01-01", "--train-until", "2011-12-31", "--test-from", "2012-01-01", "--test-until", "2012-03-31"}
+	}
+	client := realClient(t, m.URL)
+	ctx := context.Background()
+	var runIDs []string
+
+	t.Run("TrainEachAlgorithm", func(t *testing.T) {
+		for i, algo := range []string{train.Ridge, train.MLP, train.GBDT} {
+			out := trainCmd(t, args(algo)...)
+			v := i + 1
+			if !strings.Contains(out, fmt.Sprintf("published ridership version %d (%s)", v, algo)) ||
+				!strings.Contains(out, fmt.Sprintf("registered ridership version %d, alias champion", v)) {
+				t.Fatalf("%s: output\n%s", algo, out)
+			}
+			c := loadCard(t, filepath.Join(models, "ridership", strconv.Itoa(v)))
+			if c.Training.Tracker != "mlflow" || c.Training.RegistryVersion != strconv.Itoa(v) || c.Training.TrackerState != "" {
+				t.Errorf("%s: card training %+v", algo, c.Training)
+			}
+			run, err := client.GetRun(ctx, c.Training.RunID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runIDs = append(runIDs, run.Info.ID)
+			if run.Info.Status != tracker.StatusFinished || run.Tags[train.TagModelVersion] != strconv.Itoa(v) || len(run.Datasets) != 2 {
+				t.Errorf("%s: run %s status %s tags %v, %d datasets", algo, run.Info.ID, run.Info.Status, run.Tags[train.TagModelVersion], len(run.Datasets))
+			}
+			mv, err := client.GetModelVersion(ctx, "ridership", strconv.Itoa(v))
+			if err != nil || mv.RunID != run.Info.ID || mv.Tags[train.VersionTagRepository] != strconv.Itoa(v) ||
+				mv.Tags[train.VersionTagAlgorithm] != algo || mv.Description == "" {
+				t.Errorf("%s: version %+v %v", algo, mv, err)
+			}
+			if algo == train.GBDT {
+				hist, err := client.MetricHistory(ctx, run.Info.ID, train.StepPrefix+"valid_rmse")
+				if err != nil || len(hist) != 12 || hist[11].Step != 12 {
+					t.Errorf("gbdt step metrics: %d values %v", len(hist), err)
+				}
+			}
+		}
+		champ, err := client.GetModelVersionByAlias(ctx, "ridership", "champion")
+		if err != nil || champ.Version != "3" {
+			t.Fatalf("champion %+v %v", champ, err)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("PythonClient", func(t *testing.T) {
+		out, err := m.Python(pythonReader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Runs []struct {
+				Status   string            `json:"status"`
+				User     string            `json:"user_id"`
+				Params   int               `json:"params"`
+				Datasets []json.RawMessage `json:"datasets"`
+				Schema   string            `json:"schema"`
+			} `json:"runs"`
+			Alias struct {
+				Version string            `json:"version"`
+				Tags    map[string]string `json:"tags"`
+			} `json:"alias"`
+			Info struct {
+				Flavors   map[string]map[string]any `json:"flavors"`
+				Signature struct {
+					Inputs  string `json:"inputs"`
+					Outputs string `json:"outputs"`
+				} `json:"signature"`
+				Example  map[string]any `json:"example_info"`
+				Metadata map[string]any `json:"metadata"`
+			} `json:"info"`
+			Files map[string]string `json:"files"` // downloaded file → sha256
+		}
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if len(got.Runs) != 3 {
+			t.Fatalf("search_runs: %d runs\n%s", len(got.Runs), out)
+		}
+		for _, r := range got.Runs {
+			if r.Status != "FINISHED" || r.User == "" || r.Params == 0 || len(r.Datasets) != 2 || !strings.Contains(r.Schema, `"name": "date"`) && !strings.Contains(r.Schema, `"name":"date"`) {
+				t.Errorf("run as MLflow reads it: %+v", r)
+			}
+		}
+		if got.Alias.Version != "3" || got.Alias.Tags[train.VersionTagRepository] != "3" {
+			t.Errorf("get_model_version_by_alias: %+v", got.Alias)
+		}
+		onnx, pyfunc := got.Info.Flavors["onnx"], got.Info.Flavors["python_function"]
+		if onnx["data"] != "model.onnx" || onnx["onnx_version"] == nil || pyfunc["loader_module"] != "mlflow.onnx" {
+			t.Errorf("get_model_info flavors: %v", got.Info.Flavors)
+		}
+		if !strings.Contains(got.Info.Signature.Inputs, `"name": "features"`) || !strings.Contains(got.Info.Signature.Inputs, `"float32"`) ||
+			!strings.Contains(got.Info.Signature.Outputs, "tensor") || got.Info.Example["artifact_path"] != "input_example.json" {
+			t.Errorf("get_model_info signature %+v, example %v", got.Info.Signature, got.Info.Example)
+		}
+		if names, _ := got.Info.Metadata["feature_names"].([]any); len(names) == 0 {
+			t.Errorf("MLmodel metadata without feature names: %v", got.Info.Metadata)
+		}
+		for _, f := range []string{modelrepo.ModelFile, modelrepo.CardFile} {
+			b, err := os.ReadFile(filepath.Join(models, "ridership", "3", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(b)
+			if got.Files[f] != hex.EncodeToString(sum[:]) {
+				t.Errorf("download_artifacts %s: sha256 %s, published file %x", f, got.Files[f], sum)
+			}
+		}
+	})
+
+	t.Run("RunsCommands", func(t *testing.T) {
+		out, err := runCLI(t, "list")
+		if err != nil || strings.Count(out, "ridership-") < 3 || strings.Contains(out, "complete only locally") {
+			t.Errorf("runs list: %v\n%s", err, out)
+		}
+		out, err = runCLI(t, "show", runIDs[2])
+		if err != nil || !strings.Contains(out, "FINISHED") || !strings.Contains(out, "model/MLmodel") {
+			t.Errorf("runs show: %v\n%s", err, out)
+		}
+		out, err = runCLI(t, append([]string{"compare"}, runIDs...)...)
+		if err != nil || !strings.Contains(out, "test_mae") {
+			t.Errorf("runs compare: %v\n%s", err, out)
+		}
+		out, err = runCLI(t, "sync")
+		if err != nil || !strings.Contains(out, "0 checked") {
+			t.Errorf("runs sync with nothing to replay: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("StoppedMidRunThenSync", func(t *testing.T) {
+		tf := trackingFlags{uri: m.URL, db: db, timeout: 2 * time.Second, retries: 0}
+		tr, err := tf.open(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		cfg := train.DefaultConfig()
+		cfg.Algorithm = train.Ridge
+		data, err := train.LoadData(testCSV, train.Range{From: testDay(t, "2010-01-01"), Until: testDay(t, "2011-12-31")}, train.Range{From: testDay(t, "2012-01-01"), Until: testDay(t, "2012-03-31")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Data = data
+		tracking := train.Tracking{Recorder: tr.Tracker, Kind: tr.kind, Run: tracker.RunOptions{Source: tracker.Source{User: "tester", Name: "flywheel train"}}}
+		run, err := tracking.StartRun(ctx, &cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.GetRun(ctx, run.ID()); err != nil {
+			t.Fatalf("the run did not start in MLflow: %v", err)
+		}
+		m.Stop() // mid-run: everything after the start goes to the local store
+		res, err := train.Fit(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := train.PublishTracked(ctx, tracking, run, models, res, "champion")
+		if err != nil || pub.TrackErr != nil || !pub.Unsynced {
+			t.Fatalf("publish while MLflow is down: %+v %v", pub, err)
+		}
+		if c := loadCard(t, pub.Dir); c.Training.TrackerState != "unsynced" {
+			t.Errorf("card says tracker_state %q", c.Training.TrackerState)
+		}
+		m.Start()
+		out, err := runCLI(t, "sync")
+		if err != nil || !strings.Contains(out, "1 checked, 1 complete in MLflow, 0 created") {
+			t.Fatalf("sync after restart: %v\n%s", err, out)
+		}
+		out, err = runCLI(t, "sync")
+		if err != nil || !regexp.MustCompile(`0 checked.*\nsent: 0 params, 0 tags, 0 metric values, 0 datasets, 0 artifacts, 0 model versions, 0 aliases`).MatchString(out) {
+			t.Fatalf("second sync sent something: %v\n%s", err, out)
+		}
+		r, err := client.GetRun(ctx, run.ID())
+		if err != nil || r.Info.Status != tracker.StatusFinished || len(r.Datasets) != 2 || r.Tags[train.TagModelVersion] != strconv.Itoa(pub.Version) {
+			t.Fatalf("replayed run %+v %v", r.Info, err)
+		}
+		arts, err := client.ListArtifacts(ctx, run.ID(), "model")
+		if err != nil || len(arts) != 7 {
+			t.Errorf("replayed artifacts %+v %v", arts, err)
+		}
+		same, err := client.SearchRuns(ctx, tracker.SearchQuery{ExperimentIDs: []string{r.Info.ExperimentID},
+			Filter: fmt.Sprintf("tags.`%s` = '%s'", tracker.TagLocalRunID, r.Tags[tracker.TagLocalRunID])})
+		if err != nil || len(same) != 1 {
+			t.Errorf("runs with the local id: %d %v", len(same), err)
+		}
+		vs, err := client.SearchModelVersions(ctx, fmt.Sprintf("name='ridership' and run_id='%s'", run.ID()))
+		if err != nil || len(vs) != 1 || vs[0].Tags[train.VersionTagRepository] != strconv.Itoa(pub.Version) {
+			t.Errorf("replayed versions %+v %v", vs, err)
+		}
+		if champ, err := client.GetModelVersionByAlias(ctx, "ridership", "champion"); err != nil || len(vs) == 1 && champ.Version != vs[0].Version {
+			t.Errorf("champion after sync %+v %v", champ, err)
+		}
+	})
+}
+
+// pythonReader reads with MLflow's Python client what a tracker wrote.
+const pythonReader = `
+import hashlib, json, os
+import mlflow
+from mlflow import MlflowClient
+c = MlflowClient()
+runs = mlflow.search_runs(experiment_names=["ridership"], output_format="list", filter_string="params.seed = '1'")
+out = {"runs": [{"status": r.info.status, "user_id": r.info.user_id, "params": len(r.data.params),
+                 "datasets": [d.dataset.digest for d in r.inputs.dataset_inputs],
+                 "schema": r.inputs.dataset_inputs[0].dataset.schema if r.inputs.dataset_inputs else ""} for r in runs]}
+mv = c.get_model_version_by_alias("ridership", "champion")
+out["alias"] = {"version": mv.version, "tags": mv.tags}
+info = mlflow.models.get_model_info("models:/ridership@champion")
+out["info"] = {"flavors": info.flavors, "signature": info.signature.to_dict() if info.signature else None,
+               "example_info": info.saved_input_example_info, "metadata": info.metadata}
+d = mlflow.artifacts.download_artifacts(artifact_uri="models:/ridership@champion")
+out["files"] = {f: hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest() for f in os.listdir(d) if os.path.isfile(os.path.join(d, f))}
+print(json.dumps(out))
+`
+
+func realClient(t *testing.T, uri string) *mlflow.Client {
+	t.Helper()
+	cfg := mlflow.DefaultConfig()
+	cfg.TrackingURI = uri
+	c, err := mlflow.New(mlflow.Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testDay(t *testing.T, s string) time.Time {
+	t.Helper()
+	d, err := time.Parse("2006-01-02", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
