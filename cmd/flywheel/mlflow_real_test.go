@@ -274,4 +274,3 @@ func testDay(t *testing.T, s string) time.Time {
 	}
 	return d
 }
-
