@@ -210,9 +210,11 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 		run.Metrics["holdout_mae"].Value, run.Metrics["champion_holdout_mae"].Value, len(hist), mv.Version)
 }
 
-// TestTrackerAdapter drives the adapter over each backend the trainer opens
-// from its tracking flags and reads everything back from the backend.
-func TestTrackerAdapter(t *testing.T) {
+// TestTrackingBackends records a run the way the pipeline's track step does
+// (tracker.Start, ActiveRun.Log with history steps, RegisterModel, End) on
+// each backend the trainer opens from its tracking flags, and reads
+// everything back from the backend.
+func TestTrackingBackends(t *testing.T) {
 	srv, err := mlflowtest.New()
 	if err != nil {
 		t.Fatal(err)
@@ -228,17 +230,13 @@ func TestTrackerAdapter(t *testing.T) {
 			ctx := context.Background()
 			f := trainerFlags{track: true}
 			f.tf = trackingFlags{uri: tc.uri, db: filepath.Join(t.TempDir(), "sub", "tracking.db"), timeout: 5 * time.Second, retries: 1}
-			tr, a, err := loopTracker(ctx, f, nil)
+			tr, err := loopTracker(ctx, f, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer tr.Close()
-			if a.Kind() != tc.kind {
-				t.Errorf("kind %s", a.Kind())
-			}
-			id, err := a.StartRun(ctx, "flywheel-retraining", "job-1", map[string]string{"flywheel.job_id": "job-1"})
-			if err != nil {
-				t.Fatal(err)
+			if tr.kind != tc.kind {
+				t.Errorf("kind %s", tr.kind)
 			}
 			must := func(err error) {
 				t.Helper()
@@ -246,37 +244,39 @@ func TestTrackerAdapter(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			must(a.LogParams(ctx, id, map[string]string{"algorithm": "mlp", "param.epochs": "300"}))
-			must(a.LogMetrics(ctx, id, map[string]float64{"holdout_mae": 1.25}))
-			sl := a.(pipeline.StepLogger)
+			run, err := tracker.Start(ctx, tr, "flywheel-retraining", tracker.RunOptions{Name: "job-1",
+				Tags: map[string]string{"flywheel.job_id": "job-1"}, Source: tracker.Source{Name: "flywheel trainer", Type: "JOB"}})
+			must(err)
 			for i := 1; i <= 3; i++ {
-				must(sl.LogStep(ctx, id, int64(i), map[string]float64{"iter_train_rmse": 3 - float64(i)/2}))
+				must(run.LogMetrics(ctx, int64(i), map[string]float64{"iter_train_rmse": 3 - float64(i)/2}))
 			}
-			must(a.LogDataset(ctx, id, pipeline.DatasetRef{Name: "chicago+feedback", Digest: "sha256:abc", Source: "/w/snapshot.csv", Context: "training", Rows: 42}))
-			must(a.LogArtifact(ctx, id, "model/model.json", strings.NewReader(`{"name":"ridership"}`)))
-			v, err := a.RegisterVersion(ctx, "ridership", id, "model")
+			must(run.Log(ctx, tracker.Result{Params: map[string]string{"algorithm": "mlp", "param.epochs": "300"},
+				Metrics:  map[string]float64{"holdout_mae": 1.25},
+				Datasets: []tracker.Dataset{{Name: "chicago+feedback", Digest: "sha256:abc", SourceType: "local", Source: `{"uri":"/w/snapshot.csv"}`, Profile: `{"num_rows":42}`, Context: "training"}},
+				Files:    map[string][]byte{"model/model.json": []byte(`{"name":"ridership"}`)}}))
+			mv, err := run.RegisterModel(ctx, "ridership", "model", pipeline.ChampionAlias)
 			must(err)
-			must(a.SetAlias(ctx, "ridership", pipeline.ChampionAlias, v))
-			must(a.EndRun(ctx, id, true))
+			must(run.End(ctx, tracker.StatusFinished))
+			id := run.ID()
 
-			run, err := tr.GetRun(ctx, id)
+			got, err := tr.GetRun(ctx, id)
 			must(err)
-			if run.Info.Status != tracker.StatusFinished || run.Params["param.epochs"] != "300" || run.Metrics["holdout_mae"].Value != 1.25 ||
-				run.Tags["flywheel.job_id"] != "job-1" || run.Tags[tracker.TagSourceName] != "flywheel trainer" {
-				t.Errorf("run = %+v", run)
+			if got.Info.Status != tracker.StatusFinished || got.Params["param.epochs"] != "300" || got.Metrics["holdout_mae"].Value != 1.25 ||
+				got.Tags["flywheel.job_id"] != "job-1" || got.Tags[tracker.TagSourceName] != "flywheel trainer" {
+				t.Errorf("run = %+v", got)
 			}
-			if len(run.Datasets) != 1 || run.Datasets[0].Digest != "sha256:abc" || !strings.Contains(run.Datasets[0].Profile, "42") {
-				t.Errorf("datasets = %+v", run.Datasets)
+			if len(got.Datasets) != 1 || got.Datasets[0].Digest != "sha256:abc" || !strings.Contains(got.Datasets[0].Profile, "42") {
+				t.Errorf("datasets = %+v", got.Datasets)
 			}
 			hist, err := tr.MetricHistory(ctx, id, "iter_train_rmse")
 			must(err)
 			if len(hist) != 3 || hist[2].Step != 3 || hist[2].Value != 1.5 {
 				t.Errorf("history = %+v", hist)
 			}
-			mv, err := tr.GetModelVersionByAlias(ctx, "ridership", pipeline.ChampionAlias)
+			alias, err := tr.GetModelVersionByAlias(ctx, "ridership", pipeline.ChampionAlias)
 			must(err)
-			if mv.Version != v || mv.RunID != id || v != strconv.Itoa(1) {
-				t.Errorf("alias → %+v, registered %s", mv, v)
+			if alias.Version != mv.Version || alias.RunID != id || mv.Version != strconv.Itoa(1) {
+				t.Errorf("alias → %+v, registered %s", alias, mv.Version)
 			}
 		})
 	}
@@ -346,33 +346,25 @@ func TestTrackerFallbackSync(t *testing.T) {
 	ctx := context.Background()
 	f := trainerFlags{track: true}
 	f.tf = trackingFlags{uri: srv.URL, db: filepath.Join(t.TempDir(), "tracking.db"), timeout: time.Second, retries: 0}
-	tr, a, err := loopTracker(ctx, f, nil)
+	tr, err := loopTracker(ctx, f, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	id, err := a.StartRun(ctx, "flywheel-retraining", "job-2", map[string]string{"flywheel.job_id": "job-2"})
+	run, err := tracker.Start(ctx, tr, "flywheel-retraining", tracker.RunOptions{Name: "job-2", Tags: map[string]string{"flywheel.job_id": "job-2"}})
 	if err != nil {
 		t.Fatalf("start with MLflow down: %v", err)
 	}
-	for _, err := range []error{
-		a.LogParams(ctx, id, map[string]string{"algorithm": "gbdt"}),
-		a.LogMetrics(ctx, id, map[string]float64{"holdout_mae": 0.9}),
-		a.LogDataset(ctx, id, pipeline.DatasetRef{Name: "chicago+feedback", Digest: "sha256:def", Context: "training", Rows: 7}),
-		a.LogArtifact(ctx, id, "model/model.json", strings.NewReader(`{}`)),
-	} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	v, err := a.RegisterVersion(ctx, "ridership", id, "model")
-	if err != nil {
+	id := run.ID()
+	if err := run.Log(ctx, tracker.Result{Params: map[string]string{"algorithm": "gbdt"}, Metrics: map[string]float64{"holdout_mae": 0.9},
+		Datasets: []tracker.Dataset{{Name: "chicago+feedback", Digest: "sha256:def", SourceType: "local", Source: `{"uri":"/w/snapshot.csv"}`, Profile: `{"num_rows":7}`, Context: "training"}},
+		Files:    map[string][]byte{"model/model.json": []byte(`{}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SetAlias(ctx, "ridership", pipeline.ChampionAlias, v); err != nil {
+	if _, err := run.RegisterModel(ctx, "ridership", "model", pipeline.ChampionAlias); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.EndRun(ctx, id, true); err != nil {
+	if err := run.End(ctx, tracker.StatusFinished); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Start(); err != nil {
@@ -387,12 +379,12 @@ func TestTrackerFallbackSync(t *testing.T) {
 		mv, err = tr.remote.GetModelVersionByAlias(ctx, "ridership", pipeline.ChampionAlias)
 		return err == nil
 	})
-	run, err := tr.remote.GetRun(ctx, mv.RunID)
+	synced, err := tr.remote.GetRun(ctx, mv.RunID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run.Tags[tracker.TagLocalRunID] != id || run.Params["algorithm"] != "gbdt" || run.Metrics["holdout_mae"].Value != 0.9 ||
-		run.Info.Status != tracker.StatusFinished || len(run.Datasets) != 1 || run.Datasets[0].Digest != "sha256:def" {
-		t.Errorf("synced run = %+v", run)
+	if synced.Tags[tracker.TagLocalRunID] != id || synced.Params["algorithm"] != "gbdt" || synced.Metrics["holdout_mae"].Value != 0.9 ||
+		synced.Info.Status != tracker.StatusFinished || len(synced.Datasets) != 1 || synced.Datasets[0].Digest != "sha256:def" {
+		t.Errorf("synced run = %+v", synced)
 	}
 }

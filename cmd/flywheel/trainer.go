@@ -198,7 +198,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	if f.syncInterval <= 0 {
 		return nil, usageError{fmt.Errorf("--tracking-sync-interval %s must be positive", f.syncInterval)}
 	}
-	tr, tracker, err := loopTracker(ctx, f, logger.With("component", "tracker"))
+	tr, err := loopTracker(ctx, f, logger.With("component", "tracker"))
 	if err != nil {
 		return nil, err
 	}
@@ -248,16 +248,19 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		return float64(n)
 	})
 	metrics.InitSteps(pipeline.Steps...)
-	p, err := pipeline.New(pipeline.Options{
+	popts := pipeline.Options{
 		Config:    cfg,
 		Base:      loopBase(f),
 		Feedback:  source,
 		Trainer:   trainer,
 		Predictor: pipeline.ONNXPredictor{},
-		Tracker:   tracker,
 		Serving:   serveClient,
 		Logger:    logger.With("component", "pipeline"),
-	})
+	}
+	if tr != nil { // not a nil *tracking in the interface
+		popts.Tracker, popts.TrackerKind = tr, tr.kind
+	}
+	p, err := pipeline.New(popts)
 	if err != nil {
 		store.Close()
 		return fail(err)

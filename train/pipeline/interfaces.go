@@ -53,8 +53,10 @@ type FeedbackSource interface {
 // FitRequest asks a Trainer for a candidate.
 type FitRequest struct {
 	// Dataset is a CSV file with a header: "date", the features in order,
-	// then the target. Rows are in date order.
-	Dataset   string
+	// then the target. Rows are in date order. An external trainer reads it.
+	Dataset string
+	// Rows are the same rows in memory, for trainers in this process.
+	Rows      []Row
 	OutputDir string // exists and is empty; the trainer writes model.onnx and model.json here
 	Model     string // the model's name in the repository (the card's name)
 	Features  []string
@@ -77,31 +79,6 @@ type Predictor interface {
 	Predict(ctx context.Context, modelDir string, c *modelrepo.Card, x [][]float64) ([]float64, error)
 }
 
-// Tracker is what the pipeline needs from experiment tracking; the
-// tracker package's backends satisfy it through a small adapter.
-type Tracker interface {
-	// StartRun starts a run named name in the experiment and returns its id.
-	StartRun(ctx context.Context, experiment, name string, tags map[string]string) (runID string, err error)
-	LogParams(ctx context.Context, runID string, params map[string]string) error
-	LogMetrics(ctx context.Context, runID string, metrics map[string]float64) error
-	LogDataset(ctx context.Context, runID string, d DatasetRef) error
-	LogArtifact(ctx context.Context, runID, path string, r io.Reader) error
-	EndRun(ctx context.Context, runID string, ok bool) error
-	// RegisterVersion registers the run's artifact directory as a new
-	// version of model and returns the registry's version.
-	RegisterVersion(ctx context.Context, model, runID, artifactPath string) (version string, err error)
-	SetAlias(ctx context.Context, model, alias, version string) error
-	// Kind names the backend for the card ("mlflow" or "sqlite").
-	Kind() string
-}
-
-// StepLogger is implemented by trackers that keep metric histories: the
-// track step logs the candidate's training iterations (HistoryFile) through
-// it, one step per iteration.
-type StepLogger interface {
-	LogStep(ctx context.Context, runID string, step int64, metrics map[string]float64) error
-}
-
 // HistoryFile is the optional per-iteration history a Trainer may write into
 // FitRequest.OutputDir: a JSON array of Iteration.
 const HistoryFile = "history.json"
@@ -114,12 +91,6 @@ const StepPrefix = "iter_"
 type Iteration struct {
 	Iteration int64              `json:"iteration"`
 	Metrics   map[string]float64 `json:"metrics"`
-}
-
-// DatasetRef identifies a dataset input of a run.
-type DatasetRef struct {
-	Name, Digest, Source, Context string
-	Rows                          int
 }
 
 // Serving answers whether serve has a model version ready.

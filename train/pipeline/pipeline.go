@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
+	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 )
 
@@ -49,10 +50,13 @@ type Options struct {
 	Feedback  FeedbackSource
 	Trainer   Trainer
 	Predictor Predictor
-	Tracker   Tracker
-	Serving   Serving
-	Now       func() time.Time
-	Logger    *slog.Logger
+	Tracker   tracker.Recorder
+	// TrackerKind names the tracker's backend for the card's lineage
+	// ("mlflow" or "sqlite").
+	TrackerKind string
+	Serving     Serving
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 // Pipeline runs jobs; it implements jobs.Runner.
@@ -100,6 +104,7 @@ type run struct {
 	candScore  Scores
 	champScore Scores
 	trainLog   bytes.Buffer
+	run        *tracker.ActiveRun // the tracker's run, nil until the track step starts it
 	runID      string
 	version    int
 	registered string
@@ -174,8 +179,12 @@ func (p *Pipeline) Run(ctx context.Context, job jobs.Job, rec *jobs.Recorder) er
 			break
 		}
 	}
-	if r.runID != "" && p.o.Tracker != nil {
-		if eerr := p.o.Tracker.EndRun(context.WithoutCancel(ctx), r.runID, err == nil); eerr != nil {
+	if r.run != nil {
+		status := tracker.StatusFinished
+		if err != nil {
+			status = tracker.StatusFailed
+		}
+		if eerr := r.run.End(context.WithoutCancel(ctx), status); eerr != nil {
 			p.o.Logger.Warn("ending tracker run", "job_id", job.ID, "run_id", r.runID, "err", eerr)
 		}
 	}
@@ -321,7 +330,7 @@ func (p *Pipeline) train(ctx context.Context, r *run, log io.Writer) (string, er
 			params[k] = v
 		}
 	}
-	req := FitRequest{Dataset: r.snap.TrainPath, OutputDir: r.candDir, Model: r.job.Model, Features: r.snap.Names, Target: r.champ.Target,
+	req := FitRequest{Dataset: r.snap.TrainPath, Rows: r.snap.Train, OutputDir: r.candDir, Model: r.job.Model, Features: r.snap.Names, Target: r.champ.Target,
 		Algorithm: algo, Params: params, Seed: r.champ.Training.Seed, Champion: r.champ, Log: io.MultiWriter(log, &r.trainLog)}
 	if err := p.o.Trainer.Fit(ctx, req); err != nil {
 		return "", fmt.Errorf("training the candidate: %w", err)
@@ -440,7 +449,7 @@ func (p *Pipeline) finishCard(r *run) {
 		From: day(train[0].Date), Until: day(train[len(train)-1].Date), Source: "trainer job " + r.job.ID}
 	c.Training.RunID = r.runID
 	if p.o.Tracker != nil {
-		c.Training.Tracker = p.o.Tracker.Kind()
+		c.Training.Tracker = p.o.TrackerKind
 	}
 	if c.Metrics == nil {
 		c.Metrics = map[string]map[string]float64{}
@@ -459,27 +468,23 @@ func (p *Pipeline) nextVersion(r *run) error {
 
 // (5) track: run with params, metrics, dataset and artifacts; register; alias.
 func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, error) {
-	t := p.o.Tracker
 	if err := p.nextVersion(r); err != nil {
 		return "", err
 	}
-	id, err := t.StartRun(ctx, r.cfg.Experiment, r.job.ID, map[string]string{
+	run, err := tracker.Start(ctx, p.o.Tracker, r.cfg.Experiment, tracker.RunOptions{Name: r.job.ID, Tags: map[string]string{
 		"flywheel.job_id": r.job.ID, "flywheel.trigger": r.job.Trigger, "flywheel.alerts": strings.Join(r.job.Alerts, ","),
 		"flywheel.model": r.job.Model, "flywheel.champion_version": strconv.Itoa(r.champVer),
-	})
+	}, Source: tracker.Source{Name: "flywheel trainer", Type: "JOB"}})
 	if err != nil {
-		return "", fmt.Errorf("starting run: %w", err)
+		return "", err
 	}
-	r.runID = id
+	r.run, r.runID = run, run.ID()
 	p.finishCard(r)
 	params := map[string]string{"algorithm": r.cand.Training.Algorithm, "window_days": strconv.Itoa(r.cfg.WindowDays),
 		"holdout_days": strconv.Itoa(r.cfg.HoldoutDays), "margin": formatFloat(r.cfg.Margin), "gate_metric": r.cfg.Metric,
 		"job_attempt": strconv.Itoa(r.job.Attempt)}
 	for k, v := range r.cand.Training.Params {
 		params["param."+k] = fmt.Sprint(v)
-	}
-	if err := t.LogParams(ctx, id, params); err != nil {
-		return "", fmt.Errorf("logging params: %w", err)
 	}
 	metrics := map[string]float64{"holdout_mae": r.candScore.MAE, "holdout_rmse": r.candScore.RMSE,
 		"champion_holdout_mae": r.champScore.MAE, "champion_holdout_rmse": r.champScore.RMSE,
@@ -492,56 +497,36 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 			metrics[split+"_"+k] = v
 		}
 	}
-	if err := t.LogMetrics(ctx, id, metrics); err != nil {
-		return "", fmt.Errorf("logging metrics: %w", err)
-	}
-	if n, err := p.logHistory(ctx, id, r); err != nil {
+	if n, err := logHistory(ctx, run, r.candDir); err != nil {
 		return "", fmt.Errorf("logging the training history: %w", err)
 	} else if n > 0 {
 		fmt.Fprintf(log, "logged %d training iterations (%s*)\n", n, StepPrefix)
 	}
-	if err := t.LogDataset(ctx, id, DatasetRef{Name: r.cand.Training.Dataset.Name, Digest: r.snap.Digest, Source: r.snap.Path,
-		Context: "training", Rows: len(r.snap.Train)}); err != nil {
-		return "", fmt.Errorf("logging dataset: %w", err)
-	}
+	src, _ := json.Marshal(map[string]string{"uri": r.snap.Path})
+	profile, _ := json.Marshal(map[string]any{"num_rows": len(r.snap.Train), "sha256": r.snap.Digest})
 	cardJSON, _ := json.MarshalIndent(r.cand, "", "  ")
-	onnx, err := os.Open(filepath.Join(r.candDir, modelrepo.ModelFile))
+	if err := run.Log(ctx, tracker.Result{
+		Params: params, Metrics: metrics,
+		Datasets: []tracker.Dataset{{Name: r.cand.Training.Dataset.Name, Digest: tracker.ShortDigest(r.snap.Digest), SourceType: "local",
+			Source: string(src), Profile: string(profile), Context: "training"}},
+		Artifacts: map[string]string{"model/" + modelrepo.ModelFile: filepath.Join(r.candDir, modelrepo.ModelFile)},
+		Files:     map[string][]byte{"model/" + modelrepo.CardFile: cardJSON, "trainer.log": r.trainLog.Bytes()},
+	}); err != nil {
+		return "", fmt.Errorf("logging the run: %w", err)
+	}
+	mv, err := run.RegisterModel(ctx, r.job.Model, "model", ChampionAlias)
+	r.registered = mv.Version
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("registering the model version with alias %s: %w", ChampionAlias, err)
 	}
-	defer onnx.Close()
-	for _, a := range []struct {
-		path string
-		r    io.Reader
-	}{
-		{"model/" + modelrepo.ModelFile, onnx},
-		{"model/" + modelrepo.CardFile, bytes.NewReader(cardJSON)},
-		{"trainer.log", bytes.NewReader(r.trainLog.Bytes())},
-	} {
-		if err := t.LogArtifact(ctx, id, a.path, a.r); err != nil {
-			return "", fmt.Errorf("logging artifact %s: %w", a.path, err)
-		}
-	}
-	mv, err := t.RegisterVersion(ctx, r.job.Model, id, "model")
-	if err != nil {
-		return "", fmt.Errorf("registering the model version: %w", err)
-	}
-	r.registered = mv
-	if err := t.SetAlias(ctx, r.job.Model, ChampionAlias, mv); err != nil {
-		return "", fmt.Errorf("moving alias %s: %w", ChampionAlias, err)
-	}
-	return fmt.Sprintf("run %s; registered %s version %s, alias %s; repository version %d", id, r.job.Model, mv, ChampionAlias, r.version), nil
+	return fmt.Sprintf("run %s; registered %s version %s, alias %s; repository version %d", r.runID, r.job.Model, mv.Version, ChampionAlias, r.version), nil
 }
 
 // logHistory logs the candidate's per-iteration metrics (HistoryFile, when
-// the trainer wrote one and the tracker keeps histories) as steps with keys
-// prefixed StepPrefix; it returns the number of iterations logged.
-func (p *Pipeline) logHistory(ctx context.Context, id string, r *run) (int, error) {
-	sl, ok := p.o.Tracker.(StepLogger)
-	if !ok {
-		return 0, nil
-	}
-	b, err := os.ReadFile(filepath.Join(r.candDir, HistoryFile))
+// the trainer wrote one) as steps with keys prefixed StepPrefix; it returns
+// the number of iterations logged.
+func logHistory(ctx context.Context, run *tracker.ActiveRun, candDir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(candDir, HistoryFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
@@ -557,7 +542,7 @@ func (p *Pipeline) logHistory(ctx context.Context, id string, r *run) (int, erro
 		for k, v := range it.Metrics {
 			m[StepPrefix+k] = v
 		}
-		if err := sl.LogStep(ctx, id, it.Iteration, m); err != nil {
+		if err := run.LogMetrics(ctx, it.Iteration, m); err != nil {
 			return 0, err
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/ort"
+	"github.com/flywheel-ml/flywheel/tracker"
+	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 	"github.com/flywheel-ml/flywheel/train/external"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -29,7 +33,7 @@ type env struct {
 	dir, models string
 	store       *jobs.Store
 	serve       *servetest.Server
-	tracker     *pipelinetest.MemoryTracker
+	tracker     *sqlite.Store // a real tracker; nil in TestNoTrackerAndConfig
 	cfg         pipeline.Config
 	trainer     pipeline.Trainer
 	serving     pipeline.Serving
@@ -51,8 +55,12 @@ func newEnv(t *testing.T, threshold float64) *env {
 	t.Cleanup(e.serve.Close)
 	e.serving = &serving.Client{BaseURL: e.serve.URL, Token: "adm"}
 	e.feedback = e.serving.(pipeline.FeedbackSource)
-	e.tracker = pipelinetest.NewMemoryTracker()
-	var err error
+	tr, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: filepath.Join(e.dir, "tracking.db")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	e.tracker = tr
 	e.store, err = jobs.Open(context.Background(), jobs.Options{Path: filepath.Join(e.dir, "jobs.db")})
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +76,28 @@ func newEnv(t *testing.T, threshold float64) *env {
 	return e
 }
 
+// runs returns the tracker's runs of the pipeline's experiment.
+func (e *env) runs(t *testing.T) []tracker.Run {
+	t.Helper()
+	ctx := context.Background()
+	exp, err := e.tracker.GetExperimentByName(ctx, e.cfg.Experiment)
+	if errors.Is(err, tracker.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := e.tracker.SearchRuns(ctx, tracker.SearchQuery{ExperimentIDs: []string{exp.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runs
+}
+
 func (e *env) pipeline(t *testing.T) *pipeline.Pipeline {
 	t.Helper()
 	p, err := pipeline.New(pipeline.Options{Config: e.cfg, Base: pipeline.CSVBase{Path: filepath.Join(e.dir, "base.csv"), Target: pipelinetest.Target},
-		Feedback: e.feedback, Trainer: e.trainer, Predictor: pipeline.ONNXPredictor{}, Tracker: e.tracker, Serving: e.serving})
+		Feedback: e.feedback, Trainer: e.trainer, Predictor: pipeline.ONNXPredictor{}, Tracker: e.tracker, TrackerKind: "sqlite", Serving: e.serving})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,14 +200,30 @@ func TestPromote(t *testing.T) {
 		t.Errorf("model dir holds %d entries, want versions 1 and 2", len(ents))
 	}
 	// The tracker holds the run, the dataset digest, the version and the alias.
-	r := e.tracker.Runs[c.Training.RunID]
-	if r == nil || !r.Ended || !r.OK || len(r.Datasets) != 1 || r.Datasets[0].Digest != digest ||
-		r.Metrics["holdout_mae"] != cand || r.Params["window_days"] != "60" || len(r.Artifacts["model/model.onnx"]) == 0 ||
-		!strings.Contains(string(r.Artifacts["trainer.log"]), "wrote model.onnx") {
+	ctx := context.Background()
+	runs := e.runs(t)
+	if len(runs) != 1 || runs[0].Info.ID != c.Training.RunID || c.Training.Tracker != "sqlite" {
+		t.Fatalf("runs %+v, card's run %s (%s)", runs, c.Training.RunID, c.Training.Tracker)
+	}
+	r := runs[0]
+	if r.Info.Status != tracker.StatusFinished || len(r.Datasets) != 1 || r.Datasets[0].Digest != tracker.ShortDigest(digest) ||
+		!strings.Contains(r.Datasets[0].Profile, digest) || r.Metrics["holdout_mae"].Value != cand || r.Params["window_days"] != "60" {
 		t.Errorf("run = %+v", r)
 	}
-	if e.tracker.Aliases[model][pipeline.ChampionAlias] != j.Result["registered_version"] {
-		t.Errorf("alias = %v, registered %v", e.tracker.Aliases, j.Result["registered_version"])
+	for path, want := range map[string]string{"model/model.onnx": "", "model/model.json": `"run_id"`, "trainer.log": "wrote model.onnx"} {
+		rc, err := e.tracker.OpenArtifact(ctx, r.Info.ID, path)
+		if err != nil {
+			t.Errorf("artifact %s: %v", path, err)
+			continue
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if len(b) == 0 || !strings.Contains(string(b), want) {
+			t.Errorf("artifact %s: %d bytes, want %q in it", path, len(b), want)
+		}
+	}
+	if mv, err := e.tracker.GetModelVersionByAlias(ctx, model, pipeline.ChampionAlias); err != nil || mv.Version != j.Result["registered_version"] || mv.RunID != r.Info.ID {
+		t.Errorf("alias %s: %+v, %v; registered %v", pipeline.ChampionAlias, mv, err, j.Result["registered_version"])
 	}
 	// Every feedback row is in the snapshot: 60 trained on, 28 held out, the rest outside the window.
 	if j.Result["feedback_rows"] != 120.0 || j.Result["holdout_rows"] != 28.0 || j.Result["train_rows"] != 60.0 {
@@ -234,8 +276,8 @@ func TestRejectAndFail(t *testing.T) {
 			if exists(filepath.Join(e.models, model, "2")) {
 				t.Error("a rejected or failed job published a version")
 			}
-			if len(e.tracker.Order) != 0 {
-				t.Errorf("tracker runs = %v, want none before the gate passes", e.tracker.Order)
+			if runs := e.runs(t); len(runs) != 0 {
+				t.Errorf("tracker runs = %+v, want none before the gate passes", runs)
 			}
 		})
 	}
@@ -294,8 +336,8 @@ func TestRetryAfterInterrupt(t *testing.T) {
 	if got := strings.Join(second, " "); got != "snapshot=skipped train=skipped evaluate=skipped gate=skipped track=skipped publish=skipped confirm=succeeded" {
 		t.Errorf("attempt 2 steps = %s", got)
 	}
-	if exists(filepath.Join(e.models, model, "3")) || len(e.tracker.Order) != 1 {
-		t.Errorf("retry published or tracked twice: runs %v", e.tracker.Order)
+	if runs := e.runs(t); exists(filepath.Join(e.models, model, "3")) || len(runs) != 1 {
+		t.Errorf("retry published or tracked twice: runs %+v", runs)
 	}
 }
 
