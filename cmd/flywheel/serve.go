@@ -37,6 +37,7 @@ type serveFlags struct {
 	shutdownTimeout time.Duration
 	rescanInterval  time.Duration
 	intraOpThreads  int
+	maxOutput       int64
 	interOpThreads  int
 	graphOpt        string
 	mlflowModel     string
@@ -80,6 +81,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "", 15*time.Second, "time to drain in-flight requests on SIGTERM/SIGINT")
 	fs.Duration(&f.rescanInterval, "rescan-interval", "", 5*time.Second, "periodic repository rescan, the fallback for missed file events (0: off)")
 	fs.Int(&f.intraOpThreads, "intra-op-threads", "", 1, "ONNX Runtime intra-op threads per session (config.yaml may override)")
+	fs.Int64(&f.maxOutput, "max-output-elements", "", ort.DefaultMaxOutputElements, "most elements of one model output per request; larger outputs answer 422 before they are encoded or logged (config.yaml session.max_output_elements overrides; 0: no cap)")
 	fs.Int(&f.interOpThreads, "inter-op-threads", "", 1, "ONNX Runtime inter-op threads per session (config.yaml may override)")
 	fs.String(&f.graphOpt, "graph-optimization", "", "all", "ONNX Runtime graph optimisation: disabled, basic, extended or all")
 	fs.String(&f.mlflowModel, "mlflow-model", "", "", "model served by POST /invocations without ?model= when several are loaded")
@@ -148,7 +150,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rcfg := repository.DefaultConfig()
 	rcfg.Root = f.models
 	rcfg.RescanInterval = f.rescanInterval
-	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt}
+	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt, MaxOutputElements: f.maxOutput}
 	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m,
 		OnChange: mon.OnChange, Wrap: repository.BatchWrap(logger, openConns.load)})
 	if err != nil {

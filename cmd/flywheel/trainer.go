@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -271,7 +272,8 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		return fail(err)
 	}
 	svc, err := service.New(service.Options{Store: store, Worker: worker, Token: token, DefaultModel: f.model, Gatherer: reg,
-		Logger: logger.With("component", "api")})
+		CheckModel: repositoryModel(f.models),
+		Logger:     logger.With("component", "api")})
 	if err != nil {
 		store.Close()
 		return fail(err)
@@ -396,3 +398,22 @@ func (s *storeFeedback) Export(ctx context.Context, model string, since time.Tim
 }
 
 func (s *storeFeedback) Close() error { return s.db.Close() }
+
+// modelName is a model folder's name: no separators, no "..".
+var modelName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// repositoryModel returns the trainer's check of model names from alerts
+// and retrain requests: a plain name whose folder is a directory (not a
+// symlink) in the model repository.
+func repositoryModel(root string) func(string) error {
+	return func(model string) error {
+		if !modelName.MatchString(model) || strings.Contains(model, "..") {
+			return errors.New("not a model name (letters, digits, '_', '.', '-')")
+		}
+		st, err := os.Lstat(filepath.Join(root, model))
+		if err != nil || !st.IsDir() {
+			return fmt.Errorf("no such model in the repository %s", root)
+		}
+		return nil
+	}
+}

@@ -78,8 +78,14 @@ func post(t *testing.T, url, auth, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// getJSON sends the trainer's token (GET /v1/jobs needs it; serve ignores it).
 func getJSON(url string, v any) (int, error) {
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+trainerToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
 	}

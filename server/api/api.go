@@ -40,6 +40,7 @@ import (
 	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/metrics"
 	"github.com/flywheel-ml/flywheel/server/oip"
+	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
 )
 
@@ -288,6 +289,8 @@ func classify(_ *fiber.Ctx, err error) (int, string) {
 		return fiber.StatusNotFound, ""
 	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, batch.ErrClosed), errors.Is(err, batch.ErrQueueFull):
 		return fiber.StatusServiceUnavailable, ""
+	case errors.Is(err, ort.ErrOutputTooLarge):
+		return fiber.StatusUnprocessableEntity, ""
 	case errors.Is(err, context.DeadlineExceeded):
 		return fiber.StatusServiceUnavailable, "inference timed out: " + err.Error()
 	}

@@ -164,6 +164,9 @@ func (s *Server) run(c *fiber.Ctx, l *repository.Lease, start time.Time, rid, pr
 		rec.Rows = inputs[0].Rows()
 	}
 	s.metrics.ObserveInference(rec)
+	if err == nil && ctx.Err() != nil { // finished, but after the deadline (one long operator)
+		err = ctx.Err()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("model %q version %d: %w", l.Model, l.Version, ctx.Err())

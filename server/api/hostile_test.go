@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"compress/gzip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -101,5 +102,24 @@ func TestRequestIDsUnguessable(t *testing.T) {
 			}
 		}
 		prev = id
+	}
+}
+
+// TestModelDrivenOutputCapped: a model whose output size comes from the
+// request (ConstantOfShape) asked for 10^8 elements answers 422 naming the
+// cap, the server stays up, and a request within the cap is served.
+func TestModelDrivenOutputCapped(t *testing.T) {
+	root := t.TempDir()
+	writeVersion(t, root, "cos", 1, map[string][]byte{"model.onnx": testmodel.ConstantOfShape()})
+	ts := startServer(t, root, func(rc *repository.Config, _ *api.Options) { rc.Session.MaxOutputElements = 1 << 20 })
+	req := func(n int) string {
+		return `{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,` + strconv.Itoa(n) + `]}]}`
+	}
+	r := ts.post(t, "/v2/models/cos/infer", req(100_000_000))
+	if r.code != 422 || !strings.Contains(string(r.body), "more than the limit of 1048576") {
+		t.Fatalf("10^8 elements: %d %.300s, want 422 naming the limit", r.code, r.body)
+	}
+	if r := ts.post(t, "/v2/models/cos/infer", req(1000)); r.code != 200 {
+		t.Fatalf("1000 elements: %d %.300s", r.code, r.body)
 	}
 }

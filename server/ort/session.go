@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,13 +27,30 @@ type SessionOptions struct {
 	// Spinning lets idle ORT threads busy-wait for work; off by default so
 	// idle servers use no CPU.
 	Spinning bool
+	// MemArena keeps ONNX Runtime's CPU memory arena: freed tensors stay
+	// reserved for the next run. Off by default, so one request that made
+	// a model produce a huge tensor does not keep that memory resident.
+	MemArena bool
+	// MaxOutputElements caps the elements of one output of one run; a
+	// larger output (a model whose output size comes from its input, such
+	// as ConstantOfShape or Expand) fails with ErrOutputTooLarge before it
+	// is encoded or logged. 0: no cap.
+	MaxOutputElements int64
 }
+
+// DefaultMaxOutputElements is the default cap of one output: 8 Mi elements
+// (32 MiB of FP32).
+const DefaultMaxOutputElements = 8 << 20
+
+// ErrOutputTooLarge is returned by Run for an output above
+// MaxOutputElements.
+var ErrOutputTooLarge = errors.New("model output too large")
 
 // DefaultSessionOptions suit a 2-core machine shared with other services:
 // one intra-op thread, one inter-op thread, no spinning, all graph
 // optimisations.
 func DefaultSessionOptions() SessionOptions {
-	return SessionOptions{IntraOpThreads: 1, InterOpThreads: 1, GraphOptimization: "all"}
+	return SessionOptions{IntraOpThreads: 1, InterOpThreads: 1, GraphOptimization: "all", MaxOutputElements: DefaultMaxOutputElements}
 }
 
 // Validate checks the options' ranges and names.
@@ -45,6 +63,9 @@ func (o SessionOptions) Validate() error {
 	}
 	if _, err := optLevel(o.GraphOptimization); err != nil {
 		return err
+	}
+	if o.MaxOutputElements < 0 {
+		return fmt.Errorf("max_output_elements %d must not be negative", o.MaxOutputElements)
 	}
 	return nil
 }
@@ -80,6 +101,8 @@ type Session struct {
 	inputs  []tensor.Spec
 	outputs []tensor.Spec
 	closeMu sync.Once
+	// maxOutput caps the elements of one output (0: none).
+	maxOutput int64
 }
 
 // NewSession loads the model at path. ONNX Runtime must be initialised
@@ -100,7 +123,7 @@ func NewSession(path string, opts SessionOptions) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading model signature: %w", err)
 	}
-	s := &Session{}
+	s := &Session{maxOutput: opts.MaxOutputElements}
 	names := func(infos []ortgo.InputOutputInfo) []string {
 		out := make([]string, len(infos))
 		for i, in := range infos {
@@ -156,6 +179,7 @@ func sessionOptions(o SessionOptions) (*ortgo.SessionOptions, error) {
 		so.SetIntraOpNumThreads(o.IntraOpThreads),
 		so.SetInterOpNumThreads(o.InterOpThreads),
 		so.SetGraphOptimizationLevel(lvl),
+		so.SetCpuMemArena(o.MemArena),
 		so.AddSessionConfigEntry("session.intra_op.allow_spinning", spin),
 		so.AddSessionConfigEntry("session.inter_op.allow_spinning", spin),
 	}
@@ -292,6 +316,12 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Ten
 		}
 		return nil, fmt.Errorf("running model: %w", err)
 	}
+	if err := s.checkOutputs(out); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil { // ran past the deadline inside one operator
+		return nil, err
+	}
 	res := make([]tensor.Tensor, len(out))
 	for i, v := range out {
 		t, err := fromValue(v)
@@ -302,6 +332,33 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Ten
 		res[i] = t
 	}
 	return res, nil
+}
+
+// checkOutputs refuses outputs above the session's element cap. The values
+// are in Go memory already (onnxruntime_go copies ORT's outputs); dropping
+// them and returning the heap to the OS keeps RSS where it was.
+func (s *Session) checkOutputs(out []ortgo.Value) error {
+	if s.maxOutput <= 0 {
+		return nil
+	}
+	for i, v := range out {
+		if v == nil || reflect.ValueOf(v).IsNil() {
+			continue
+		}
+		if n := v.GetShape().FlattenedSize(); n > s.maxOutput {
+			err := fmt.Errorf("%w: output %q has %d elements (shape %v), more than the limit of %d (--max-output-elements)",
+				ErrOutputTooLarge, s.outputs[i].Name, n, []int64(v.GetShape()), s.maxOutput)
+			for j, w := range out {
+				if w != nil && !reflect.ValueOf(w).IsNil() {
+					w.Destroy()
+				}
+				out[j] = nil
+			}
+			go debug.FreeOSMemory()
+			return err
+		}
+	}
+	return nil
 }
 
 // Close releases the session. It is safe to call more than once.

@@ -67,6 +67,8 @@ func (c Config) Validate() error {
 //	  intra_op_threads: 1    # default 1
 //	  inter_op_threads: 1    # default 1
 //	  graph_optimization_level: all   # disabled | basic | extended | all
+//	  max_output_elements: 8388608    # per output of one run (default: serve's --max-output-elements)
+//	  mem_arena: false                # keep ORT's CPU arena (default false: memory returns after a run)
 //	warmup: true             # run once on zeros before serving (default true)
 //	dynamic_batching:        # merge concurrent requests into one session run (default: off)
 //	  max_batch_size: 64
@@ -94,6 +96,8 @@ type SessionConfig struct {
 	IntraOpThreads         int    `yaml:"intra_op_threads"`
 	InterOpThreads         int    `yaml:"inter_op_threads"`
 	GraphOptimizationLevel string `yaml:"graph_optimization_level"`
+	MaxOutputElements      int64  `yaml:"max_output_elements"`
+	MemArena               *bool  `yaml:"mem_arena"`
 }
 
 // DefaultModelConfig is the configuration of a model without config.yaml.
@@ -145,6 +149,12 @@ func (c ModelConfig) sessionOptions(def ort.SessionOptions) ort.SessionOptions {
 	}
 	if c.Session.GraphOptimizationLevel != "" {
 		o.GraphOptimization = c.Session.GraphOptimizationLevel
+	}
+	if c.Session.MaxOutputElements != 0 {
+		o.MaxOutputElements = c.Session.MaxOutputElements
+	}
+	if c.Session.MemArena != nil {
+		o.MemArena = *c.Session.MemArena
 	}
 	return o
 }

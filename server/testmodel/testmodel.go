@@ -206,3 +206,50 @@ func ReferenceRow(n int) []float32 {
 
 // MLPSmallReference is MLPSmall's answer for ReferenceRow(16).
 var MLPSmallReference = []float32{0.3695846, 0.3224185, 0.3079968}
+
+// tensorInt64 is TensorProto.DataType.INT64.
+const tensorInt64 = 7
+
+// typedValueInfo is valueInfo with an element type and one symbolic name
+// per dynamic dimension (d0, d1, ...).
+func typedValueInfo(name string, elem uint64, dims []int64) []byte {
+	var shape msg
+	for i, d := range dims {
+		var dim msg
+		if d < 0 {
+			dim = dim.str(2, fmt.Sprintf("d%d", i))
+		} else {
+			dim = dim.varint(1, uint64(d))
+		}
+		shape = shape.sub(1, dim)
+	}
+	var tt msg
+	tt = tt.varint(1, elem)
+	tt = tt.sub(2, shape)
+	var typ msg
+	typ = typ.sub(1, tt)
+	var m msg
+	m = m.str(1, name)
+	m = m.sub(2, typ)
+	return m
+}
+
+// ConstantOfShape returns a model whose output size comes from its input's
+// values: shape INT64[2] -> ConstantOfShape -> out FP32[d0,d1] of zeros. A
+// request for [1, 100000000] asks for 10^8 elements (hostile tests).
+func ConstantOfShape() []byte {
+	var g msg
+	g = g.sub(1, node("ConstantOfShape", "ConstantOfShape", []string{"shape"}, []string{"out"}))
+	g = g.str(2, "constant_of_shape")
+	g = g.sub(11, typedValueInfo("shape", tensorInt64, []int64{2}))
+	g = g.sub(12, typedValueInfo("out", tensorFloat, []int64{-1, -1}))
+	var opset msg
+	opset = opset.str(1, "")
+	opset = opset.varint(2, opsetVersion)
+	var m msg
+	m = m.varint(1, irVersion)
+	m = m.str(2, "flywheel-testmodel")
+	m = m.sub(7, g)
+	m = m.sub(8, opset)
+	return m
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -382,4 +383,26 @@ func TestOpenErrors(t *testing.T) {
 			t.Errorf("Open(%+v) succeeded", o)
 		}
 	}
+}
+
+// TestSecondOpenRefused: a second trainer on the same job database refuses
+// to start (ErrLocked) until the first closes it.
+func TestSecondOpenRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	first, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second, err := Open(context.Background(), Options{Path: path}); !errors.Is(err, ErrLocked) {
+		if second != nil {
+			second.Close()
+		}
+		t.Fatalf("second Open = %v, want ErrLocked", err)
+	}
+	first.Close()
+	again, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	again.Close()
 }

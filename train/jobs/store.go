@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/flywheel-ml/flywheel/internal/database"
@@ -127,6 +128,7 @@ type Store struct {
 	db     *database.DB
 	opts   Options
 	logger *slog.Logger
+	lock   *os.File // flock held on <Path>.lock while the store is open
 }
 
 var migrations = database.Migrations{database.SQLite: {
@@ -236,6 +238,16 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		host, _ := os.Hostname()
 		o.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), RandomID()[4:])
 	}
+	// One trainer per SQLite job database: a second one would run the same
+	// jobs and publish clashing versions (PostgreSQL stores share jobs by
+	// lease instead). The kernel releases the lock if the process dies.
+	var lock *os.File
+	if path := database.SQLitePath(o.Path); path != "" {
+		var err error
+		if lock, err = lockFile(path + ".lock"); err != nil {
+			return nil, err
+		}
+	}
 	// SQLite: one connection, one writer; the queue is small and
 	// serialising keeps it simple.
 	db, err := database.Open(ctx, o.Path, database.Options{MaxOpenConns: 1, SQLite: url.Values{
@@ -243,14 +255,17 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		"_synchronous": {"NORMAL"}, "_txlock": {"immediate"},
 	}})
 	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
 		return nil, fmt.Errorf("opening job store: %w", err)
 	}
 	if db.Dialect == database.Postgres {
 		db.SetMaxOpenConns(4)
 	}
-	s := &Store{db: db, opts: o, logger: o.Logger}
+	s := &Store{db: db, opts: o, logger: o.Logger, lock: lock}
 	if err := db.Migrate(ctx, "jobs", migrations); err != nil {
-		db.Close()
+		s.Close()
 		return nil, fmt.Errorf("job store %s: %w", db.Name, err)
 	}
 	return s, nil
@@ -274,7 +289,32 @@ func RandomID() string {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	err := s.db.Close()
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+	}
+	return err
+}
+
+// ErrLocked is returned by Open when another process holds the job store.
+var ErrLocked = errors.New("job store is in use by another trainer")
+
+// lockFile takes an exclusive, non-blocking flock on path.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("job store lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s is locked): stop it first, or give this one its own --db", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("job store lock %s: %w", path, err)
+	}
+	return f, nil
+}
 
 func (s *Store) now() time.Time { return s.opts.Now().UTC() }
 

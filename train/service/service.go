@@ -33,8 +33,13 @@ type Options struct {
 	Worker       Waker
 	Token        string // bearer token for POST routes; required
 	DefaultModel string // model of alerts without a "model" label
-	Gatherer     prometheus.Gatherer
-	Logger       *slog.Logger
+	// CheckModel refuses a model name that is not in the repository (an
+	// alert label or retrain request naming "../outside" or a typo): the
+	// request answers 400 instead of queueing a job bound to fail. Nil
+	// accepts every name.
+	CheckModel func(model string) error
+	Gatherer   prometheus.Gatherer
+	Logger     *slog.Logger
 }
 
 // Service is the trainer HTTP API.
@@ -75,8 +80,8 @@ func New(o Options) (*Service, error) {
 	auth := httpapi.RequireBearer(o.Token, false, "the trainer has no token")
 	s.app.Post("/v1/alerts", auth, s.alerts)
 	s.app.Post("/v1/retrain", auth, s.retrain)
-	s.app.Get("/v1/jobs", s.listJobs)
-	s.app.Get("/v1/jobs/:id", s.getJob)
+	s.app.Get("/v1/jobs", auth, s.listJobs)
+	s.app.Get("/v1/jobs/:id", auth, s.getJob)
 	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})))
 	s.app.Get("/health/live", func(c *fiber.Ctx) error { return c.SendStatus(fiber.StatusOK) })
 	s.app.Get("/health/ready", s.ready)
@@ -143,6 +148,11 @@ func (s *Service) alerts(c *fiber.Ctx) error {
 		}
 		byModel[model] = append(byModel[model], a)
 	}
+	for _, model := range models {
+		if err := s.checkModel(model); err != nil {
+			return err
+		}
+	}
 	resp := AlertResponse{Status: "duplicate"}
 	for _, model := range models {
 		key := m.GroupKey
@@ -188,6 +198,9 @@ func (s *Service) retrain(c *fiber.Ctx) error {
 	if req.Model == "" {
 		req.Model = s.o.DefaultModel
 	}
+	if err := s.checkModel(req.Model); err != nil {
+		return err
+	}
 	var params json.RawMessage
 	if o := req.Overrides; o.Algorithm != "" || o.Params != nil || o.WindowDays != nil || o.Margin != nil || o.Threshold != nil {
 		params, _ = json.Marshal(o)
@@ -201,6 +214,24 @@ func (s *Service) retrain(c *fiber.Ctx) error {
 		s.o.Worker.Wake()
 	}
 	return c.Status(fiber.StatusAccepted).JSON(j)
+}
+
+// checkModel answers 400 for a model the repository does not hold.
+func (s *Service) checkModel(model string) error {
+	if s.o.CheckModel == nil {
+		return nil
+	}
+	if err := s.o.CheckModel(model); err != nil {
+		return httpapi.Errorf(fiber.StatusBadRequest, "model %q: %v", truncate(model), err)
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 func (s *Service) listJobs(c *fiber.Ctx) error {

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -137,7 +138,10 @@ func TestRetrainAndJobs(t *testing.T) {
 			}
 		})
 	}
-	code, body := do(t, s, "GET", "/v1/jobs", "", "")
+	if code, body := do(t, s, "GET", "/v1/jobs", "", ""); code != 401 {
+		t.Fatalf("jobs without a token: %d %s, want 401", code, body)
+	}
+	code, body := do(t, s, "GET", "/v1/jobs", bearer, "")
 	var list struct{ Jobs []jobs.Job }
 	if code != 200 || json.Unmarshal([]byte(body), &list) != nil || len(list.Jobs) != 2 {
 		t.Fatalf("list: %d %s", code, body)
@@ -156,7 +160,7 @@ func TestRetrainAndJobs(t *testing.T) {
 		{"/health/live", 200, ""},
 		{"/health/ready", 200, ""},
 	} {
-		code, body := do(t, s, "GET", tc.path, "", "")
+		code, body := do(t, s, "GET", tc.path, bearer, "")
 		if code != tc.code || !strings.Contains(body, tc.want) {
 			t.Errorf("GET %s = %d %s, want %d containing %s", tc.path, code, body, tc.code, tc.want)
 		}
@@ -164,5 +168,44 @@ func TestRetrainAndJobs(t *testing.T) {
 	s.Drain()
 	if code, _ := do(t, s, "GET", "/health/ready", "", ""); code != http.StatusServiceUnavailable {
 		t.Errorf("ready while draining = %d", code)
+	}
+}
+
+// TestUnknownModelsRefused: an alert label or a retrain request naming a
+// model the repository does not hold ("../outside", a typo) answers 400 and
+// queues nothing.
+func TestUnknownModelsRefused(t *testing.T) {
+	st, err := jobs.Open(context.Background(), jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := New(Options{Store: st, Token: token, DefaultModel: "ridership", CheckModel: func(m string) error {
+		if m != "ridership" {
+			return errors.New("no such model")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearer := "Bearer " + token
+	alertFor := func(model string) string {
+		return `{"version":"4","groupKey":"g","status":"firing","receiver":"r","alerts":[{"status":"firing","labels":{"alertname":"Drift","action":"retrain","model":"` + model + `"},"startsAt":"2026-01-01T00:00:00Z"}]}`
+	}
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/alerts", alertFor("../outside")},
+		{"/v1/alerts", alertFor("nope")},
+		{"/v1/retrain", `{"model":"../outside"}`},
+	} {
+		if code, body := do(t, s, "POST", tc.path, bearer, tc.body); code != 400 || !strings.Contains(body, "no such model") {
+			t.Errorf("%s %s: %d %s, want 400", tc.path, tc.body, code, body)
+		}
+	}
+	if list, _ := st.List(context.Background(), jobs.ListOptions{}); len(list) != 0 {
+		t.Errorf("%d jobs queued for unknown models", len(list))
+	}
+	if code, body := do(t, s, "POST", "/v1/alerts", bearer, alertFor("ridership")); code != 202 {
+		t.Errorf("alert for a known model: %d %s", code, body)
 	}
 }
