@@ -26,6 +26,8 @@ func addMonitorFlags(fs *flagSet, c *monitor.Config, db *string) {
 	fs.Int(&d.QueueSize, "drift-queue", "", d.QueueSize, "observations waiting for the drift monitor; when full, they are dropped and counted")
 	fs.Int(&c.FeedbackMaxItems, "feedback-max-items", "", c.FeedbackMaxItems, "most labels in one POST /v1/feedback")
 	fs.Duration(&c.StoreMetricsInterval, "feedback-store-metrics-interval", "", c.StoreMetricsInterval, "how often the live quality of the whole store (flywheel_feedback_store_*: the same on every replica, aggregate with max) is recomputed from the labels table, on scrape (0: off)")
+	fs.Float(&c.FeedbackRate, "feedback-rate", "", c.FeedbackRate, "labels per second one client (IP) may send to POST /v1/feedback, in bursts of --feedback-max-items (more: 429; negative: no limit)")
+	fs.Duration(&p.LabelMaxAge, "label-max-age", "", p.LabelMaxAge, "delete feedback labels received longer ago than this (0: keep)")
 }
 
 // applyDatabase makes a --database URL the monitoring database.

@@ -29,6 +29,8 @@ type serveFlags struct {
 	adminToken      string
 	adminTokenFile  string
 	insecureAdmin   bool
+	feedbackToken   string
+	feedbackFile    string
 	bodyLimit       int
 	readTimeout     time.Duration
 	writeTimeout    time.Duration
@@ -72,6 +74,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.ortLib, "ort-lib", ort.EnvVar, "", "path to libonnxruntime.so.1 (default: lib/ in the working directory or the project root)")
 	fs.String(&f.adminToken, "admin-token", "", "", "bearer token required by repository load/unload and the feedback export (empty: they are disabled unless --insecure-admin)")
 	fs.String(&f.adminTokenFile, "admin-token-file", "", "", "file holding the admin token (instead of --admin-token)")
+	fs.String(&f.feedbackToken, "feedback-token", "", "", "bearer token required by POST /v1/feedback and accepted by GET /v1/predictions/{id} (empty: labels are open)")
+	fs.String(&f.feedbackFile, "feedback-token-file", "", "", "file holding the feedback token (instead of --feedback-token)")
 	fs.Bool(&f.insecureAdmin, "insecure-admin", "", false, "without --admin-token, let anyone load/unload models (trusted networks only)")
 	fs.Int(&f.bodyLimit, "body-limit", "", 8<<20, "largest request body in bytes (larger: 413)")
 	fs.Duration(&f.readTimeout, "read-timeout", "", 30*time.Second, "time to read a whole request")
@@ -118,6 +122,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 
+	feedbackToken, err := secret("feedback-token", f.feedbackToken, f.feedbackFile)
+	if err != nil {
+		return err
+	}
+	if feedbackToken == "" && f.monitor.DB != "" {
+		logger.Warn("no --feedback-token: anyone who reaches serve can send labels", "component", "feedback")
+	}
+
 	// ONNX Runtime first: without it nothing can be served.
 	libPath, ortVersion, err := ort.Setup(f.ortLib)
 	if err != nil {
@@ -138,7 +150,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	m := metrics.New(reg)
 
 	// Monitoring before the repository: its hook sees the first scan's versions.
-	mon, err := monitor.New(ctx, monitor.Options{Config: f.monitor, AdminToken: token, Registerer: reg, Logger: logger})
+	mon, err := monitor.New(ctx, monitor.Options{Config: f.monitor, AdminToken: token, FeedbackToken: feedbackToken, Registerer: reg, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("--predlog-db/--database: %w", err)
 	}

@@ -90,6 +90,9 @@ func (l *logBuffer) String() string {
 // Logs returns everything the process wrote so far.
 func (p *Process) Logs() string { return p.logs.String() }
 
+// PID returns the process id (for /proc readings such as RSS).
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
 // Exited reports whether the process has exited.
 func (p *Process) Exited() bool {
 	select {

@@ -25,6 +25,13 @@ type APIOptions struct {
 	// AdminToken guards the export (Authorization: Bearer <token>); when
 	// empty the export answers 403.
 	AdminToken string
+	// FeedbackToken, when set, is required on POST /v1/feedback (a label
+	// feed's own token, separate from the admin token) and accepted on
+	// GET /v1/predictions/{id}.
+	FeedbackToken string
+	// Rate limits the labels one client (IP address) may send per second
+	// (default 1000; negative: no limit), with bursts up to MaxItems.
+	Rate float64
 	// MaxBodyBytes limits a feedback request body (default 8 MiB).
 	MaxBodyBytes int
 	// MaxItems limits the labels of one request (default 10,000).
@@ -39,6 +46,8 @@ type APIOptions struct {
 type API struct {
 	store      *Store
 	token      string
+	feedTok    string
+	limit      *limiter
 	maxBody    int
 	maxItems   int
 	expTimeout time.Duration
@@ -64,6 +73,13 @@ func NewAPI(opts APIOptions) (*API, error) {
 		a.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a.logger = a.logger.With("component", "feedback")
+	a.feedTok = opts.FeedbackToken
+	if opts.Rate == 0 {
+		opts.Rate = 1000
+	}
+	if opts.Rate > 0 {
+		a.limit = newLimiter(opts.Rate, a.maxItems, time.Now)
+	}
 	if opts.AdminToken != "" {
 		a.token = opts.AdminToken
 	}
@@ -94,6 +110,12 @@ type FeedbackResponse struct {
 // {"labels": [...]}. It answers 200 when every label is stored, 207 when
 // some failed and 422 when all failed, with one result per label.
 func (a *API) postFeedback(c *fiber.Ctx) error {
+	if a.feedTok != "" {
+		if err := httpapi.CheckBearer(c.Get(fiber.HeaderAuthorization), a.feedTok); err != nil {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="flywheel"`)
+			return fail(c, fiber.StatusUnauthorized, "%v: POST /v1/feedback needs the feedback token", err)
+		}
+	}
 	if !strings.HasPrefix(strings.ToLower(c.Get(fiber.HeaderContentType)), fiber.MIMEApplicationJSON) {
 		return fail(c, fiber.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
@@ -110,6 +132,10 @@ func (a *API) postFeedback(c *fiber.Ctx) error {
 	}
 	if len(items) > a.maxItems {
 		return fail(c, fiber.StatusRequestEntityTooLarge, "%d labels exceed the limit of %d per request", len(items), a.maxItems)
+	}
+	if ok, wait := a.limit.take(c.IP(), len(items)); !ok {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(wait.Seconds())+1))
+		return fail(c, fiber.StatusTooManyRequests, "%d labels exceed this client's rate of %g labels/s (burst %d): retry later", len(items), a.limit.rate, a.maxItems)
 	}
 	results := make([]Result, len(items))
 	var labels []Label
@@ -272,6 +298,15 @@ func parseSince(s string) (time.Time, error) {
 
 // getPrediction answers a logged prediction with its label and lineage.
 func (a *API) getPrediction(c *fiber.Ctx) error {
+	// A prediction holds a client's features: with a token configured, only
+	// its holders read them (the feedback token or the admin token).
+	if a.feedTok != "" || a.token != "" {
+		h := c.Get(fiber.HeaderAuthorization)
+		if httpapi.CheckBearer(h, a.feedTok) != nil && httpapi.CheckBearer(h, a.token) != nil {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="flywheel"`)
+			return fail(c, fiber.StatusUnauthorized, "GET /v1/predictions needs the feedback or admin bearer token")
+		}
+	}
 	id, err := url.PathUnescape(c.Params("*"))
 	if err != nil || !validID(id) {
 		return fail(c, fiber.StatusBadRequest, "prediction id %q must be 1 to 256 bytes of UTF-8 without control characters", truncate(c.Params("*")))

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 const token = "s3cret-admin-token"
@@ -189,6 +191,65 @@ func TestGetPredictionAPI(t *testing.T) {
 			if !strings.Contains(body, w) {
 				t.Errorf("%s: body %s lacks %s", tt.target, body, w)
 			}
+		}
+	}
+}
+
+// TestFeedbackGuards: with a feedback token, anonymous labels get 401 and
+// change nothing; prediction lookups need a token once one is configured;
+// one client's label rate is bounded (429 with Retry-After).
+func TestFeedbackGuards(t *testing.T) {
+	e := newEnv(t)
+	e.predict("p1", "ridership", 2, 15, nil)
+	app := newApp(t, e, APIOptions{AdminToken: token, FeedbackToken: "feed", MaxItems: 3, Rate: 1})
+	feed := map[string]string{"Content-Type": "application/json", "Authorization": "bearer feed"}
+	if code, body, _ := do(t, app, "POST", "/v1/feedback", `{"id":"p1","value":17}`, jsonCT); code != 401 || !strings.Contains(body, "feedback token") {
+		t.Fatalf("anonymous label: %d %s, want 401", code, body)
+	}
+	if code, body, _ := do(t, app, "POST", "/v1/feedback", `{"id":"p1","value":17}`, map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + token}); code != 401 {
+		t.Fatalf("label with the admin token: %d %s, want 401 (the feed has its own token)", code, body)
+	}
+	if code, body, _ := do(t, app, "GET", "/v1/predictions/p1", "", nil); code != 401 || strings.Contains(body, "Austin") {
+		t.Fatalf("anonymous prediction lookup: %d %s, want 401 without features", code, body)
+	}
+	if code, body, _ := do(t, app, "GET", "/v1/predictions/p1", "", map[string]string{"Authorization": "Bearer feed"}); code != 200 || strings.Contains(body, `"label"`) {
+		t.Fatalf("lookup with the feedback token: %d %s, want 200 and no label yet", code, body)
+	}
+	if code, body, _ := do(t, app, "POST", "/v1/feedback", `[{"id":"p1","value":17},{"id":"x1","value":1,"model":"m","features":{"a":1}},{"id":"x2","value":1,"model":"m","features":{"a":1}}]`, feed); code != 200 {
+		t.Fatalf("three labels (the burst): %d %s", code, body)
+	}
+	code, body, h := do(t, app, "POST", "/v1/feedback", `{"id":"p1","value":18}`, feed)
+	if code != 429 || h.Get("Retry-After") == "" || !strings.Contains(body, "rate") {
+		t.Fatalf("label past the rate: %d %s (Retry-After %q), want 429", code, body, h.Get("Retry-After"))
+	}
+	_, body, _ = do(t, app, "GET", "/v1/predictions/p1", "", map[string]string{"Authorization": "Bearer " + token})
+	if !strings.Contains(body, `17`) || strings.Contains(body, `18`) {
+		t.Fatalf("label after a refused request: %s, want 17", body)
+	}
+}
+
+func TestPlausible(t *testing.T) {
+	reg := &modelrepo.Card{Name: "r", Task: "regression", Reference: &modelrepo.Reference{Prediction: &modelrepo.Histogram{Edges: []float64{0, 10, 20}, Proportions: []float64{0.5, 0.5}}}}
+	cls := &modelrepo.Card{Name: "c", Task: "classification", Outputs: []modelrepo.Tensor{{Name: "p", Shape: []int64{-1, 3}}}}
+	for _, tc := range []struct {
+		c    *modelrepo.Card
+		v    float64
+		want string
+	}{
+		{nil, -1e30, ""},
+		{reg, 15, ""},
+		{reg, -150, ""},
+		{reg, 400, "outside the plausible range [-200, 220]"},
+		{reg, -1e30, "outside the plausible range"},
+		{&modelrepo.Card{Task: "regression"}, -1e30, ""}, // no reference: any finite value
+		{cls, 2, ""},
+		{cls, 3, "not a class"},
+		{cls, 1.5, "not a class index"},
+		{cls, -1, "not a class index"},
+	} {
+		err := Plausible(tc.c, tc.v)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Plausible(%v, %g) = %v, want %q", tc.c != nil, tc.v, err, tc.want)
 		}
 	}
 }

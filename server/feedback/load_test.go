@@ -47,7 +47,7 @@ func TestLoadPredictionsWithFeedback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := NewAPI(APIOptions{Store: store})
+	api, err := NewAPI(APIOptions{Store: store, Rate: -1}) // one client at full speed: no rate limit
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -264,6 +264,14 @@ func (s *Store) Add(ctx context.Context, labels []Label) ([]Result, error) {
 				results[i].Status, results[i].Error = StatusError, err.Error()
 				continue
 			}
+			version := 0
+			if j.version.Valid {
+				version = int(j.version.Int64)
+			}
+			if err := Plausible(s.cards(j.model, version), *l.Value); err != nil {
+				results[i].Status, results[i].Error = StatusError, err.Error()
+				continue
+			}
 			var old float64
 			err = tx.QueryRowContext(ctx, `SELECT value FROM labels WHERE id = ?`, l.ID).Scan(&old)
 			exists := err == nil
@@ -339,6 +347,39 @@ func (s *Store) await(ctx context.Context, labels []Label, missing []int, preds 
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
+}
+
+// Plausible checks a label value against the model card (nil: any finite
+// value): a classification label is a class index (an integer from 0, below
+// the number of classes when the card's first output has a fixed width);
+// a regression label lies within the card's prediction reference widened
+// by ten times its span on each side, which keeps every real target and
+// refuses values such as -1e30 that would dominate a retraining.
+func Plausible(c *modelrepo.Card, v float64) error {
+	if c == nil {
+		return nil
+	}
+	if c.Task == "classification" {
+		if v < 0 || v != math.Trunc(v) {
+			return fmt.Errorf("value %g is not a class index of model %q (an integer from 0)", v, c.Name)
+		}
+		if len(c.Outputs) > 0 {
+			if sh := c.Outputs[0].Shape; len(sh) == 2 && sh[1] > 1 && v >= float64(sh[1]) {
+				return fmt.Errorf("value %g is not a class of model %q (0 to %d)", v, c.Name, sh[1]-1)
+			}
+		}
+		return nil
+	}
+	if c.Reference == nil || c.Reference.Prediction == nil || len(c.Reference.Prediction.Edges) < 2 {
+		return nil
+	}
+	e := c.Reference.Prediction.Edges
+	lo, hi := e[0], e[len(e)-1]
+	w := 10 * max(hi-lo, math.Abs(hi), math.Abs(lo), 1)
+	if v < lo-w || v > hi+w {
+		return fmt.Errorf("value %g is outside the plausible range [%g, %g] of model %q (its card's prediction reference, widened by ten spans)", v, lo-w, hi+w, c.Name)
+	}
+	return nil
 }
 
 // join takes the model, version, features and prediction of a label from

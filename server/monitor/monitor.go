@@ -44,13 +44,16 @@ type Config struct {
 	// (flywheel_feedback_store_*) is read from the labels table, on scrape;
 	// 0 turns it off.
 	StoreMetricsInterval time.Duration `yaml:"store_metrics_interval"`
+	// FeedbackRate limits the labels per second of one client (IP), with
+	// bursts of FeedbackMaxItems; negative: no limit.
+	FeedbackRate float64 `yaml:"feedback_rate"`
 }
 
 // DefaultConfig: var/flywheel.db, a 5s busy timeout, the prediction log's
 // and drift's defaults, 10,000 labels per feedback request.
 func DefaultConfig() Config {
 	return Config{DB: filepath.Join("var", "flywheel.db"), BusyTimeout: 5 * time.Second,
-		Predlog: predlog.DefaultConfig(), Drift: drift.DefaultConfig(), FeedbackMaxItems: 10000, StoreMetricsInterval: 15 * time.Second}
+		Predlog: predlog.DefaultConfig(), Drift: drift.DefaultConfig(), FeedbackMaxItems: 10000, StoreMetricsInterval: 15 * time.Second, FeedbackRate: 1000}
 }
 
 // Validate checks the configuration.
@@ -81,6 +84,9 @@ type Options struct {
 	Config Config
 	// AdminToken guards GET /v1/feedback/export (empty: the export is off).
 	AdminToken string
+	// FeedbackToken guards POST /v1/feedback (empty: open); either token
+	// reads GET /v1/predictions/{id} (both empty: open).
+	FeedbackToken string
 	// Registerer receives every monitoring metric; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -164,7 +170,7 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 			return fail(err)
 		}
 	}
-	m.api, err = feedback.NewAPI(feedback.APIOptions{Store: m.store, AdminToken: o.AdminToken, MaxItems: cfg.FeedbackMaxItems, Logger: logger.With("component", "feedback")})
+	m.api, err = feedback.NewAPI(feedback.APIOptions{Store: m.store, AdminToken: o.AdminToken, FeedbackToken: o.FeedbackToken, Rate: cfg.FeedbackRate, MaxItems: cfg.FeedbackMaxItems, Logger: logger.With("component", "feedback")})
 	if err != nil {
 		return fail(err)
 	}
@@ -174,10 +180,22 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 }
 
 // card is the feedback store's card lookup.
+// Version 0 (a label for a prediction made elsewhere, without a version)
+// gives the newest card of the model.
 func (m *Monitor) card(model string, version int) *modelrepo.Card {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.cards[versionKey{model, version}]
+	if version > 0 {
+		return m.cards[versionKey{model, version}]
+	}
+	var newest *modelrepo.Card
+	best := 0
+	for k, c := range m.cards {
+		if k.model == model && k.version > best && c != nil {
+			newest, best = c, k.version
+		}
+	}
+	return newest
 }
 
 // OnChange is the repository hook: a version that starts serving gets a

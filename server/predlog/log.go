@@ -32,6 +32,10 @@ type Config struct {
 	MaxAge time.Duration `yaml:"max_age"`
 	// MaxRows keeps at most this many predictions, the newest (0: no limit).
 	MaxRows int64 `yaml:"max_rows"`
+	// LabelMaxAge deletes feedback labels received longer ago than this
+	// (0 keeps them): labels are what the trainer retrains on, and a label
+	// feed must not grow the database without end.
+	LabelMaxAge time.Duration `yaml:"label_max_age"`
 	// RetentionInterval is how often retention runs.
 	RetentionInterval time.Duration `yaml:"retention_interval"`
 	// WriteTimeout bounds one batch write (also during the shutdown drain).
@@ -48,6 +52,7 @@ func DefaultConfig() Config {
 		SampleRate:        1,
 		MaxAge:            30 * 24 * time.Hour,
 		MaxRows:           5_000_000,
+		LabelMaxAge:       400 * 24 * time.Hour,
 		RetentionInterval: time.Minute,
 		WriteTimeout:      30 * time.Second,
 	}
@@ -73,6 +78,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRows < 0 {
 		errs = append(errs, fmt.Errorf("max_rows must not be negative, got %d", c.MaxRows))
+	}
+	if c.LabelMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("label_max_age must not be negative, got %s", c.LabelMaxAge))
 	}
 	if c.RetentionInterval <= 0 {
 		errs = append(errs, fmt.Errorf("retention_interval must be positive, got %s", c.RetentionInterval))
@@ -418,7 +426,7 @@ func (l *Log) write(batch []Entry) error {
 // pruneEvery applies retention now and then every RetentionInterval until
 // ctx ends.
 func (l *Log) pruneEvery(ctx context.Context) {
-	if l.cfg.MaxAge == 0 && l.cfg.MaxRows == 0 {
+	if l.cfg.MaxAge == 0 && l.cfg.MaxRows == 0 && l.cfg.LabelMaxAge == 0 {
 		return
 	}
 	t := time.NewTicker(l.cfg.RetentionInterval)
@@ -440,6 +448,13 @@ func (l *Log) prune(ctx context.Context) {
 	defer cancel()
 	n, err := l.store.prune(ctx, l.now(), l.cfg.MaxAge, l.cfg.MaxRows, 0)
 	l.pruned.Add(float64(n)) // committed chunks count even when a later one failed
+	if err == nil && l.cfg.LabelMaxAge > 0 {
+		var labels int64
+		labels, err = l.store.PruneLabels(ctx, l.now().Add(-l.cfg.LabelMaxAge))
+		if labels > 0 {
+			l.logger.Info("label retention", "deleted", labels, "max_age", l.cfg.LabelMaxAge)
+		}
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		l.logger.Error("applying prediction log retention", "err", err)
 		return

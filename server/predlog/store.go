@@ -449,6 +449,32 @@ func (s *Store) remember(names []string, id int64) {
 // prediction writer interleave.
 const pruneChunk = 5000
 
+// PruneLabels deletes the feedback labels received before cutoff, in
+// chunks, and returns how many went.
+func (s *Store) PruneLabels(ctx context.Context, cutoff time.Time) (int64, error) {
+	var deleted int64
+	rowid := "rowid" // PostgreSQL: ctid
+	if s.db.Dialect == database.Postgres {
+		rowid = "ctid"
+	}
+	for {
+		var n int64
+		err := s.Write(ctx, func(tx *database.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM labels WHERE `+rowid+` IN (SELECT `+rowid+` FROM labels WHERE labelled_at < ? LIMIT ?)`,
+				cutoff.UnixMicro(), pruneChunk)
+			if err != nil {
+				return fmt.Errorf("pruning labels: %w", err)
+			}
+			n, _ = res.RowsAffected()
+			return nil
+		})
+		deleted += n
+		if err != nil || n < pruneChunk {
+			return deleted, err
+		}
+	}
+}
+
 // prune applies retention: predictions older than maxAge and beyond the
 // newest maxRows are deleted (0 disables either rule), in transactions of at
 // most chunk rows (≤ 0: pruneChunk), each followed by a pause as long as it
