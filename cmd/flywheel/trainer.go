@@ -217,7 +217,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	} else if err := os.MkdirAll(filepath.Dir(f.db), 0o755); err != nil {
 		return fail(fmt.Errorf("--db directory: %w", err))
 	}
-	store, err := jobs.Open(ctx, jobs.Options{Path: queue, Cooldown: f.cooldown, MaxAttempts: f.maxAttempts, Lease: f.lease, Owner: f.name,
+	store, err := jobs.Open(ctx, jobs.Options{Path: queue, Exclusive: true, Cooldown: f.cooldown, MaxAttempts: f.maxAttempts, Lease: f.lease, Owner: f.name,
 		Logger: logger.With("component", "jobs")})
 	if err != nil {
 		return fail(err)

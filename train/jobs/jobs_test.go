@@ -389,18 +389,18 @@ func TestOpenErrors(t *testing.T) {
 // to start (ErrLocked) until the first closes it.
 func TestSecondOpenRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jobs.db")
-	first, err := Open(context.Background(), Options{Path: path})
+	first, err := Open(context.Background(), Options{Path: path, Exclusive: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second, err := Open(context.Background(), Options{Path: path}); !errors.Is(err, ErrLocked) {
+	if second, err := Open(context.Background(), Options{Path: path, Exclusive: true}); !errors.Is(err, ErrLocked) {
 		if second != nil {
 			second.Close()
 		}
 		t.Fatalf("second Open = %v, want ErrLocked", err)
 	}
 	first.Close()
-	again, err := Open(context.Background(), Options{Path: path})
+	again, err := Open(context.Background(), Options{Path: path, Exclusive: true})
 	if err != nil {
 		t.Fatalf("Open after Close: %v", err)
 	}

@@ -106,8 +106,13 @@ type Request struct {
 
 // Options configures a Store.
 type Options struct {
-	Path        string           // SQLite file, or a postgres:// URL of a database shared by several trainers
-	Owner       string           // this trainer's name in claims; host-pid-random when empty
+	Path  string // SQLite file, or a postgres:// URL of a database shared by several trainers
+	Owner string // this trainer's name in claims; host-pid-random when empty
+	// Exclusive takes a lock on a SQLite store's file (<path>.lock) and
+	// fails with ErrLocked while another process holds it: the trainer
+	// sets it, so a second trainer on the same SQLite file refuses to start
+	// (PostgreSQL stores are shared by lease instead; ignored there).
+	Exclusive   bool
 	Lease       time.Duration    // how long a claim holds without renewal (DefaultLease when zero)
 	Cooldown    time.Duration    // a group key seen within this long maps to the same job
 	MaxAttempts int              // attempts per job, counting the first (2 = retried once after a crash)
@@ -242,7 +247,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	// jobs and publish clashing versions (PostgreSQL stores share jobs by
 	// lease instead). The kernel releases the lock if the process dies.
 	var lock *os.File
-	if path := database.SQLitePath(o.Path); path != "" {
+	if path := database.SQLitePath(o.Path); path != "" && o.Exclusive {
 		var err error
 		if lock, err = lockFile(path + ".lock"); err != nil {
 			return nil, err
