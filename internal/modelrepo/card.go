@@ -20,6 +20,7 @@ type Card struct {
 	Inputs     []Tensor                      `json:"inputs"`
 	Outputs    []Tensor                      `json:"outputs"`
 	Target     string                        `json:"target,omitempty"`
+	TargetUnit string                        `json:"target_unit,omitempty"` // e.g. "thousands of riders"
 	Training   Training                      `json:"training"`
 	Metrics    map[string]map[string]float64 `json:"metrics,omitempty"`    // split → metric → value, e.g. test.mae
 	Thresholds map[string]float64            `json:"thresholds,omitempty"` // metric → highest acceptable value (e.g. mae)

@@ -94,9 +94,14 @@ func TestProtocols(t *testing.T) {
 		t.Errorf("server metadata: %d %s", r.code, r.body)
 	}
 	r = ts.do(t, "GET", "/v2/models/mlp/versions/1", "", nil)
-	want := `{"name":"mlp","versions":["1"],"platform":"onnxruntime_onnx","inputs":[{"name":"input","datatype":"FP32","shape":[-1,16]}],"outputs":[{"name":"probabilities","datatype":"FP32","shape":[-1,3]}]}`
+	want := `{"name":"mlp","versions":["1"],"platform":"onnxruntime_onnx","inputs":[{"name":"input","datatype":"FP32","shape":[-1,16]}],"outputs":[{"name":"probabilities","datatype":"FP32","shape":[-1,3]}],` +
+		`"parameters":{"features":["f0","f1","f2","f3","f4","f5","f6","f7","f8","f9","f10","f11","f12","f13","f14","f15"],"task":"classification","version":"1"}}`
 	if r.code != 200 || string(r.body) != want {
-		t.Errorf("model metadata: %d %s", r.code, r.body)
+		t.Errorf("model metadata: %d %s\nwant %s", r.code, r.body, want)
+	}
+	// Without a card: the signature only.
+	if r := ts.do(t, "GET", "/v2/models/nocard", "", nil); r.code != 200 || strings.Contains(string(r.body), "parameters") {
+		t.Errorf("model metadata without a card: %d %s", r.code, r.body)
 	}
 	for _, p := range []string{"/v2/models/mlp/ready", "/v2/models/mlp/versions/1/ready", "/v2/health/ready", "/ping", "/health"} {
 		if r := ts.do(t, "GET", p, "", nil); r.code != 200 {

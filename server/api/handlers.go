@@ -64,7 +64,8 @@ func (s *Server) modelMetadata(c *fiber.Ctx) error {
 		return err
 	}
 	defer l.Release()
-	md := oip.ModelMetadata{Name: model, Platform: oip.Platform, Inputs: specsMeta(l.Inputs), Outputs: specsMeta(l.Outputs)}
+	md := oip.ModelMetadata{Name: model, Platform: oip.Platform, Inputs: specsMeta(l.Inputs), Outputs: specsMeta(l.Outputs),
+		Parameters: cardParameters(l.Card, l.Version)}
 	if version == 0 {
 		vis, _ := s.repo.Model(model)
 		for _, vi := range vis {

@@ -90,7 +90,7 @@ func TestMalformedRequests(t *testing.T) {
 		{"index bad JSON", "POST", "/v2/repository/index", "application/json", `{"ready":`, nil, 400, "invalid JSON"},
 		{"mlflow no format", "POST", "/invocations?model=mlp", "application/json", `{"rows":[]}`, nil, 400, "exactly one of dataframe_split"},
 		{"mlflow two formats", "POST", "/invocations?model=mlp", "application/json", `{"instances":[[1]],"inputs":[[1]]}`, nil, 400, "exactly one"},
-		{"mlflow missing column", "POST", "/invocations?model=mlp", "application/json", `{"dataframe_split":{"columns":["f0"],"data":[[1]]}}`, nil, 400, `column "f1" is missing`},
+		{"mlflow missing column", "POST", "/invocations?model=mlp", "application/json", `{"dataframe_split":{"columns":["f0"],"data":[[1]]}}`, nil, 400, `feature columns: "f1", "f2"`},
 		{"mlflow ragged rows", "POST", "/invocations?model=mlp", "application/json", `{"instances":[[1,2],[1]]}`, nil, 400, "ragged"},
 		{"mlflow wrong width", "POST", "/invocations?model=mlp", "application/json", `{"instances":[[1,2]]}`, nil, 400, "the model expects [-1,16]"},
 		{"mlflow string value", "POST", "/invocations?model=mlp", "application/json", `{"dataframe_records":[{"f0":"x","f1":1,"f2":1,"f3":1,"f4":1,"f5":1,"f6":1,"f7":1,"f8":1,"f9":1,"f10":1,"f11":1,"f12":1,"f13":1,"f14":1,"f15":1}]}`, nil, 400, `"x" is a string`},

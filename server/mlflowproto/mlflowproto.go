@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/flywheel-ml/flywheel/server/oip"
@@ -109,6 +110,7 @@ func reorder(columns []string, data [][]any, features []string) ([][]any, error)
 		return data, nil // no card: columns are taken in the order given
 	}
 	idx := make([]int, len(features))
+	var missing []string
 	for i, f := range features {
 		idx[i] = -1
 		for j, c := range columns {
@@ -118,8 +120,11 @@ func reorder(columns []string, data [][]any, features []string) ([][]any, error)
 			}
 		}
 		if idx[i] < 0 {
-			return nil, bad("column %q is missing (the model needs %d features)", f, len(features))
+			missing = append(missing, f)
 		}
+	}
+	if len(missing) > 0 {
+		return nil, missingColumns("", missing, features)
 	}
 	out := make([][]any, len(data))
 	for r, row := range data {
@@ -142,12 +147,16 @@ func records(recs []map[string]any, features []string) ([][]any, error) {
 	rows := make([][]any, len(recs))
 	for r, rec := range recs {
 		row := make([]any, len(features))
+		var missing []string
 		for i, f := range features {
 			v, ok := rec[f]
 			if !ok {
-				return nil, bad("record %d: column %q is missing", r, f)
+				missing = append(missing, f)
 			}
 			row[i] = v
+		}
+		if len(missing) > 0 {
+			return nil, missingColumns(fmt.Sprintf("record %d: ", r), missing, features)
 		}
 		rows[r] = row
 	}
@@ -358,4 +367,14 @@ func appendNested(b []byte, t tensor.Tensor) ([]byte, error) {
 	}
 	nest(0)
 	return append(b, sb.String()...), nil
+}
+
+// missingColumns names every feature a named request lacks, in the card's order.
+func missingColumns(where string, missing, features []string) error {
+	q := make([]string, len(missing))
+	for i, m := range missing {
+		q[i] = strconv.Quote(m)
+	}
+	return bad("%smissing %d of the model's %d feature columns: %s (model metadata, GET /v2/models/{name}, lists them in parameters.features)",
+		where, len(missing), len(features), strings.Join(q, ", "))
 }

@@ -24,7 +24,7 @@ func TestDecode(t *testing.T) {
 		{"instances", `{"instances":[[1,2],[3,4]]}`, nil, []float32{1, 2, 3, 4}, []int64{2, 2}, ""},
 		{"inputs named", `{"inputs":{"x":[[1,2]]}}`, nil, []float32{1, 2}, []int64{1, 2}, ""},
 		{"records without card", `{"dataframe_records":[{"b":2,"a":1}]}`, nil, nil, nil, "feature names"},
-		{"missing record key", `{"dataframe_records":[{"a":1}]}`, feats, nil, nil, `column "b" is missing`},
+		{"missing record key", `{"dataframe_records":[{"a":1}]}`, feats, nil, nil, `record 0: missing 1 of the model's 2 feature columns: "b" (model metadata`},
 		{"ragged", `{"instances":[[1,2],[3]]}`, nil, nil, nil, "ragged"},
 		{"unknown input", `{"inputs":{"x":[[1,2]],"y":[1]}}`, nil, nil, nil, "unknown input"},
 		{"none", `{}`, nil, nil, nil, "exactly one"},

@@ -63,6 +63,9 @@ type ModelMetadata struct {
 	Platform string           `json:"platform"`
 	Inputs   []TensorMetadata `json:"inputs"`
 	Outputs  []TensorMetadata `json:"outputs"`
+	// Parameters carry the model card of the version answering (feature
+	// names, target, lineage), when it has one.
+	Parameters map[string]any `json:"parameters,omitempty"`
 }
 
 // ServerMetadata answers GET /v2.

@@ -19,6 +19,7 @@ import (
 // calendar features come from.
 const (
 	Target     = "ridership"
+	TargetUnit = "thousands of riders" // the unit of Target and of the forecast
 	DateColumn = "date"
 	// DateLayout is the layout of DateColumn and of every date in Flywheel.
 	DateLayout = "2006-01-02"
