@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,9 +77,32 @@ func (p *Params) Set(algorithm, kv string) error {
 	if !ok || strings.TrimSpace(k) == "" {
 		return fmt.Errorf("hyper-parameter %q: want key=value", kv)
 	}
-	doc := fmt.Sprintf("%s:\n  %s: %s\n", algorithm, strings.TrimSpace(k), v)
+	k = strings.TrimSpace(k)
+	if keys := p.Keys(algorithm); len(keys) > 0 && !slices.Contains(keys, k) {
+		return fmt.Errorf("hyper-parameter %q: %s has no %q; its keys are %s", kv, algorithm, k, strings.Join(keys, ", "))
+	}
+	doc := fmt.Sprintf("%s:\n  %s: %s\n", algorithm, k, v)
 	if err := DecodeParams(p, []byte(doc)); err != nil {
 		return fmt.Errorf("hyper-parameter %q for %s: %w", kv, algorithm, err)
+	}
+	return nil
+}
+
+// Keys returns the hyper-parameter names of an algorithm's section (its YAML
+// keys, in declaration order), or nil for an unknown algorithm.
+func (p *Params) Keys(algorithm string) []string {
+	v := reflect.ValueOf(p).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); name == algorithm {
+			t := v.Field(i).Type()
+			var keys []string
+			for j := 0; j < t.NumField(); j++ {
+				if k, _, _ := strings.Cut(t.Field(j).Tag.Get("yaml"), ","); k != "" && k != "-" && t.Field(j).IsExported() {
+					keys = append(keys, k)
+				}
+			}
+			return keys
+		}
 	}
 	return nil
 }
@@ -313,8 +338,9 @@ func Fit(ctx context.Context, cfg Config) (*Result, error) {
 		Task:      "regression",
 		Inputs: []modelrepo.Tensor{{Name: export.InputName, DataType: "FP32", Shape: []int64{-1, int64(F)},
 			Features: append([]string(nil), data.FeatureNames...)}},
-		Outputs: []modelrepo.Tensor{{Name: export.OutputName, DataType: "FP32", Shape: []int64{-1, 1}}},
-		Target:  features.Target,
+		Outputs:    []modelrepo.Tensor{{Name: export.OutputName, DataType: "FP32", Shape: []int64{-1, 1}}},
+		Target:     features.Target,
+		TargetUnit: features.TargetUnit,
 		Training: modelrepo.Training{
 			Algorithm: cfg.Algorithm, Params: res.Params, Seed: cfg.Seed, RunID: cfg.RunID, Tracker: cfg.Tracker,
 			Dataset: modelrepo.Dataset{Name: data.Name, Digest: data.TrainDigest, Rows: len(data.Train),

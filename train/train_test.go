@@ -567,3 +567,23 @@ func mustHistogram(t *testing.T, values []float64) modelrepo.Histogram {
 	}
 	return h
 }
+
+func TestParamsSetNamesValidKeys(t *testing.T) {
+	tests := []struct {
+		algorithm, kv, wantErr string
+	}{
+		{"gbdt", "learning_rate=0.1", ""},
+		{"gbdt", "foo=1", `gbdt has no "foo"; its keys are iterations, learning_rate, max_leaves`},
+		{"ridge", "alpha=2", ""},
+		{"ridge", "learning_rate=1", `ridge has no "learning_rate"; its keys are alpha`},
+		{"mlp", "hidden=[8]", ""},
+		{"gbdt", "learning_rate", "want key=value"},
+	}
+	for _, tt := range tests {
+		p := DefaultParams()
+		err := p.Set(tt.algorithm, tt.kv)
+		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Set(%s, %s) = %v, want %q", tt.algorithm, tt.kv, err, tt.wantErr)
+		}
+	}
+}

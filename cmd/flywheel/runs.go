@@ -123,6 +123,14 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // findRun finds a run by MLflow id, by local id (a replayed run carries it as
 // a tag) or, when MLflow is unreachable, in the local store.
 func findRun(ctx context.Context, tr *tracking, reader tracker.Tracker, id string) (tracker.Run, error) {
+	r, err := lookupRun(ctx, tr, reader, id)
+	if errors.Is(err, tracker.ErrNotFound) {
+		return r, fmt.Errorf("run %q not found (`flywheel runs list` shows the tracked runs): %w", id, err)
+	}
+	return r, err
+}
+
+func lookupRun(ctx context.Context, tr *tracking, reader tracker.Tracker, id string) (tracker.Run, error) {
 	r, err := reader.GetRun(ctx, id)
 	if err == nil || tr.remote == nil {
 		return r, err

@@ -14,9 +14,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
+	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/train"
 	"github.com/flywheel-ml/flywheel/train/dataset"
+	"github.com/flywheel-ml/flywheel/train/pipeline"
 )
 
 // stringList is a repeatable string flag.
@@ -36,10 +39,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		dataPath, name, algos, models, paramsFile, gitCommit string
 		trainFrom, trainUntil, testFrom, testUntil           string
-		experiment, experimentID, alias                      string
+		experiment, experimentID, alias, ortLib              string
 		seed                                                 int64
 		margin                                               float64
-		publish, quiet, track                                bool
+		publish, quiet, track, force                         bool
 		sets                                                 stringList
 		tf                                                   trackingFlags
 	)
@@ -59,6 +62,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float(&margin, "threshold-margin", "", train.DefaultThresholdMargin, "card thresholds = margin × test MAE / RMSE")
 	fs.String(&gitCommit, "git-commit", "", "", "commit recorded in the card (default: `git rev-parse HEAD`, when available)")
 	fs.Bool(&publish, "publish", "", true, "write the model into the repository (false: evaluate only)")
+	fs.Bool(&force, "force", "", false, "publish even when the newest version in the repository (the one serve loads) has a lower test MAE on the same test days")
+	fs.String(&ortLib, "ort-lib", ort.EnvVar, "", "path to libonnxruntime.so.1, to score the newest version when its card was tested on other days (default: lib/)")
 	fs.Bool(&quiet, "quiet", "", false, "no progress lines")
 	fs.Bool(&track, "track", "", true, "record every fit as a run in the experiment tracker (false: no tracking, no run id in the card)")
 	fs.String(&experiment, "experiment", "MLFLOW_EXPERIMENT_NAME", "", "tracker experiment by name (default: the model name)")
@@ -192,18 +197,24 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	printMetrics(stdout, results, len(data.Train), len(data.Test))
-	if !publish {
+	var refused error // the version serve loads is better: not published without --force
+	replaces := ""
+	if publish {
+		if replaces, refused = checkChampion(ctx, models, name, data, results[best], ortLib, force); refused != nil {
+			publish = false
+		}
+	} else {
 		fmt.Fprintln(stdout, "not published (--publish=false)")
 	}
 	if tracking == nil {
 		if !publish {
-			return nil
+			return refused
 		}
 		v, dir, err := train.Publish(models, name, results[best])
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, v, results[best].Algorithm, dir)
+		fmt.Fprintf(stdout, "published %s version %d (%s) to %s%s\n", name, v, results[best].Algorithm, dir, replaces)
 		return nil
 	}
 	// Finish every run; the published one registers its version first and
@@ -232,7 +243,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				continue
 			}
 			published = true
-			fmt.Fprintf(stdout, "published %s version %d (%s) to %s\n", name, pub.Version, results[i].Algorithm, pub.Dir)
+			fmt.Fprintf(stdout, "published %s version %d (%s) to %s%s\n", name, pub.Version, results[i].Algorithm, pub.Dir, replaces)
 			line := fmt.Sprintf("tracked %s run %s (%s)", results[i].Algorithm, run.ID(), tracking.Kind)
 			if pub.Unsynced {
 				line += ", complete in the local store only: `flywheel runs sync` replays it"
@@ -258,7 +269,47 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "warning: the model is published; tracking other runs failed: %v\n", errors.Join(errs...))
 		return nil
 	}
-	return errors.Join(errs...)
+	return errors.Join(append([]error{refused}, errs...)...)
+}
+
+// checkChampion compares the model about to be published with the newest
+// version in the repository (the one serve loads) on the same test days. It
+// returns what the publish replaces, for the "published" line, or an error
+// naming both figures when that version is better and force is off.
+func checkChampion(ctx context.Context, repo, name string, data *train.Data, cand *train.Result, ortLib string, force bool) (string, error) {
+	ch, err := train.FindChampion(repo, name)
+	if err != nil || ch == nil {
+		return "", err
+	}
+	days := fmt.Sprintf("%d test days, %s", len(data.Test), train.Range{From: data.Test[0].Date, Until: data.Test[len(data.Test)-1].Date})
+	score, err := train.ScoreChampion(ctx, ch, data, nil)
+	if err != nil && ch.Card != nil {
+		if _, _, ortErr := ort.Setup(ortLib); ortErr != nil {
+			err = fmt.Errorf("%w; ONNX Runtime: %v", err, ortErr)
+		} else {
+			score, err = train.ScoreChampion(ctx, ch, data, pipeline.ONNXPredictor{}.Predict)
+		}
+	}
+	mae := cand.Metrics["test"]["mae"]
+	switch {
+	case err != nil && force:
+		return fmt.Sprintf(", replacing version %d without comparing (--force: %v)", ch.Version, err), nil
+	case err != nil:
+		return "", fmt.Errorf("not published: cannot compare with version %d, which serve loads: %w (--force publishes without comparing)", ch.Version, err)
+	case score.MAE < mae && force:
+		return fmt.Sprintf(", replacing the better version %d (test MAE %.4f vs %.4f on the same %s; --force)", ch.Version, score.MAE, mae, days), nil
+	case score.MAE < mae:
+		return "", fmt.Errorf("not published: version %d (%s), which serve loads, has test MAE %.4f on the same %s; this %s model has %.4f. "+
+			"--force publishes it anyway as the next version, and serve switches to it", ch.Version, cardAlgorithm(ch.Card), score.MAE, days, cand.Algorithm, mae)
+	}
+	return fmt.Sprintf(", replacing version %d (test MAE %.4f → %.4f on the same %s)", ch.Version, score.MAE, mae, days), nil
+}
+
+func cardAlgorithm(c *modelrepo.Card) string {
+	if c == nil || c.Training.Algorithm == "" {
+		return "no card"
+	}
+	return c.Training.Algorithm
 }
 
 // trainAlias is the registry alias `flywheel train` moves to the version it

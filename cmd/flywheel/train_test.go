@@ -41,12 +41,12 @@ func TestTrainCommand(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(models, "ridership", "1", "model.onnx")); err != nil {
 		t.Fatal(err)
 	}
-	// A second run publishes version 2.
+	// A second run with a worse alpha publishes version 2 only with --force.
 	out.Reset()
-	if err := runTrain(context.Background(), append(args, "--set", "alpha=0.5", "--quiet"), &out, &errOut); err != nil {
+	if err := runTrain(context.Background(), append(args, "--set", "alpha=0.5", "--quiet", "--force"), &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "published ridership version 2") {
+	if !strings.Contains(out.String(), "published ridership version 2 (ridge) to "+filepath.Join(models, "ridership", "2")+", replacing the better version 1") {
 		t.Fatalf("%s", out.String())
 	}
 }
@@ -82,7 +82,7 @@ func TestTrainCommandBadInput(t *testing.T) {
 		{"empty test range", []string{"--test-from", "2030-01-01", "--test-until", "2030-12-31"}, "no rows"},
 		{"bad date", []string{"--test-from", "2012-13-01"}, "--test-from"},
 		{"unknown algorithm", []string{"--algorithm", "xgboost"}, `unknown algorithm "xgboost" (want one of ridge, mlp, gbdt)`},
-		{"unknown parameter", []string{"--algorithm", "gbdt", "--set", "leaves=3"}, "field leaves not found"},
+		{"unknown parameter", []string{"--algorithm", "gbdt", "--set", "leaves=3"}, `gbdt has no "leaves"; its keys are iterations, learning_rate, max_leaves`},
 		{"invalid parameter", []string{"--algorithm", "gbdt", "--set", "max_bins=256"}, "max_bins 256"},
 	}
 	for _, tc := range cases {
@@ -100,5 +100,51 @@ func TestTrainCommandBadInput(t *testing.T) {
 				t.Fatalf("a model was (partly) written: %v %v", err, entries)
 			}
 		})
+	}
+}
+
+// TestTrainKeepsABetterChampion: a manual train does not publish over the
+// version serve loads when that version has a lower test MAE on the same
+// days, says what it would replace, and publishes with --force.
+func TestTrainKeepsABetterChampion(t *testing.T) {
+	clearTrackingEnv(t)
+	models := t.TempDir()
+	champ := filepath.Join(models, "ridership", "1")
+	if err := os.MkdirAll(champ, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"model.onnx", modelrepo.CardFile} { // the committed mlp, test MAE 1.20 on 2012
+		b, err := os.ReadFile(filepath.Join("..", "..", "models", "ridership", "1", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(champ, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := []string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--quiet", "--track=false"}
+	tests := []struct {
+		name  string
+		extra []string
+		ok    bool
+		want  string
+		v2    bool
+	}{
+		{"refused", nil, false, "not published: version 1 (mlp), which serve loads, has test MAE 1.2027 on the same 366 test days, 2012-01-01 … 2012-12-31; this ridge model has 1.7867. --force publishes it", false},
+		{"forced", []string{"--force"}, true, "published ridership version 2 (ridge) to " + filepath.Join(models, "ridership", "2") + ", replacing the better version 1 (test MAE 1.2027 vs 1.7867", true},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		err := runTrain(context.Background(), append(args, tt.extra...), &out, &bytes.Buffer{})
+		got := out.String()
+		if err != nil {
+			got += err.Error()
+		}
+		if (err == nil) != tt.ok || !strings.Contains(got, tt.want) {
+			t.Errorf("%s: err %v, output:\n%s\nwant %q", tt.name, err, got, tt.want)
+		}
+		if _, err := os.Stat(filepath.Join(models, "ridership", "2")); (err == nil) != tt.v2 {
+			t.Errorf("%s: version 2 exists = %v, want %v", tt.name, err == nil, tt.v2)
+		}
 	}
 }

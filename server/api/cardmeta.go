@@ -3,14 +3,14 @@ package api
 import (
 	"strconv"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 // cardParameters is what model metadata tells a client from the model card
 // of the version that answers: the feature names of each input (so a named
 // /invocations request can be built without opening model.json), the task,
 // target and its unit, and the version's lineage. Nil without a card.
-func cardParameters(c *card.Card, version int64) map[string]any {
+func cardParameters(c *modelrepo.Card, version int64) map[string]any {
 	if c == nil {
 		return nil
 	}

@@ -5,21 +5,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/train/card"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
 func TestCardParameters(t *testing.T) {
-	full := &card.Card{Name: "ridership", Version: 3, Task: "regression", Target: "ridership", TargetUnit: "thousands of riders",
+	full := &modelrepo.Card{Name: "ridership", Version: 3, Task: "regression", Target: "ridership", TargetUnit: "thousands of riders",
 		CreatedAt: time.Date(2026, 11, 22, 7, 55, 35, 0, time.UTC),
-		Inputs:    []card.Tensor{{Name: "features", Features: []string{"Austin", "dow"}}},
-		Training: card.Training{Algorithm: "mlp", RunID: "r1", GitCommit: "abc",
-			Dataset: card.Dataset{Source: "data/chicago/chicago.csv", Digest: "sha256:x", From: "2001-01-22", Until: "2011-12-31"}},
+		Inputs:    []modelrepo.Tensor{{Name: "features", Features: []string{"Austin", "dow"}}},
+		Training: modelrepo.Training{Algorithm: "mlp", RunID: "r1", GitCommit: "abc",
+			Dataset: modelrepo.Dataset{Source: "data/chicago/chicago.csv", Digest: "sha256:x", From: "2001-01-22", Until: "2011-12-31"}},
 		Metrics:    map[string]map[string]float64{"test": {"mae": 1.2, "rmse": 1.7}},
 		Thresholds: map[string]float64{"mae": 1.5}}
-	two := &card.Card{Inputs: []card.Tensor{{Name: "a", Features: []string{"x"}}, {Name: "b", Features: []string{"y"}}}}
+	two := &modelrepo.Card{Inputs: []modelrepo.Tensor{{Name: "a", Features: []string{"x"}}, {Name: "b", Features: []string{"y"}}}}
 	tests := []struct {
 		name string
-		card *card.Card
+		card *modelrepo.Card
 		want map[string]any
 	}{
 		{"no card", nil, nil},
