@@ -40,7 +40,7 @@ var (
 
 // commandWords are the first words of inline code spans that count as commands.
 var commandWords = map[string]bool{
-	"flywheel": true, "make": true, "go": true, "curl": true, "promtool": true, "amtool": true,
+	"flywheel": true, "bin/flywheel": true, "make": true, "go": true, "curl": true, "promtool": true, "amtool": true,
 	"wrk": true, "k6": true, "awk": true, "sha256sum": true, "node": true, "npm": true,
 	"sqlite3": true, "git": true, "jq": true, "grep": true, "time": true, "issues": true,
 	"docker": true, "kubectl": true, "actionlint": true, "prometheus": true, "wc": true,

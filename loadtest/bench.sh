@@ -49,8 +49,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HERE=$ROOT/loadtest
 NODE_DIR=${NODE_DIR:-}
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while (($#)); do
   case $1 in
+    -h|--help) usage; exit 0 ;;
     --node-dir) NODE_DIR=$2; shift 2 ;;
     --node-dir=*) NODE_DIR=${1#*=}; shift ;;
     *) echo "unknown argument $1 (settings are environment variables, see the header)" >&2; exit 2 ;;

@@ -10,8 +10,14 @@
 #
 # Env: MODEL=mlp_small  CONC=64  DURATION=300  INTERVAL=10  BASELINE=60 (s; the reference sample)
 #      LIMIT=10 (%)  FLYWHEEL_BIN=bin/flywheel  FLYWHEEL_PORT=18080  FLYWHEEL_ARGS=
-# Exit status 1 when the bound is exceeded.
+# Exit status 1 when the bound is exceeded; --help prints this and does nothing else.
 set -euo pipefail
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+case ${1:-} in
+  -h|--help) usage; exit 0 ;;
+  "") ;;
+  *) echo "unknown argument $1 (settings are environment variables: loadtest/rss.sh --help)" >&2; exit 2 ;;
+esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODEL=${MODEL:-mlp_small}
 CONC=${CONC:-64}

@@ -2,6 +2,10 @@
 # A minimal external trainer: copies a known ONNX model and writes its card.
 # Usage: copy_trainer.sh DATASET OUTPUT_DIR (MODEL_SRC and CARD_SRC in env).
 set -eu
+case "${1:-}" in
+  -h|--help) sed -n '2,3s/^# //p' "$0"; exit 0 ;;
+esac
+[ $# -ge 2 ] || { echo "usage: copy_trainer.sh DATASET OUTPUT_DIR" >&2; exit 2; }
 out="$2"
 echo "dataset $1 has $(($(wc -l < "$1") - 1)) rows"
 echo "params $FLYWHEEL_PARAMS" >&2

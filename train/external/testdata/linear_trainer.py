@@ -8,10 +8,15 @@ least squares with numpy, and writes OUTPUT_DIR/model.onnx (input "features"
 FP32 [-1, F], output "prediction" FP32 [-1, 1]) and OUTPUT_DIR/model.json.
 Parameters come from FLYWHEEL_PARAMS (JSON): "l2" (default 0).
 """
-import csv
-import json
-import os
 import sys
+
+if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):  # before the heavy imports
+    print(__doc__.strip(), file=sys.stdout if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else sys.stderr)
+    sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
+
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
 
 import numpy as np
 import onnx
