@@ -19,3 +19,8 @@ test-go: pg-deps
 
 test-scale: pg-deps ## storage contract suites (SQLite and PostgreSQL) and multi-trainer tests
 	$(GO) test $(GO_TEST_FLAGS) ./internal/database/ ./server/predlog/ ./server/feedback/ ./train/jobs/
+
+.PHONY: bench-scale
+bench-scale: deps pg-deps ## prediction log on PostgreSQL vs SQLite: writer rows/s, and serve req/s at c=64 with every feature on vs the log off (~5 min; not in make test)
+	$(GO) test -run '^$$' -bench 'WriteBatch(Postgres)?$$/16xfp32/ordered' -benchtime 100x ./server/predlog/
+	$(GO) test -run '^$$' -bench 'ScalePredictionLog' -benchtime 40000x -timeout 30m ./internal/e2e/

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flywheel-ml/flywheel/internal/harness"
 )
 
 // BenchmarkRecord is the cost the prediction log adds to one inference:
@@ -54,6 +56,17 @@ func BenchmarkRecord(b *testing.B) {
 //
 // (the same with 40x; the difference of the totals over 20 × 1024 rows).
 func BenchmarkWriteBatch(b *testing.B) {
+	benchWriteBatch(b, func(b *testing.B) string { return b.TempDir() + "/bench.db" })
+}
+
+// BenchmarkWriteBatchPostgres is BenchmarkWriteBatch on a real PostgreSQL
+// 15 with its durable defaults (part of `make bench-scale`).
+func BenchmarkWriteBatchPostgres(b *testing.B) {
+	pg := harness.StartPostgres(b, harness.PostgresOptions{})
+	benchWriteBatch(b, func(b *testing.B) string { return pg.NewDatabase(b) })
+}
+
+func benchWriteBatch(b *testing.B, newURL func(*testing.B) string) {
 	for _, bc := range []struct {
 		name string
 		n    int
@@ -61,7 +74,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 		ids  string
 	}{{"50xfp64", 50, false, "ordered"}, {"16xfp32", 16, true, "ordered"}, {"16xfp32", 16, true, "random"}, {"256xfp32", 256, true, "ordered"}} {
 		b.Run(bc.name+"/"+bc.ids, func(b *testing.B) {
-			s, err := Open(context.Background(), b.TempDir()+"/bench.db", 5e9)
+			s, err := Open(context.Background(), newURL(b), 5e9)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -98,6 +111,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/row")
+			b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "rows/s")
 			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N*len(batch)), "cpu-ns/row")
 		})
 	}
