@@ -109,6 +109,8 @@ type Server struct {
 	ready   atomic.Bool
 	errs    httpapi.Errors
 	admin   fiber.Handler
+	// deadlines are the inference contexts (--infer-timeout)
+	deadlines deadlines
 }
 
 // New builds the fiber app and its routes. The server reports ready once
@@ -139,7 +141,7 @@ func New(o Options) (*Server, error) {
 		o.Version = "dev"
 	}
 	s := &Server{cfg: o.Config, repo: o.Repository, log: o.Logger, metrics: o.Metrics, obs: o.Observers,
-		name: o.Name, version: o.Version, newID: o.NewID, now: o.Now}
+		name: o.Name, version: o.Version, newID: o.NewID, now: o.Now, deadlines: deadlines{timeout: o.Config.InferTimeout}}
 	s.app = fiber.New(fiber.Config{
 		AppName:               o.Name,
 		BodyLimit:             o.Config.BodyLimit,
@@ -339,7 +341,8 @@ const sagemakerBinary = "application/vnd.sagemaker-triton.binary+json"
 func inferContent(c *fiber.Ctx) (headerLength string, err error) {
 	headerLength = c.Get(binarydata.HeaderContentLength)
 	ct := c.Get(fiber.HeaderContentType)
-	if ct == "" {
+	if ct == "" || ct == fiber.MIMEApplicationJSON {
+		// the common case without mime.ParseMediaType's parameter map
 		return headerLength, nil
 	}
 	mt, p, err := mime.ParseMediaType(ct)

@@ -147,8 +147,14 @@ func (s *Server) unload(c *fiber.Ctx) error {
 
 // run executes a leased version and records metrics and observations.
 func (s *Server) run(c *fiber.Ctx, l *repository.Lease, start time.Time, rid, protocol string, inputs []tensor.Tensor, p map[string]any) ([]tensor.Tensor, error) {
-	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.InferTimeout)
-	defer cancel()
+	ctx := c.UserContext()
+	if ctx == context.Background() {
+		ctx = s.deadlines.context(time.Now())
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.InferTimeout)
+		defer cancel()
+	}
 	var outs []tensor.Tensor
 	var err error
 	var tm repository.Timing
