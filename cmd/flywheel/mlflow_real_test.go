@@ -1,16 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,6 +159,10 @@ func TestRealMLflow(t *testing.T) {
 		if err != nil || strings.Count(out, "ridership-") < 3 || strings.Contains(out, "complete only locally") {
 			t.Errorf("runs list: %v\n%s", err, out)
 		}
+		out, err = runCLI(t, "list", "--filter", "metrics.test_mae < 1.5")
+		if err != nil || strings.Count(out, "ridership-") == 0 {
+			t.Errorf("runs list --filter: %v\n%s", err, out)
+		}
 		out, err = runCLI(t, "show", runIDs[2])
 		if err != nil || !strings.Contains(out, "FINISHED") || !strings.Contains(out, "model/MLmodel") {
 			t.Errorf("runs show: %v\n%s", err, out)
@@ -168,6 +176,8 @@ func TestRealMLflow(t *testing.T) {
 			t.Errorf("runs sync with nothing to replay: %v\n%s", err, out)
 		}
 	})
+
+	t.Run("ServeFromRegistry", func(t *testing.T) { serveFromRegistry(t, m, client, models, runIDs) })
 
 	t.Run("StoppedMidRunThenSync", func(t *testing.T) {
 		tf := trackingFlags{uri: m.URL, db: db, timeout: 2 * time.Second, retries: 0}
@@ -233,6 +243,185 @@ func TestRealMLflow(t *testing.T) {
 			t.Errorf("champion after sync %+v %v", champ, err)
 		}
 	})
+}
+
+// serveFromRegistry runs `flywheel serve --models models:/ridership@champion`
+// under a bounded load loop and moves the alias: back to version 1, to a
+// version whose model.onnx is corrupt (never served), to version 2 while
+// MLflow is down (serving continues; the move lands after MLflow is back).
+// No request may fail.
+func serveFromRegistry(t *testing.T, m *harness.MLflow, client *mlflow.Client, models string, runIDs []string) {
+	ctx := context.Background()
+	bin := harness.BuildFlywheel(t)
+	addr := harness.FreeAddr(t)
+	srv := harness.StartFlywheel(t, bin, "serve", addr, "/v2/models/ridership/ready",
+		"--models", "models:/ridership@champion", "--tracking-uri", m.URL, "--registry-poll", "300ms",
+		"--registry-cache", filepath.Join(t.TempDir(), "cache"), "--listen", addr, "--tracking-retries", "0", "--tracking-timeout", "2s")
+	c := loadCard(t, filepath.Join(models, "ridership", "3"))
+	row := make([]float32, len(c.FeatureNames()))
+	for i := range row {
+		row[i] = 1
+	}
+	body, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": c.Inputs[0].Name, "shape": []int{1, len(row)}, "datatype": "FP32", "data": row}}})
+	infer := func() (string, error) {
+		resp, err := httpClient.Post(srv.URL+"/v2/models/ridership/infer", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Version string `json:"model_version"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+			return "", fmt.Errorf("infer: %s %v", resp.Status, err)
+		}
+		return out.Version, nil
+	}
+	if v, err := infer(); err != nil || v != "3" {
+		t.Fatalf("serving %q %v, want the champion, version 3", v, err)
+	}
+	// Bounded load: two workers, at most 60 s or 200 000 requests.
+	var (
+		mu       sync.Mutex
+		sent     int
+		failures []error
+		seen     = map[string]int{}
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(60 * time.Second)
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100000 && time.Now().Before(deadline); i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v, err := infer()
+				time.Sleep(time.Millisecond) // bounded rate: the box is shared
+				mu.Lock()
+				sent++
+				seen[v]++
+				if err != nil {
+					failures = append(failures, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	waitServing := func(want string, within time.Duration) {
+		t.Helper()
+		start := time.Now()
+		end := start.Add(within)
+		for time.Now().Before(end) {
+			if v, err := infer(); err == nil && v == want {
+				t.Logf("alias moved to %s: serving it after %s (poll interval 300ms)", want, time.Since(start).Round(time.Millisecond))
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		v, err := infer()
+		t.Fatalf("still serving %q (%v) %s after the alias moved to %s\n%s", v, err, within, want, tail(srv.Logs()))
+	}
+	// A rollback to a lower version switches within the poll interval (+ load time).
+	if err := client.SetAlias(ctx, "ridership", "champion", "1"); err != nil {
+		t.Fatal(err)
+	}
+	waitServing("1", 15*time.Second)
+
+	// A version whose model.onnx is corrupt never replaces the serving one.
+	corrupt := registerCopy(t, client, runIDs[2], []byte("this is not an ONNX graph"))
+	if err := client.SetAlias(ctx, "ridership", "champion", corrupt); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(20 * time.Second)
+	for !srv.Contains("failed to load") && time.Now().Before(end) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !srv.Contains("failed to load") {
+		t.Errorf("the corrupt version %s was not tried\n%s", corrupt, tail(srv.Logs()))
+	}
+	time.Sleep(time.Second) // a few more polls
+	if v, err := infer(); err != nil || v != "1" {
+		t.Fatalf("after a corrupt version: serving %q %v, want 1", v, err)
+	}
+
+	// MLflow down: serving continues; the alias moved meanwhile is followed once it is back.
+	m.Stop()
+	time.Sleep(2 * time.Second)
+	if v, err := infer(); err != nil || v != "1" {
+		t.Fatalf("with MLflow down: serving %q %v, want 1", v, err)
+	}
+	m.Start()
+	if err := client.SetAlias(ctx, "ridership", "champion", "2"); err != nil {
+		t.Fatal(err)
+	}
+	waitServing("2", 15*time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("load loop: %d requests, by version %v, %d failed", sent, seen, len(failures))
+	if len(failures) > 0 || sent < 100 {
+		t.Fatalf("%d of %d requests failed, first: %v", len(failures), sent, failures[0])
+	}
+	if err := client.SetAlias(ctx, "ridership", "champion", "3"); err != nil {
+		t.Fatal(err)
+	}
+	httpClient.CloseIdleConnections() // serve drains open keep-alive connections on SIGTERM
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+func tail(s string) string {
+	if len(s) > 4000 {
+		return "…" + s[len(s)-4000:]
+	}
+	return s
+}
+
+// registerCopy registers a new version from a run holding the files of
+// fromRun's model/ with model.onnx replaced by graph; it returns the version.
+func registerCopy(t *testing.T, client *mlflow.Client, fromRun string, graph []byte) string {
+	t.Helper()
+	ctx := context.Background()
+	from, err := client.GetRun(ctx, fromRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := client.StartRun(ctx, from.Info.ExperimentID, tracker.RunOptions{Name: "corrupt-copy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := client.ListArtifacts(ctx, fromRun, "model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		var b []byte
+		if strings.HasSuffix(f.Path, "/model.onnx") {
+			b = graph
+		} else {
+			rc, err := client.OpenArtifact(ctx, fromRun, f.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ = io.ReadAll(rc)
+			rc.Close()
+		}
+		if err := client.LogArtifact(ctx, info.ID, f.Path, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := client.EndRun(ctx, info.ID, tracker.StatusFinished, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	mv, err := client.CreateModelVersion(ctx, "ridership", info.ID, "model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mv.Version
 }
 
 // pythonReader reads with MLflow's Python client what a tracker wrote.

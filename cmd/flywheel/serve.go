@@ -16,14 +16,19 @@ import (
 
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/metrics"
+	"github.com/flywheel-ml/flywheel/server/modelsource"
 	"github.com/flywheel-ml/flywheel/server/monitor"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
+	"github.com/flywheel-ml/flywheel/tracker/mlflow"
 )
 
 // serveFlags is the configuration of `flywheel serve`.
 type serveFlags struct {
-	models          string
+	models          stringList
+	registryCache   string
+	registryPoll    time.Duration
+	tracking        trackingFlags
 	listen          string
 	ortLib          string
 	adminToken      string
@@ -69,7 +74,11 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f serveFlags
 	fs := newFlagSet("serve", "Serve every ONNX model in a model repository over the Open Inference Protocol (KServe V2) and MLflow scoring REST APIs, hot-reloading new versions.")
-	fs.String(&f.models, "models", "", "./models", "model repository folder: <dir>/<model>/<version>/model.onnx (+ model.json, <dir>/<model>/config.yaml)")
+	fs.fs.Var(&f.models, "models", "model repository folder <dir>/<model>/<version>/model.onnx (+ model.json, <dir>/<model>/config.yaml), default ./models; or a registered model models:/<name>@<alias> (or models:/<name>/<version>) served from the MLflow registry at --tracking-uri, following the alias (repeat for several models)")
+	fs.add("models", "")
+	fs.String(&f.registryCache, "registry-cache", "", "var/registry-models", "with models:/ references: the local folder the registry's versions are downloaded into (kept across restarts)")
+	fs.Duration(&f.registryPoll, "registry-poll", "", 10*time.Second, "with models:/ references: how often the aliases are polled")
+	f.tracking.registerServer(fs, "MLflow tracking server URL the models:/ references are resolved at (e.g. http://127.0.0.1:5000)")
 	fs.String(&f.listen, "listen", "", ":8080", "HTTP listen address")
 	fs.String(&f.ortLib, "ort-lib", ort.EnvVar, "", "path to libonnxruntime.so.1 (default: lib/ in the working directory or the project root)")
 	fs.String(&f.adminToken, "admin-token", "", "", "bearer token required by repository load/unload and the feedback export (empty: they are disabled unless --insecure-admin)")
@@ -137,12 +146,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger.Info("ONNX Runtime loaded", "component", "ort", "path", libPath, "version", ortVersion)
 
-	st, err := os.Stat(f.models)
+	root, follower, err := modelSource(ctx, f, logger)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(root)
 	switch {
 	case err != nil:
-		return fmt.Errorf("model repository --models %s: %w", f.models, errors.Unwrap(err))
+		return fmt.Errorf("model repository --models %s: %w", root, errors.Unwrap(err))
 	case !st.IsDir():
-		return fmt.Errorf("model repository --models %s is not a directory", f.models)
+		return fmt.Errorf("model repository --models %s is not a directory", root)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -160,7 +173,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// the repository (and its batchers) exist before the server does.
 	var openConns connCounter
 	rcfg := repository.DefaultConfig()
-	rcfg.Root = f.models
+	rcfg.Root = root
 	rcfg.RescanInterval = f.rescanInterval
 	rcfg.Session = ort.SessionOptions{IntraOpThreads: f.intraOpThreads, InterOpThreads: f.interOpThreads, GraphOptimization: f.graphOpt, MaxOutputElements: f.maxOutput}
 	repo, err := repository.New(repository.Options{Config: rcfg, Logger: logger.With("component", "repository"), Metrics: m,
@@ -169,7 +182,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{err}
 	}
 	if err := repo.Scan(ctx); err != nil {
-		return fmt.Errorf("model repository --models %s: %w", f.models, err)
+		return fmt.Errorf("model repository --models %s: %w", root, err)
 	}
 	defer repo.Close()
 	idx := repo.Index()
@@ -180,9 +193,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if len(idx) == 0 {
-		logger.Warn("model repository is empty; serving nothing until a model is published", "component", "repository", "dir", f.models)
+		logger.Warn("model repository is empty; serving nothing until a model is published", "component", "repository", "dir", root)
 	} else {
-		logger.Info("model repository scanned", "component", "repository", "dir", f.models, "versions", len(idx), "ready", ready)
+		logger.Info("model repository scanned", "component", "repository", "dir", root, "versions", len(idx), "ready", ready)
 	}
 
 	acfg := api.DefaultConfig()
@@ -222,6 +235,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	mon.Start()
 	watchDone := make(chan error, 1)
 	go func() { watchDone <- repo.Run(watchCtx) }()
+	followDone := make(chan error, 1)
+	if follower != nil {
+		follower.SetRepository(repo)
+		go func() { followDone <- follower.Run(watchCtx) }()
+	} else {
+		followDone <- nil
+	}
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(ln) }()
 	srv.SetReady(true)
@@ -242,6 +262,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	stopWatch()
 	<-watchDone
+	<-followDone
 	if err := mon.Close(); err != nil {
 		logger.Warn("closing the prediction database", "component", "predlog", "err", err)
 	}
@@ -253,4 +274,48 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("HTTP server: %w", serveErr)
 	}
 	return nil
+}
+
+// modelSource splits --models into one repository folder or models:/
+// references. With references it builds the registry follower, downloads
+// the current versions into --registry-cache (a registry that cannot be
+// reached leaves the cached versions serving) and returns that folder.
+func modelSource(ctx context.Context, f serveFlags, logger *slog.Logger) (string, *modelsource.Follower, error) {
+	var dirs []string
+	var refs []modelsource.Ref
+	for _, m := range f.models {
+		if !modelsource.IsRef(m) {
+			dirs = append(dirs, m)
+			continue
+		}
+		ref, err := modelsource.ParseRef(m)
+		if err != nil {
+			return "", nil, usageError{fmt.Errorf("--models %w", err)}
+		}
+		refs = append(refs, ref)
+	}
+	switch {
+	case len(refs) == 0 && len(dirs) == 0:
+		return "./models", nil, nil
+	case len(refs) == 0 && len(dirs) == 1:
+		return dirs[0], nil, nil
+	case len(refs) == 0:
+		return "", nil, usageError{fmt.Errorf("--models: one repository folder, not %d (%s)", len(dirs), strings.Join(dirs, ", "))}
+	case len(dirs) > 0:
+		return "", nil, usageError{fmt.Errorf("--models: either a repository folder or models:/ references, not both (%s)", strings.Join(dirs, ", "))}
+	case f.tracking.uri == "":
+		return "", nil, usageError{errors.New("--models models:/…: set --tracking-uri or MLFLOW_TRACKING_URI to the MLflow server")}
+	}
+	client, err := mlflow.New(mlflow.Options{Config: f.tracking.mlflowConfig(), Logger: logger})
+	if err != nil {
+		return "", nil, usageError{fmt.Errorf("--tracking-uri=%q: %w", f.tracking.uri, err)}
+	}
+	fl, err := modelsource.New(modelsource.Config{Refs: refs, Dir: f.registryCache, Interval: f.registryPoll}, client, logger)
+	if err != nil {
+		return "", nil, usageError{err}
+	}
+	if err := fl.Sync(ctx); err != nil {
+		logger.Warn("registry not fully synced at start; serving what --registry-cache holds and polling", "component", "modelsource", "dir", fl.Dir(), "err", err)
+	}
+	return fl.Dir(), fl, nil
 }

@@ -23,11 +23,16 @@ type trackingFlags struct {
 }
 
 func (f *trackingFlags) register(fs *flagSet) {
-	fs.String(&f.uri, "tracking-uri", "MLFLOW_TRACKING_URI", "", "MLflow tracking server URL (e.g. http://127.0.0.1:5000); empty = track in the local SQLite database only")
+	f.registerServer(fs, "MLflow tracking server URL (e.g. http://127.0.0.1:5000); empty = track in the local SQLite database only")
+	fs.String(&f.db, "tracking-db", "", sqlite.DefaultConfig().Path, "SQLite tracking database (the store without MLflow, the fallback with it; artifacts go to <name>-artifacts/ beside it)")
+}
+
+// registerServer registers the flags that reach the MLflow server only.
+func (f *trackingFlags) registerServer(fs *flagSet, uriUsage string) {
+	fs.String(&f.uri, "tracking-uri", "MLFLOW_TRACKING_URI", "", uriUsage)
 	fs.String(&f.token, "tracking-token", "MLFLOW_TRACKING_TOKEN", "", "bearer token for the MLflow server")
 	fs.String(&f.username, "tracking-username", "MLFLOW_TRACKING_USERNAME", "", "basic-auth user for the MLflow server")
 	fs.String(&f.password, "tracking-password", "MLFLOW_TRACKING_PASSWORD", "", "basic-auth password for the MLflow server")
-	fs.String(&f.db, "tracking-db", "", sqlite.DefaultConfig().Path, "SQLite tracking database (the store without MLflow, the fallback with it; artifacts go to <name>-artifacts/ beside it)")
 	fs.Duration(&f.timeout, "tracking-timeout", "", mlflow.DefaultConfig().Timeout, "timeout of one MLflow request attempt")
 	fs.Int(&f.retries, "tracking-retries", "", mlflow.DefaultConfig().RetryMax, "retries of a failed MLflow request (connection errors, 429, 5xx) with exponential backoff and jitter")
 }

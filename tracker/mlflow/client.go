@@ -205,6 +205,9 @@ func decodeError(op string, resp *http.Response, data []byte) error {
 		e.Message = fmt.Sprintf("HTTP %d (non-JSON answer: is the tracking URI an MLflow server with this endpoint?)", resp.StatusCode)
 	}
 	e.Kind = kindOf(e.Code, resp.StatusCode)
+	if e.Code == "INTERNAL_ERROR" && strings.Contains(e.Message, "No such file or directory") {
+		e.Kind = tracker.ErrNotFound // how MLflow 2.10.2 answers a missing proxied artifact
+	}
 	return e
 }
 
@@ -608,6 +611,35 @@ func (c *Client) doRaw(ctx context.Context, method, escapedPath string, body []b
 // OpenArtifact downloads an artifact through the proxied artifact API.
 func (c *Client) OpenArtifact(ctx context.Context, runID, rel string) (io.ReadCloser, error) {
 	p, err := c.artifactPath(ctx, runID, rel)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := c.doRaw(ctx, http.MethodGet, p, nil, &buf); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(&buf), nil
+}
+
+// GetModelVersionDownloadURI is the artifact URI MLflow stores a version's
+// files under (model-versions/get-download-uri).
+func (c *Client) GetModelVersionDownloadURI(ctx context.Context, name, version string) (string, error) {
+	var out struct {
+		ArtifactURI string `json:"artifact_uri"`
+	}
+	if err := c.getJSON(ctx, "model-versions/get-download-uri", url.Values{"name": {name}, "version": {version}}, &out); err != nil {
+		return "", err
+	}
+	if out.ArtifactURI == "" {
+		return "", &tracker.Error{Kind: tracker.ErrNotFound, Op: "mlflow GET model-versions/get-download-uri", Message: fmt.Sprintf("no artifact URI for version %s of %q", version, name)}
+	}
+	return out.ArtifactURI, nil
+}
+
+// OpenArtifactURI downloads rel under an mlflow-artifacts: URI (e.g. a
+// model version's download URI) through the proxied artifact API.
+func (c *Client) OpenArtifactURI(ctx context.Context, uri, rel string) (io.ReadCloser, error) {
+	p, err := ArtifactAPIPath(uri, rel)
 	if err != nil {
 		return nil, err
 	}

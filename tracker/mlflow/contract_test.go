@@ -335,9 +335,28 @@ func contractRegistry(t *testing.T, c *mlflow.Client, _ string) {
 	if err := c.CreateRegisteredModel(ctx, name); err != nil {
 		t.Fatalf("existing model must not be an error: %v", err)
 	}
+	if err := c.LogArtifact(ctx, info.ID, "model/MLmodel", strings.NewReader("flavors: {}\n")); err != nil {
+		t.Fatal(err)
+	}
 	mv, err := c.CreateModelVersion(ctx, name, info.ID, "model")
 	if err != nil || mv.Version != "1" || mv.Source != info.ArtifactURI+"/model" || mv.RunID != info.ID {
 		t.Fatalf("version %+v %v", mv, err)
+	}
+	uri, err := c.GetModelVersionDownloadURI(ctx, name, "1")
+	if err != nil || uri != mv.Source {
+		t.Fatalf("download uri %q %v, source %s", uri, err, mv.Source)
+	}
+	rc, err := c.OpenArtifactURI(ctx, uri, "MLmodel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "flavors: {}\n" {
+		t.Fatalf("version file through its download uri: %q", b)
+	}
+	if _, err := c.OpenArtifactURI(ctx, uri, "missing.onnx"); !errors.Is(err, tracker.ErrNotFound) {
+		t.Errorf("missing version file: %v, want ErrNotFound", err)
 	}
 	mv2, err := c.CreateModelVersion(ctx, name, other.ID, "model")
 	if err != nil || mv2.Version != "2" {

@@ -995,7 +995,8 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request, p string) {
 		data, ok := s.artifacts[p]
 		s.mu.Unlock()
 		if !ok {
-			writeError(w, 404, "RESOURCE_DOES_NOT_EXIST", "File not found: "+p)
+			// MLflow 2.10.2 answers a missing proxied artifact with a 500.
+			writeError(w, 500, "INTERNAL_ERROR", "The following failures occurred while downloading one or more artifacts from artifacts:\n##### File "+p+" #####\n[Errno 2] No such file or directory: '"+p+"'")
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
