@@ -1,0 +1,136 @@
+package hostile_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/server/api"
+	"github.com/flywheel-ml/flywheel/server/monitor"
+	"github.com/flywheel-ml/flywheel/server/ort"
+	"github.com/flywheel-ml/flywheel/server/repository"
+	"github.com/flywheel-ml/flywheel/server/testmodel"
+)
+
+// fuzzPaths are the routes whose whole request is fuzzed.
+var fuzzPaths = []string{"/v2/models/mlp/infer", "/invocations?model=mlp", "/v1/feedback", "/v2/models/cos/infer"}
+
+// startInProcess serves an mlp and a ConstantOfShape model with the
+// prediction log and feedback on, behind the real fiber app on 127.0.0.1.
+func startInProcess(t testing.TB) string {
+	t.Helper()
+	if _, _, err := ort.Setup(""); err != nil {
+		t.Fatalf("ONNX Runtime: %v", err)
+	}
+	root := t.TempDir()
+	for name, b := range map[string][]byte{"mlp": testmodel.MLPSmall(), "cos": testmodel.ConstantOfShape()} {
+		dir := filepath.Join(root, "models", name, "1")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logger := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	mcfg := monitor.DefaultConfig()
+	mcfg.DB = filepath.Join(root, "flywheel.db")
+	mcfg.FeedbackRate = -1
+	mon, err := monitor.New(ctx, monitor.Options{Config: mcfg, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := repository.DefaultConfig()
+	rc.Root, rc.RescanInterval = filepath.Join(root, "models"), 0
+	rc.Session.MaxOutputElements = 1 << 16
+	repo, err := repository.New(repository.Options{Config: rc, Logger: logger, OnChange: mon.OnChange})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := api.DefaultConfig()
+	// A request whose declared length exceeds what the client sends (a
+	// fuzzed Content-Length) waits for the read timeout, then closes.
+	cfg.BodyLimit, cfg.InferTimeout, cfg.ReadTimeout = 64<<10, 5*time.Second, 2*time.Second
+	srv, err := api.New(api.Options{Config: cfg, Repository: repo, Logger: logger, Observers: []api.Observer{mon}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon.Register(srv.App())
+	mon.Start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	srv.SetReady(true)
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+		_ = mon.Close()
+		_ = repo.Close()
+		cancel()
+	})
+	return ln.Addr().String()
+}
+
+// FuzzHTTPRequest sends whole HTTP requests (request line, fuzzed header
+// block, fuzzed body) to infer, /invocations and feedback over a real
+// socket. Whatever the bytes, the server answers with a status below 500
+// (or 503), or closes the connection, and keeps serving.
+func FuzzHTTPRequest(f *testing.F) {
+	f.Add(uint8(0), "Content-Type: application/json\r\n", []byte(`{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}`))
+	f.Add(uint8(1), "Content-Type: application/json\r\n", []byte(`{"inputs":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}`))
+	f.Add(uint8(2), "Content-Type: application/json\r\n", []byte(`{"id":"x","value":1,"model":"mlp","features":{"a":1}}`))
+	f.Add(uint8(3), "Content-Type: application/json\r\n", []byte(`{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,100000000]}]}`))
+	f.Add(uint8(0), "Content-Encoding: gzip\r\n", []byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"))
+	f.Add(uint8(0), "Content-Length: 3\r\n", []byte(`{}`))
+	f.Add(uint8(2), "Transfer-Encoding: chunked\r\n", []byte("2\r\n{}\r\n0\r\n\r\n"))
+	f.Add(uint8(0), "Inference-Header-Content-Length: 5\r\nContent-Type: application/octet-stream\r\n", []byte(`{"in`))
+	addr := startInProcess(f)
+	f.Fuzz(func(t *testing.T, target uint8, header string, body []byte) {
+		path := fuzzPaths[int(target)%len(fuzzPaths)]
+		req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: fuzz\r\n%s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", path, header, len(body))
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("server gone: %v", err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
+		if _, err := io.WriteString(conn, req); err != nil {
+			return // closed early on a bad header block
+		}
+		_, _ = conn.Write(body)
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			if strings.Contains(err.Error(), "timeout") {
+				t.Fatalf("neither an answer nor a close within 15 s (read timeout 2 s, inference 5 s): %v", err)
+			}
+			return // the server closed the connection: allowed
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode >= 500 && res.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("%s with header %q: %d %s", path, header, res.StatusCode, b)
+		}
+		// The server still answers a plain request.
+		c2, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("server stopped accepting after %q: %v", header, err)
+		}
+		c2.Close()
+	})
+}
