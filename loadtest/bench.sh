@@ -20,7 +20,9 @@
 #   4. prints every run, then the median per (model, concurrency) with ratios.
 #
 # Environment:
-#   TARGETS="flywheel node ceiling"   servers to run (flywheel is skipped with a note if it cannot start);
+#   TARGETS="flywheel nolog node ceiling"   servers to run (flywheel is skipped with a note if it cannot start);
+#              nolog = the same flywheel serve with the prediction log off (--predlog-db=, on
+#              FLYWHEEL_NOLOG_PORT=FLYWHEEL_PORT+4): the log's cost as flywheel ÷ nolog in one sitting;
 #              ceiling = loadtest/ceiling, a fasthttp server answering a fixed body without parsing or
 #              running anything: what any server can reach here with wrk on the same cores (CEILING_PORT=18083)
 #   MODELS="mlp_small mlp_wide ridership"   (ridership only if models/ridership/<v>/ exists)
@@ -63,7 +65,8 @@ if [[ -z $NODE_DIR ]]; then
     [[ -f $d/server.js ]] && { NODE_DIR=$(cd "$d" && pwd); break; }
   done
 fi
-TARGETS=${TARGETS:-"flywheel node ceiling"}
+TARGETS=${TARGETS:-"flywheel nolog node ceiling"}
+FLYWHEEL_NOLOG_PORT=${FLYWHEEL_NOLOG_PORT:-$((${FLYWHEEL_PORT:-18080} + 4))}
 CEILING_PORT=${CEILING_PORT:-18083}
 MODELS=${MODELS:-"mlp_small mlp_wide ridership"}
 CONCURRENCY=${CONCURRENCY:-"1 8 64"}
@@ -162,23 +165,25 @@ declare -A URL SPIDS
 run_targets=()
 for t in $TARGETS; do
   case $t in
-    flywheel)
+    flywheel | nolog)
       # a stale bin/flywheel would measure old code: rebuild (cheap when up to date)
-      if [[ $FLYWHEEL_BIN == "$ROOT/bin/flywheel" ]]; then
+      if [[ $FLYWHEEL_BIN == "$ROOT/bin/flywheel" && -z ${built:-} ]]; then
         (cd "$ROOT" && make -s build) || true
+        built=1
       fi
-      log=$TMP/flywheel.log
+      port=$FLYWHEEL_PORT db=$TMP/predlog.db
+      [[ $t == nolog ]] && port=$FLYWHEEL_NOLOG_PORT db=
+      log=$TMP/$t.log
       # shellcheck disable=SC2086
-      "$FLYWHEEL_BIN" serve --models "$TMP/models" --listen "127.0.0.1:$FLYWHEEL_PORT" \
-        --predlog-db "$TMP/predlog.db" $FLYWHEEL_ARGS >"$log" 2>&1 &
+      "$FLYWHEEL_BIN" serve --models "$TMP/models" --listen "127.0.0.1:$port" \
+        --predlog-db="$db" $FLYWHEEL_ARGS >"$log" 2>&1 &
       pid=$!
       PIDS+=("$pid")
-      if wait_ready "http://127.0.0.1:$FLYWHEEL_PORT/v2/health/ready" "$pid" "$log"; then
-        for m in "${models[@]}"; do URL[flywheel,$m]=http://127.0.0.1:$FLYWHEEL_PORT; done
-        SPIDS[flywheel]=$(pids_of "$pid")
-        run_targets+=(flywheel)
+      if wait_ready "http://127.0.0.1:$port/v2/health/ready" "$pid" "$log"; then
+        for m in "${models[@]}"; do URL[$t,$m]=http://127.0.0.1:$port; SPIDS[$t,$m]=$(pids_of "$pid"); done
+        run_targets+=("$t")
       else
-        echo "note: flywheel serve did not start; running without it" >&2
+        echo "note: flywheel serve ($t) did not start; running without it" >&2
       fi
       ;;
     node)
@@ -235,7 +240,7 @@ for t in $TARGETS; do
       for m in "${models[@]}"; do URL[ceiling,$m]=http://127.0.0.1:$CEILING_PORT; SPIDS[ceiling,$m]=$pid; done
       run_targets+=(ceiling)
       ;;
-    *) echo "unknown target $t (flywheel, node, ceiling)" >&2; exit 2 ;;
+    *) echo "unknown target $t (flywheel, nolog, node, ceiling)" >&2; exit 2 ;;
   esac
 done
 ((${#run_targets[@]} > 0)) || { echo "no server to benchmark" >&2; exit 1; }
@@ -243,7 +248,6 @@ if [[ $ORTLOOP == 1 ]] && ! (cd "$ROOT" && go build -o "$TMP/ortloop" ./loadtest
   echo "note: loadtest/ortloop did not build; no ONNX Runtime ceiling in the table" >&2
   ORTLOOP=0
 fi
-[[ -n ${SPIDS[flywheel]:-} ]] && for m in "${models[@]}"; do SPIDS[flywheel,$m]=${SPIDS[flywheel]}; done
 
 # ---- load ---------------------------------------------------------------
 cpu_ticks() { # utime+stime of the given pids, in clock ticks
@@ -384,7 +388,7 @@ if ((${#tools[@]} > 0)); then
   for m in "${models[@]}"; do
     rate=$OPEN_RATE
     if [[ $rate == auto ]]; then
-      rate=$(awk -F'\t' -v m="$m" '$2 == m && $1 != "ceiling" { k = $1 SUBSEP $3; s[k] += $5; n[k]++; srv[$1] = 1 }
+      rate=$(awk -F'\t' -v m="$m" '$2 == m && $1 != "ceiling" && $1 != "nolog" { k = $1 SUBSEP $3; s[k] += $5; n[k]++; srv[$1] = 1 }
         END { lo = -1
           for (t in srv) { best = 0
             for (k in s) { split(k, a, SUBSEP); if (a[1] == t && s[k] / n[k] > best) best = s[k] / n[k] }
@@ -394,7 +398,7 @@ if ((${#tools[@]} > 0)); then
     ((rate > 0)) || continue
     for tool in "${tools[@]}"; do
       for t in "${run_targets[@]}"; do
-        [[ $t == ceiling ]] && continue
+        [[ $t == ceiling || $t == nolog ]] && continue
         url="${URL[$t,$m]}/v2/models/$m/infer"
         if [[ $tool == k6 ]]; then
           line=$(MODEL=$m FEATURES=${FEATURES[$m]} INPUT=${INPUT[$m]} BATCH=$BATCH timeout 300 "$K6" run -q \
@@ -425,8 +429,8 @@ fi
   echo
   echo "Machine: $NCPU × $CPU_MODEL; load average $LOAD_BEFORE before the runs, $(cut -d' ' -f1-3 /proc/loadavg) after."
   echo
-  echo "| model | conc | flywheel req/s | node req/s | flywheel ÷ node | ceiling req/s | flywheel ÷ ceiling | ortloop rows/s | flywheel ÷ min(ceiling, ortloop) | flywheel p50 ms | flywheel p99 ms | node p99 ms | ceiling p99 ms | flywheel p99 ÷ ceiling p99 | flywheel overhead p50 µs |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| model | conc | flywheel req/s | node req/s | flywheel ÷ node | ceiling req/s | flywheel ÷ ceiling | ortloop rows/s | flywheel ÷ min(ceiling, ortloop) | no-log req/s | log on ÷ off | flywheel p50 ms | flywheel p99 ms | node p99 ms | ceiling p99 ms | flywheel p99 ÷ ceiling p99 | flywheel overhead p50 µs |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   awk -F'\t' -v ortres="$ORTRES" '
     function median(key, col,    n, i, j, v, tmp) {
       n = cnt[key]; for (i = 1; i <= n; i++) v[i] = val[key, i, col]
@@ -450,8 +454,10 @@ fi
         or = cnt["ortloop" SUBSEP m] ? median("ortloop" SUBSEP m, "rps") : ""
         lim = cr; if (or != "" && (lim == "" || or < lim)) lim = or
         fp99 = get("flywheel", m, c, "p99"); cp99 = get("ceiling", m, c, "p99")
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m, c,
+        xr = get("nolog", m, c, "rps")
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m, c,
           cell(fr, "%.0f"), cell(nr, "%.0f"), ratio(fr, nr), cell(cr, "%.0f"), ratio(fr, cr), cell(or, "%.0f"), ratio(fr, lim),
+          cell(xr, "%.0f"), ratio(fr, xr),
           cell(get("flywheel", m, c, "p50"), "%.3f"), cell(fp99, "%.3f"), cell(get("node", m, c, "p99"), "%.3f"),
           cell(cp99, "%.3f"), ratio(fp99, cp99), cell(get("flywheel", m, c, "ovh"), "%s")
       }
@@ -465,6 +471,8 @@ fi
   echo "Node peer: ${NODE_WORKERS}-worker cluster; ORT default threads for mlp_small/ridership, INTRA_OP_THREADS=$NODE_WIDE_INTRA for mlp_wide."
   echo "ortloop: loadtest/ortloop, ONNX Runtime's Run on preallocated tensors of $ORTLOOP_BATCH rows, $ORTLOOP_GOROUTINES goroutines with a session"
   echo "and one intra-op thread each, ${ORTLOOP_DURATION} per repeat: the model's ceiling here; flywheel ÷ min(ceiling, ortloop) is the issue's ratio."
+  echo "no-log: the same flywheel serve with the prediction log off (--predlog-db=; drift, metrics and request ids on), run"
+  echo "back to back with it: log on ÷ off is the prediction log's share of req/s."
   if [[ -s $OPENRES ]]; then
     echo
     echo "## Open loop: constant arrival rate, ${OPEN_DURATION} per run, the same rate for both servers"
