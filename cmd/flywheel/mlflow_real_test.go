@@ -73,11 +73,8 @@ func TestRealMLflow(t *testing.T) {
 				mv.Tags[train.VersionTagAlgorithm] != algo || mv.Description == "" {
 				t.Errorf("%s: version %+v %v", algo, mv, err)
 			}
-			if algo == train.GBDT {
-				hist, err := client.MetricHistory(ctx, run.Info.ID, train.StepPrefix+"valid_rmse")
-				if err != nil || len(hist) != 12 || hist[11].Step != 12 {
-					t.Errorf("gbdt step metrics: %d values %v", len(hist), err)
-				}
+			if algo == train.GBDT { // everything a tracked fit holds, as MLflow answers it
+				checkTrackedRun(t, realRun(t, client, run.Info.ID), c, filepath.Join(models, "ridership", strconv.Itoa(v)))
 			}
 		}
 		champ, err := client.GetModelVersionByAlias(ctx, "ridership", "champion")
@@ -225,6 +222,28 @@ func TestRealMLflow(t *testing.T) {
 		r, err := client.GetRun(ctx, run.ID())
 		if err != nil || r.Info.Status != tracker.StatusFinished || len(r.Datasets) != 2 || r.Tags[train.TagModelVersion] != strconv.Itoa(pub.Version) {
 			t.Fatalf("replayed run %+v %v", r.Info, err)
+		}
+		// Exactly the local run: params, tags, every metric value with its
+		// step and timestamp, nothing twice.
+		got, local := realRun(t, client, run.ID()), sqliteRun(t, db, r.Tags[tracker.TagLocalRunID])
+		if fmt.Sprint(metricSet(got.metrics)) != fmt.Sprint(metricSet(local.metrics)) {
+			t.Errorf("metrics differ:\nMLflow %v\nlocal  %v", metricSet(got.metrics), metricSet(local.metrics))
+		}
+		if fmt.Sprint(got.params) != fmt.Sprint(local.params) || got.info.StartTime != local.info.StartTime || got.info.EndTime != local.info.EndTime {
+			t.Errorf("params or times differ: %v %v / %v", got.params, got.info, local.info)
+		}
+		for k, v := range local.tags {
+			if got.tags[k] != v {
+				t.Errorf("tag %s: MLflow %q, local %q", k, got.tags[k], v)
+			}
+		}
+		for p, b := range local.artifacts {
+			if !bytes.Equal(got.artifacts[p], b) {
+				t.Errorf("artifact %s differs after the replay", p)
+			}
+		}
+		if out, err := runCLI(t, "show", r.Tags[tracker.TagLocalRunID]); err != nil || !strings.Contains(out, "local run") || !strings.Contains(out, "FINISHED") {
+			t.Errorf("runs show by local id: %v\n%s", err, out)
 		}
 		arts, err := client.ListArtifacts(ctx, run.ID(), "model")
 		if err != nil || len(arts) != 7 {
@@ -422,6 +441,54 @@ func registerCopy(t *testing.T, client *mlflow.Client, fromRun string, graph []b
 		t.Fatal(err)
 	}
 	return mv.Version
+}
+
+// realRun is what the MLflow server holds about a run, in checkTrackedRun's
+// shape: full metric histories, every artifact's bytes, its versions.
+func realRun(t *testing.T, c *mlflow.Client, runID string) trackedRun {
+	t.Helper()
+	ctx := context.Background()
+	r, err := c.GetRun(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := trackedRun{info: r.Info, params: r.Params, tags: r.Tags, datasets: r.Datasets, artifacts: map[string][]byte{}}
+	for k := range r.Metrics {
+		h, err := c.MetricHistory(ctx, runID, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.metrics = append(out.metrics, h...)
+	}
+	var walk func(dir string)
+	walk = func(dir string) {
+		files, err := c.ListArtifacts(ctx, runID, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if f.IsDir {
+				walk(f.Path)
+				continue
+			}
+			rc, err := c.OpenArtifact(ctx, runID, f.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.artifacts[f.Path], _ = io.ReadAll(rc)
+			rc.Close()
+		}
+	}
+	walk("")
+	vs, err := c.SearchModelVersions(ctx, fmt.Sprintf("name='ridership' and run_id='%s'", runID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.versions = vs
+	if mv, err := c.GetModelVersionByAlias(ctx, "ridership", "champion"); err == nil {
+		out.champion = mv.Version
+	}
+	return out
 }
 
 // pythonReader reads with MLflow's Python client what a tracker wrote.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 )
 
@@ -89,47 +88,6 @@ func TestRunsSQLite(t *testing.T) {
 		if _, err := runCLI(t, bad...); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
-	}
-}
-
-func TestRunsSyncAgainstMLflow(t *testing.T) {
-	clearTrackingEnv(t)
-	srv, err := mlflowtest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	db := filepath.Join(t.TempDir(), "tracking.db")
-	tf := trackingFlags{uri: srv.URL, db: db, timeout: 2 * time.Second, retries: 1}
-	srv.Stop()
-	tr, err := tf.open(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := logRun(t, tr, "offline-a", "0.1", 1.25)
-	tr.Close()
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := runCLI(t, "sync", "--tracking-uri", srv.URL, "--tracking-db", db)
-	if err != nil || !strings.Contains(out, "1 complete in MLflow") {
-		t.Fatalf("sync: %v\n%s", err, out)
-	}
-	if runs := srv.Runs(); len(runs) != 1 || runs[0].Params["learning_rate"] != "0.1" || len(runs[0].Metrics) != 4 {
-		t.Fatalf("MLflow holds %+v", runs)
-	}
-	out, err = runCLI(t, "list", "--tracking-uri", srv.URL, "--tracking-db", db)
-	if err != nil || !strings.Contains(out, "offline-a") {
-		t.Errorf("list from MLflow: %v\n%s", err, out)
-	}
-	// The local id still finds the replayed run.
-	out, err = runCLI(t, "show", "--tracking-uri", srv.URL, "--tracking-db", db, a)
-	if err != nil || !strings.Contains(out, "local run") || !strings.Contains(out, a) {
-		t.Errorf("show by local id: %v\n%s", err, out)
-	}
-	out, err = runCLI(t, "sync", "--tracking-uri", srv.URL, "--tracking-db", db)
-	if err != nil || !strings.Contains(out, "0 checked") {
-		t.Errorf("second sync: %v\n%s", err, out)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 	"github.com/flywheel-ml/flywheel/train"
 )
@@ -87,18 +86,6 @@ func sqliteRun(t *testing.T, db, runID string) trackedRun {
 	}
 	if mv, err := s.GetModelVersionByAlias(ctx, "ridership", "champion"); err == nil {
 		out.champion = mv.Version
-	}
-	return out
-}
-
-func serverRun(t *testing.T, srv *mlflowtest.Server, r mlflowtest.Run) trackedRun {
-	t.Helper()
-	out := trackedRun{info: r.Info, params: r.Params, tags: r.Tags, metrics: r.Metrics, datasets: r.Datasets,
-		artifacts: srv.Artifacts(r.Info.ID), champion: srv.Alias("ridership", "champion")}
-	for _, v := range srv.ModelVersions("ridership") {
-		if v.RunID == r.Info.ID {
-			out.versions = append(out.versions, v)
-		}
 	}
 	return out
 }
@@ -267,94 +254,6 @@ func TestTrainTrackedSQLite(t *testing.T) {
 	r2 := sqliteRun(t, db, c2.Training.RunID)
 	if c2.Training.RunID == c.Training.RunID || len(r2.versions) != 1 || r2.versions[0].Version != "2" || r2.champion != "2" {
 		t.Errorf("second run %s: versions %+v champion %s", c2.Training.RunID, r2.versions, r2.champion)
-	}
-}
-
-func TestTrainTrackedMLflow(t *testing.T) {
-	clearTrackingEnv(t)
-	srv, err := mlflowtest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	dir := t.TempDir()
-	db, models := filepath.Join(dir, "tracking.db"), filepath.Join(dir, "models")
-	t.Setenv("MLFLOW_TRACKING_URI", srv.URL) // the environment MLflow's own clients read
-	out := trainCmd(t, append(trackedTrainArgs(t), "--models", models, "--tracking-db", db)...)
-	vdir := filepath.Join(models, "ridership", "1")
-	c := loadCard(t, vdir)
-	runs := srv.Runs()
-	if len(runs) != 1 || c.Training.Tracker != "mlflow" || c.Training.RunID != runs[0].Info.ID {
-		t.Fatalf("card training %+v; MLflow runs %d", c.Training, len(runs))
-	}
-	if !strings.Contains(out, "(mlflow); registered ridership version 1, alias champion") {
-		t.Errorf("output:\n%s", out)
-	}
-	checkTrackedRun(t, serverRun(t, srv, runs[0]), c, vdir)
-	// Mirrored: the local store holds the same run, not waiting for a sync.
-	local := sqliteRun(t, db, c.Training.RunID)
-	if local.tags[tracker.TagLocalRunID] == "" || len(local.metrics) != len(runs[0].Metrics) {
-		t.Errorf("local mirror: tags %v, %d metrics", local.tags, len(local.metrics))
-	}
-}
-
-func TestTrainTrackedMLflowDownThenSync(t *testing.T) {
-	clearTrackingEnv(t)
-	srv, err := mlflowtest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	srv.Stop()
-	dir := t.TempDir()
-	db, models := filepath.Join(dir, "tracking.db"), filepath.Join(dir, "models")
-	remote := []string{"--tracking-uri", srv.URL, "--tracking-db", db, "--tracking-retries", "0", "--tracking-timeout", "1s"}
-	out := trainCmd(t, append(append(trackedTrainArgs(t), "--models", models), remote...)...)
-	vdir := filepath.Join(models, "ridership", "1")
-	c := loadCard(t, vdir)
-	if c.Training.Tracker != "mlflow" || c.Training.RunID == "" || !strings.Contains(out, "MLflow unreachable") {
-		t.Fatalf("card training %+v\n%s", c.Training, out)
-	}
-	// The whole run is in SQLite (the card holds its local id), unsynced.
-	local := sqliteRun(t, db, c.Training.RunID)
-	checkTrackedRun(t, local, c, vdir)
-	s, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: db}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lr, err := s.GetLocalRun(context.Background(), c.Training.RunID)
-	s.Close()
-	if err != nil || lr.SyncState != sqlite.StateUnsynced || lr.Info.ID != c.Training.RunID {
-		t.Fatalf("local run %s: state %q, %v", lr.Info.ID, lr.SyncState, err)
-	}
-
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 2; i++ { // the second sync finds nothing to do
-		out, err := runCLI(t, append([]string{"sync"}, remote...)...)
-		if err != nil {
-			t.Fatalf("sync %d: %v\n%s", i, err, out)
-		}
-	}
-	runs := srv.Runs()
-	if len(runs) != 1 || runs[0].Tags[tracker.TagLocalRunID] != c.Training.RunID {
-		t.Fatalf("MLflow holds %d runs: %+v", len(runs), runs)
-	}
-	got := serverRun(t, srv, runs[0])
-	checkTrackedRun(t, got, c, vdir)
-	// Exactly the local run: same params, tags and every metric value with
-	// its step and timestamp, nothing twice.
-	if fmt.Sprint(metricSet(got.metrics)) != fmt.Sprint(metricSet(local.metrics)) {
-		t.Errorf("metrics differ:\nMLflow %v\nlocal  %v", metricSet(got.metrics), metricSet(local.metrics))
-	}
-	if fmt.Sprint(got.params) != fmt.Sprint(local.params) || got.info.StartTime != local.info.StartTime || got.info.EndTime != local.info.EndTime {
-		t.Errorf("params or times differ: %v %v / %v", got.params, got.info, local.info)
-	}
-	for k, v := range local.tags {
-		if got.tags[k] != v {
-			t.Errorf("tag %s: MLflow %q, local %q", k, got.tags[k], v)
-		}
 	}
 }
 
