@@ -96,17 +96,18 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	serve.AddFeedback(chicagoFeedback(t, "2015-01-01", "2015-06-30")...)
 	trackingDB := filepath.Join(dir, "tracking.db")
 
-	addr := freeAddr(t)
+	ln := listen(t)
+	addr := ln.Addr().String()
 	base := "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- runTrainer(ctx, []string{"--listen", addr, "--token", trainerToken, "--db", filepath.Join(dir, "jobs.db"),
+		done <- runTrainerOn(ctx, []string{"--listen", addr, "--token", trainerToken, "--db", filepath.Join(dir, "jobs.db"),
 			"--models", models, "--work-dir", filepath.Join(dir, "work"), "--data", testCSV, "--serve-url", serve.URL,
 			"--admin-token", "adm", "--tracking-db", trackingDB, "--ready-wait", "10s", "--log-format", "json",
-			"--set", "patience=10"}, io.Discard, &logs)
+			"--set", "patience=10"}, ln, io.Discard, &logs)
 	}()
 	waitFor(t, "trainer ready", 20*time.Second, func() bool { c, _ := getJSON(base+"/health/ready", nil); return c == 200 })
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/metrics"
@@ -231,38 +232,56 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer stopPprof()
 	}
 
-	watchCtx, stopWatch := context.WithCancel(context.Background())
+	// One run group: the HTTP server, the repository watcher and the
+	// registry follower; the first to fail, or ctx, starts the one shutdown
+	// path, in order: readiness drops, HTTP drains, the watcher and the
+	// follower stop; then the prediction log writes what is queued, sessions
+	// and the database close.
 	mon.Start()
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- repo.Run(watchCtx) }()
-	followDone := make(chan error, 1)
+	g, gctx := errgroup.WithContext(ctx)
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	g.Go(func() error {
+		if err := repo.Run(watchCtx); err != nil {
+			return fmt.Errorf("model repository watcher: %w", err)
+		}
+		return nil
+	})
 	if follower != nil {
 		follower.SetRepository(repo)
-		go func() { followDone <- follower.Run(watchCtx) }()
-	} else {
-		followDone <- nil
+		g.Go(func() error {
+			if err := follower.Run(watchCtx); err != nil {
+				return fmt.Errorf("registry follower: %w", err)
+			}
+			return nil
+		})
 	}
-	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(ln) }()
+	g.Go(func() error {
+		err := srv.Serve(ln)
+		if err == nil && gctx.Err() == nil {
+			err = errors.New("stopped before shutdown")
+		}
+		if err != nil {
+			return fmt.Errorf("HTTP server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			logger.Info("shutting down", "component", "serve", "timeout", f.shutdownTimeout)
+		}
+		srv.SetReady(false)
+		sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			logger.Warn("HTTP shutdown did not drain in time", "component", "api", "err", err)
+		}
+		stopWatch() // the watcher and the registry follower
+		return nil
+	})
 	srv.SetReady(true)
-
-	var serveErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down", "component", "serve", "timeout", f.shutdownTimeout)
-	case serveErr = <-serveDone:
-	}
-	// Order: readiness drops, HTTP drains, the watcher stops, the
-	// prediction log writes what is queued, sessions and the database close.
-	srv.SetReady(false)
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("HTTP shutdown did not drain in time", "component", "api", "err", err)
-	}
-	stopWatch()
-	<-watchDone
-	<-followDone
+	runErr := g.Wait()
 	if err := mon.Close(); err != nil {
 		logger.Warn("closing the prediction database", "component", "predlog", "err", err)
 	}
@@ -270,10 +289,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Warn("closing sessions", "component", "repository", "err", err)
 	}
 	logger.Info("stopped", "component", "serve", "live_sessions", ort.LiveSessions())
-	if serveErr != nil {
-		return fmt.Errorf("HTTP server: %w", serveErr)
-	}
-	return nil
+	return runErr
 }
 
 // modelSource splits --models into one repository folder or models:/

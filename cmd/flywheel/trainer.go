@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/server/feedback"
@@ -292,50 +293,60 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		tracking: tr, syncInterval: f.syncInterval, closers: closers}, nil
 }
 
-// run serves on ln and runs the worker until ctx is done, then drains:
-// readiness fails, HTTP stops, the running step is persisted as
-// interrupted, the store closes.
+// run serves on ln and runs the worker and the tracking syncer as one run
+// group until ctx is done or one of them fails; then the one shutdown path
+// drains in order: readiness fails, HTTP stops, the running step is
+// persisted as interrupted, the syncer stops, the store closes.
 func (a *trainerApp) run(ctx context.Context, ln net.Listener) error {
 	defer a.close()
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- a.service.App().Listener(ln) }()
+	g, gctx := errgroup.WithContext(ctx)
+	// The worker and the syncer stop only after HTTP has drained, so they
+	// run under their own context, cancelled by the shutdown path.
 	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
-	workerDone := make(chan struct{})
-	go func() { _ = a.worker.Run(wctx); close(workerDone) }()
-	syncDone := make(chan struct{})
-	go func() {
-		defer close(syncDone)
-		if a.tracking != nil {
+	defer stopWorker()
+	g.Go(func() error {
+		if err := a.service.App().Listener(ln); err != nil {
+			return fmt.Errorf("HTTP server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { _ = a.worker.Run(wctx); return nil })
+	if a.tracking != nil {
+		g.Go(func() error {
 			if err := a.tracking.runSyncer(wctx, a.syncInterval); err != nil && !errors.Is(err, context.Canceled) {
 				a.logger.Warn("tracking syncer stopped", "component", "tracker", "err", err)
 			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			a.logger.Info("shutting down")
 		}
-	}()
+		a.service.Drain()
+		sctx, cancel := context.WithTimeout(context.Background(), a.shutdown)
+		defer cancel()
+		if serr := a.service.App().ShutdownWithContext(sctx); serr != nil {
+			a.logger.Warn("HTTP shutdown", "err", serr)
+		}
+		if job := a.worker.Current(); job != "" {
+			a.logger.Warn("interrupting the running job; it is retried on the next start", "job_id", job)
+		}
+		stopWorker()
+		return nil
+	})
 	a.worker.Wake()
-
-	var err error
-	select {
-	case <-ctx.Done():
-		a.logger.Info("shutting down")
-	case err = <-httpErr:
-		err = fmt.Errorf("HTTP server: %w", err)
-	}
-	a.service.Drain()
-	sctx, cancel := context.WithTimeout(context.Background(), a.shutdown)
-	defer cancel()
-	if serr := a.service.App().ShutdownWithContext(sctx); serr != nil {
-		a.logger.Warn("HTTP shutdown", "err", serr)
-	}
-	if job := a.worker.Current(); job != "" {
-		a.logger.Warn("interrupting the running job; it is retried on the next start", "job_id", job)
-	}
-	stopWorker()
-	<-workerDone
-	<-syncDone
-	return err
+	return g.Wait()
 }
 
 func runTrainer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runTrainerOn(ctx, args, nil, stdout, stderr)
+}
+
+// runTrainerOn is runTrainer serving on ln, or on --listen when ln is nil
+// (tests pass a listener they hold, so no port is found free and reused).
+func runTrainerOn(ctx context.Context, args []string, ln net.Listener, stdout, stderr io.Writer) error {
 	var f trainerFlags
 	fs := trainerFlagSet(&f)
 	if err := fs.Parse(args, stdout); err != nil {
@@ -348,10 +359,11 @@ func runTrainer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		app.close()
-		return fmt.Errorf("--listen %s: %w", f.listen, err)
+	if ln == nil {
+		if ln, err = net.Listen("tcp", f.listen); err != nil {
+			app.close()
+			return fmt.Errorf("--listen %s: %w", f.listen, err)
+		}
 	}
 	app.logger.Info("listening", "address", ln.Addr().String(), "routes", strings.Join(app.service.Routes(), ", "))
 	return app.run(ctx, ln)

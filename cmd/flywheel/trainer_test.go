@@ -25,6 +25,20 @@ import (
 
 const trainerToken = "tok-123"
 
+// listen returns a loopback listener the test holds until the code under
+// test serves on it (no window in which another process takes the port).
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// freeAddr is a free loopback address for a child process, which cannot
+// be handed a listener; prefer listen.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -118,14 +132,15 @@ func firingAlert(t *testing.T) string {
 
 func TestTrainerCommand(t *testing.T) {
 	f := newLoopFixture(t)
-	addr := freeAddr(t)
+	ln := listen(t)
+	addr := ln.Addr().String()
 	base := "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- runTrainer(ctx, f.args(addr, strings.Join(pipelinetest.ExampleTrainer(), " ")), io.Discard, &logs)
+		done <- runTrainerOn(ctx, f.args(addr, strings.Join(pipelinetest.ExampleTrainer(), " ")), ln, io.Discard, &logs)
 	}()
 	waitFor(t, "trainer ready", 20*time.Second, func() bool { c, _ := getJSON(base+"/health/ready", nil); return c == 200 })
 
