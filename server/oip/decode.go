@@ -208,20 +208,20 @@ func (d Decoder) decodeInput(spec tensor.Spec, in RequestInput, tail *binarydata
 		return tensor.Tensor{}, inputErr(in.Name, "datatype %s does not match the model's %s", dt, spec.DataType)
 	}
 	if in.Shape == nil {
-		return tensor.Tensor{}, inputErr(in.Name, "shape is missing; the model expects %s", shapeString(spec.Shape))
+		return tensor.Tensor{}, inputErr(in.Name, "shape is missing; the model expects %s", tensor.ShapeString(spec.Shape))
 	}
 	for i, v := range in.Shape {
 		if v < 0 {
-			return tensor.Tensor{}, inputErr(in.Name, "dimension %d of shape %s is negative", i, shapeString(in.Shape))
+			return tensor.Tensor{}, inputErr(in.Name, "dimension %d of shape %s is negative", i, tensor.ShapeString(in.Shape))
 		}
 	}
 	if spec.Shape != nil {
 		if len(in.Shape) != len(spec.Shape) {
-			return tensor.Tensor{}, inputErr(in.Name, "shape %s has %d dimensions, the model expects %s", shapeString(in.Shape), len(in.Shape), shapeString(spec.Shape))
+			return tensor.Tensor{}, inputErr(in.Name, "shape %s has %d dimensions, the model expects %s", tensor.ShapeString(in.Shape), len(in.Shape), tensor.ShapeString(spec.Shape))
 		}
 		for i, v := range spec.Shape {
 			if v >= 0 && in.Shape[i] != v {
-				return tensor.Tensor{}, inputErr(in.Name, "dimension %d of shape %s is %d, the model expects %s", i, shapeString(in.Shape), in.Shape[i], shapeString(spec.Shape))
+				return tensor.Tensor{}, inputErr(in.Name, "dimension %d of shape %s is %d, the model expects %s", i, tensor.ShapeString(in.Shape), in.Shape[i], tensor.ShapeString(spec.Shape))
 			}
 		}
 	}
@@ -231,7 +231,7 @@ func (d Decoder) decodeInput(spec tensor.Spec, in RequestInput, tail *binarydata
 	}
 	n, ok := tensor.Elements(in.Shape, limit)
 	if !ok {
-		return tensor.Tensor{}, inputErr(in.Name, "shape %s holds more than %d elements", shapeString(in.Shape), limit)
+		return tensor.Tensor{}, inputErr(in.Name, "shape %s holds more than %d elements", tensor.ShapeString(in.Shape), limit)
 	}
 	if in.Parameters != nil { // never on the fast path
 		if size, ok, err := binaryDataSize(in); err != nil {
@@ -287,7 +287,7 @@ func binaryInput(in RequestInput, dt tensor.DataType, n, size int64, tail *binar
 	}
 	if es := int64(binarydata.ElementSize(string(dt))); es > 0 && size != n*es {
 		return tensor.Tensor{}, inputErr(in.Name, "%s %d does not match shape %s: %d %s elements are %d bytes",
-			binarydata.ParamBinaryDataSize, size, shapeString(in.Shape), n, dt, n*es)
+			binarydata.ParamBinaryDataSize, size, tensor.ShapeString(in.Shape), n, dt, n*es)
 	}
 	raw, err := tail.Next(size)
 	if err != nil {
@@ -318,17 +318,6 @@ func names(specs []tensor.Spec) string {
 		q[i] = strconv.Quote(s.Name)
 	}
 	return strings.Join(q, ", ")
-}
-
-func shapeString(s []int64) string {
-	b := []byte{'['}
-	for i, v := range s {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, v, 10)
-	}
-	return string(append(b, ']'))
 }
 
 func jsonReason(err error) string {

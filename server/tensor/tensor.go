@@ -6,6 +6,7 @@ package tensor
 import (
 	"fmt"
 	"math"
+	"strconv"
 )
 
 // DataType is an Open Inference Protocol datatype name.
@@ -236,4 +237,16 @@ func conv[T number](in []T) []float64 {
 		out[i] = float64(v)
 	}
 	return out
+}
+
+// ShapeString formats a shape as error messages show it: [2,16].
+func ShapeString(shape []int64) string {
+	b := []byte{'['}
+	for i, v := range shape {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	return string(append(b, ']'))
 }

@@ -130,7 +130,7 @@ func decodeAs[T any](data []byte, shape []int64, parse elemParser[T]) (any, erro
 func decodeInto[T any](dst []T, data []byte, shape []int64, parse elemParser[T]) ([]T, error) {
 	n, ok := tensor.Elements(shape, math.MaxInt32)
 	if !ok {
-		return nil, &Error{-1, -1, fmt.Sprintf("shape %s has a negative dimension or more than %d elements", shapeText(shape), math.MaxInt32)}
+		return nil, &Error{-1, -1, fmt.Sprintf("shape %s has a negative dimension or more than %d elements", tensor.ShapeString(shape), math.MaxInt32)}
 	}
 	want := int(n)
 	if dst == nil || cap(dst) < want {
@@ -150,7 +150,7 @@ func decodeInto[T any](dst []T, data []byte, shape []int64, parse elemParser[T])
 		return nil, s.fail("unexpected content after the data array")
 	}
 	if len(s.out) != want {
-		return nil, &Error{-1, -1, fmt.Sprintf("data has %d elements, shape %s needs %d", len(s.out), shapeText(shape), want)}
+		return nil, &Error{-1, -1, fmt.Sprintf("data has %d elements, shape %s needs %d", len(s.out), tensor.ShapeString(shape), want)}
 	}
 	// Nested data as deep as the shape's rank must be nested as the shape;
 	// data nested otherwise is read flat, in row-major order (as Triton
@@ -159,22 +159,11 @@ func decodeInto[T any](dst []T, data []byte, shape []int64, parse elemParser[T])
 	if levels > 1 && levels == len(shape) {
 		for i := range levels {
 			if int64(s.dims[i]) != shape[i] {
-				return nil, &Error{-1, -1, fmt.Sprintf("nested data has shape %s, shape is %s", dimsText(s.dims[:levels]), shapeText(shape))}
+				return nil, &Error{-1, -1, fmt.Sprintf("nested data has shape %s, shape is %s", dimsText(s.dims[:levels]), tensor.ShapeString(shape))}
 			}
 		}
 	}
 	return s.out, nil
-}
-
-func shapeText(shape []int64) string {
-	b := []byte{'['}
-	for i, v := range shape {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, v, 10)
-	}
-	return string(append(b, ']'))
 }
 
 func dimsText(dims []int32) string {
@@ -182,7 +171,7 @@ func dimsText(dims []int32) string {
 	for i, d := range dims {
 		s[i] = int64(d)
 	}
-	return shapeText(s)
+	return tensor.ShapeString(s)
 }
 
 type scanner[T any] struct {
