@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,6 +160,37 @@ func writeModel(t *testing.T, root, model string, files map[string][]byte) {
 	}
 }
 
+// writeModelVersion publishes a version folder atomically (rename).
+func writeModelVersion(t *testing.T, root, model, version string, files map[string][]byte) {
+	t.Helper()
+	tmp, err := os.MkdirTemp(filepath.Join(root), ".tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(tmp, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, model), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(root, model, version)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 type world struct {
 	bin, models, dir string
 	serve            *harness.Process
@@ -212,6 +244,59 @@ func TestHostile(t *testing.T) {
 		w.alive(t, "ConstantOfShape 1e8")
 		a = call(t, "POST", base+"/v2/models/cos/infer", []byte(`{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,1000]}]}`))
 		expect(t, "ConstantOfShape 1e3", a, 200, `"shape":[1,1000]`)
+	})
+	t.Run("3 special files in the repository", func(t *testing.T) {
+		// Published while serve runs, each as the newest version: a FIFO, a
+		// link to /dev/zero, then a regular version that must become ready.
+		for v, mk := range []func(string) error{
+			func(p string) error { return syscall.Mkfifo(p, 0o644) },
+			func(p string) error { return os.Symlink("/dev/zero", p) },
+		} {
+			version := strconv.Itoa(v + 2)
+			tmp, err := os.MkdirTemp(w.models, ".tmp-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := mk(filepath.Join(tmp, "model.onnx")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(w.models, "mlp", version)); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "mlp version "+version+" refused", 30*time.Second, func() bool {
+				return strings.Contains(call(t, "POST", base+"/v2/repository/index", nil).body,
+					`"name":"mlp","version":"`+version+`","state":"UNAVAILABLE","reason":"reading model: `)
+			})
+			idx := call(t, "POST", base+"/v2/repository/index", nil).body
+			if !strings.Contains(idx, "not a regular file") {
+				t.Errorf("index after version %s: %s, want its reason to name a non-regular file", version, idx)
+			}
+			w.alive(t, "mlp version "+version)
+		}
+		writeModelVersion(t, w.models, "mlp", "4", map[string][]byte{"model.onnx": testmodel.MLPSmall()})
+		waitFor(t, "mlp version 4 ready after a FIFO and /dev/zero", 30*time.Second, func() bool {
+			return call(t, "GET", base+"/v2/models/mlp/versions/4/ready", nil).code == 200
+		})
+		w.alive(t, "special files")
+	})
+	t.Run("4 external data", func(t *testing.T) {
+		// serve's working directory holds a file a model names: not read.
+		if err := os.WriteFile(filepath.Join(w.serve.Dir, "cwd.bin"), testmodel.WeightBytes([4]float32{9, 9, 9, 9}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		writeModelVersion(t, w.models, "extcwd", "1", map[string][]byte{"model.onnx": testmodel.ExternalData("cwd.bin")})
+		writeModelVersion(t, w.models, "extok", "1", map[string][]byte{"model.onnx": testmodel.ExternalData("weights.bin"),
+			"weights.bin": testmodel.WeightBytes([4]float32{1, 2, 3, 4})})
+		req := []byte(`{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[0,0,0,0]}]}`)
+		waitFor(t, "extok ready", 30*time.Second, func() bool { return call(t, "GET", base+"/v2/models/extok/ready", nil).code == 200 })
+		expect(t, "external data beside model.onnx", call(t, "POST", base+"/v2/models/extok/infer", req), 200, `"data":[1,2,3,4]`)
+		waitFor(t, "extcwd refused", 30*time.Second, func() bool {
+			return strings.Contains(call(t, "POST", base+"/v2/repository/index", nil).body, `"name":"extcwd","version":"1","state":"UNAVAILABLE"`)
+		})
+		if a := call(t, "POST", base+"/v2/models/extcwd/infer", req); a.code == 200 || strings.Contains(a.body, "[9,9,9,9]") {
+			t.Errorf("a model naming a file in serve's working directory: %d %s", a.code, a.body)
+		}
+		w.alive(t, "external data")
 	})
 	t.Run("5 prediction ids and lookup", func(t *testing.T) {
 		a := call(t, "POST", base+"/v2/models/ridership/infer", ridershipRequest())
@@ -303,6 +388,9 @@ func TestHostile(t *testing.T) {
 	})
 
 	w.alive(t, "every case")
+	// harness.Start's cleanup then stops serve with SIGTERM and a 10 s
+	// grace, and fails the test if it does not stop (its repository holds
+	// a FIFO).
 	// The heap freed by the refused requests is returned to the OS shortly
 	// after; wait for it (bounded) before reading RSS.
 	var r int64

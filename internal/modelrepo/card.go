@@ -118,7 +118,7 @@ func (c *Card) Validate() error {
 
 // LoadCard reads and validates a model card file.
 func LoadCard(path string) (*Card, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadRegular(path, MaxSmallBytes)
 	if err != nil {
 		return nil, fmt.Errorf("reading model card: %w", err)
 	}

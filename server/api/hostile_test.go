@@ -3,11 +3,16 @@ package api_test
 import (
 	"bytes"
 	"compress/gzip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/flywheel-ml/flywheel/server/api"
+	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
 )
@@ -121,5 +126,127 @@ func TestModelDrivenOutputCapped(t *testing.T) {
 	}
 	if r := ts.post(t, "/v2/models/cos/infer", req(1000)); r.code != 200 {
 		t.Fatalf("1000 elements: %d %.300s", r.code, r.body)
+	}
+}
+
+// versionState returns the state and reason of model/version in the index.
+func versionState(ts *testServer, model string, version int64) (string, string) {
+	for _, vi := range ts.repo.Index() {
+		if vi.Model == model && vi.Version == version {
+			return vi.State, vi.Reason
+		}
+	}
+	return "", ""
+}
+
+// TestSpecialFilesRefused: model.onnx as a FIFO or a link to /dev/zero is
+// refused at once (UNAVAILABLE naming it), without blocking the scan, the
+// other models or shutdown; a model.json FIFO does not block either.
+func TestSpecialFilesRefused(t *testing.T) {
+	root := t.TempDir()
+	writeVersion(t, root, "mlp", 1, map[string][]byte{"model.onnx": testmodel.MLPSmall()})
+	for _, name := range []string{"fifo", "zero", "cardfifo"} {
+		if err := os.MkdirAll(filepath.Join(root, name, "1"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mkfifo(filepath.Join(root, "fifo", "1", "model.onnx"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", filepath.Join(root, "zero", "1", "model.onnx")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "cardfifo", "1", "model.onnx"), testmodel.MLPSmall(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(root, "cardfifo", "1", "model.json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *testServer, 1)
+	go func() { done <- startServer(t, root) }()
+	var ts *testServer
+	select {
+	case ts = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first scan blocked on a special file")
+	}
+	for _, model := range []string{"fifo", "zero"} {
+		if st, reason := versionState(ts, model, 1); st != repository.StateUnavailable || !strings.Contains(reason, "not a regular file") {
+			t.Errorf("%s: state %q reason %q, want UNAVAILABLE naming a non-regular file", model, st, reason)
+		}
+	}
+	if r := ts.post(t, "/v2/models/mlp/infer", refRequest()); r.code != 200 {
+		t.Fatalf("mlp beside the special files: %d %s", r.code, r.body)
+	}
+	// A new version of mlp still becomes ready (the reloader is not stuck).
+	writeVersion(t, root, "mlp", 2, map[string][]byte{"model.onnx": testmodel.MLPSmall()})
+	waitState(t, ts.repo, "mlp", 2, repository.StateReady, 15*time.Second)
+}
+
+// TestExternalDataInsideVersionFolder: external data beside model.onnx
+// loads; a location escaping the folder is refused; a file that exists only
+// in serve's working directory is not read.
+func TestExternalDataInsideVersionFolder(t *testing.T) {
+	root := t.TempDir()
+	w := testmodel.WeightBytes([4]float32{1, 2, 3, 4})
+	writeVersion(t, root, "beside", 1, map[string][]byte{"model.onnx": testmodel.ExternalData("weights.bin"), "weights.bin": w})
+	writeVersion(t, root, "escape", 1, map[string][]byte{"model.onnx": testmodel.ExternalData("../../secret.bin")})
+	if err := os.WriteFile(filepath.Join(root, "secret.bin"), testmodel.WeightBytes([4]float32{7, 7, 7, 7}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The working directory holds a file the model names: it must not be read.
+	cwd := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cwd, "cwd.bin"), testmodel.WeightBytes([4]float32{9, 9, 9, 9}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeVersion(t, root, "cwd", 1, map[string][]byte{"model.onnx": testmodel.ExternalData("cwd.bin")})
+	lib, err := ort.FindLibrary("") // before the working directory changes
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lib, err = filepath.Abs(lib); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(ort.EnvVar, lib)
+	t.Chdir(cwd)
+	ts := startServer(t, root)
+	req := `{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[0,0,0,0]}]}`
+	if r := ts.post(t, "/v2/models/beside/infer", req); r.code != 200 || !strings.Contains(string(r.body), `"data":[1,2,3,4]`) {
+		t.Errorf("external data beside model.onnx: %d %s, want [1,2,3,4]", r.code, r.body)
+	}
+	for _, model := range []string{"escape", "cwd"} {
+		st, reason := versionState(ts, model, 1)
+		if st != repository.StateUnavailable {
+			t.Errorf("%s: state %q (%s), want UNAVAILABLE", model, st, reason)
+		}
+		if r := ts.post(t, "/v2/models/"+model+"/infer", req); r.code == 200 {
+			t.Errorf("%s answered 200 %s: external data read from outside its version folder", model, r.body)
+		}
+	}
+}
+
+// TestModelLinkOutsideRepositoryRefused: a model folder that is a symlink
+// leading outside the repository is not loaded (by a scan or by load); a
+// link inside it is.
+func TestModelLinkOutsideRepositoryRefused(t *testing.T) {
+	outside := t.TempDir()
+	writeVersion(t, outside, "elsewhere", 1, map[string][]byte{"model.onnx": testmodel.MLPSmall()})
+	root := t.TempDir()
+	writeVersion(t, root, "mlp", 1, map[string][]byte{"model.onnx": testmodel.MLPSmall()})
+	if err := os.Symlink(filepath.Join(outside, "elsewhere"), filepath.Join(root, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("mlp", filepath.Join(root, "alias")); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, root, func(_ *repository.Config, o *api.Options) { o.Config.AdminToken = "tok" })
+	if st, _ := versionState(ts, "escape", 1); st != "" {
+		t.Errorf("model behind a link outside the repository: state %q, want not loaded", st)
+	}
+	if r := ts.do(t, "POST", "/v2/repository/models/escape/load", "", nil, "Authorization", "Bearer tok"); r.code != 404 || !strings.Contains(string(r.body), "outside the model repository") {
+		t.Errorf("load escape: %d %s, want 404", r.code, r.body)
+	}
+	if r := ts.post(t, "/v2/models/alias/infer", refRequest()); r.code != 200 {
+		t.Errorf("model behind a link inside the repository: %d %s", r.code, r.body)
 	}
 }

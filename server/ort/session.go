@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"path/filepath"
 	"reflect"
 	"runtime/debug"
 	"strconv"
@@ -13,6 +13,7 @@ import (
 
 	ortgo "github.com/yalue/onnxruntime_go"
 
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/tensor"
 )
 
@@ -112,14 +113,27 @@ func NewSession(path string, opts SessionOptions) (*Session, error) {
 	if !ortgo.IsInitialized() {
 		return nil, errors.New("ONNX Runtime is not initialised")
 	}
-	data, err := os.ReadFile(path)
+	// model.onnx must be a regular file (a FIFO would block the loader, a
+	// link to /dev/zero would be read without end), and ONNX Runtime loads
+	// it by path so that external data resolves inside the version folder
+	// (ORT refuses locations that escape it); loaded from bytes, external
+	// data resolved against serve's working directory.
+	if err := modelrepo.CheckRegular(path, modelrepo.MaxModelBytes); err != nil {
+		return nil, fmt.Errorf("reading model: %w", err)
+	}
+	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading model: %w", err)
 	}
-	if len(data) == 0 {
-		return nil, fmt.Errorf("model file %s is empty", path)
+	so, err := sessionOptions(opts)
+	if err != nil {
+		return nil, err
 	}
-	inInfo, outInfo, err := ortgo.GetInputOutputInfoWithONNXData(data)
+	defer so.Destroy()
+	if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", filepath.Dir(abs)); err != nil {
+		return nil, fmt.Errorf("setting session options: %w", err)
+	}
+	inInfo, outInfo, err := ortgo.GetInputOutputInfoWithOptions(abs, so)
 	if err != nil {
 		return nil, fmt.Errorf("reading model signature: %w", err)
 	}
@@ -148,12 +162,7 @@ func NewSession(path string, opts SessionOptions) (*Session, error) {
 		}
 		s.outputs = append(s.outputs, spec)
 	}
-	so, err := sessionOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	defer so.Destroy()
-	ds, err := ortgo.NewDynamicAdvancedSessionWithONNXData(data, names(inInfo), names(outInfo), so)
+	ds, err := ortgo.NewDynamicAdvancedSession(abs, names(inInfo), names(outInfo), so)
 	if err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)
 	}

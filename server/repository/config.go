@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"io"
 	"log/slog"
 	"os"
@@ -201,7 +202,7 @@ func (p VersionPolicy) wanted(onDisk []int64) (list []int64, limit int) {
 // A missing file gives DefaultModelConfig.
 func LoadModelConfig(path string) (ModelConfig, error) {
 	c := DefaultModelConfig()
-	b, err := os.ReadFile(path)
+	b, err := modelrepo.ReadRegular(path, modelrepo.MaxSmallBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,12 +129,13 @@ type Repository struct {
 	change  func(Change)
 	readDir func(string) ([]os.DirEntry, error) // os.ReadDir; tests inject failures
 
-	reconcileMu sync.Mutex      // serialises scans, loads and unloads
-	unloaded    map[string]bool // models unloaded through the API; guarded by reconcileMu
-	mu          sync.RWMutex    // guards models
-	models      map[string]*modelState
-	scanned     atomic.Bool
-	kick        chan struct{}
+	reconcileMu  sync.Mutex      // serialises scans, loads and unloads
+	unloaded     map[string]bool // models unloaded through the API; guarded by reconcileMu
+	refusedLinks map[string]bool // model links leading outside the repository, logged once; guarded by reconcileMu
+	mu           sync.RWMutex    // guards models
+	models       map[string]*modelState
+	scanned      atomic.Bool
+	kick         chan struct{}
 
 	watchMu sync.Mutex // guards watcher and watched
 	watcher *fsnotify.Watcher
@@ -251,7 +253,7 @@ func New(o Options) (*Repository, error) {
 		o.Config.WarmupTimeout = DefaultConfig().WarmupTimeout
 	}
 	return &Repository{cfg: o.Config, log: o.Logger, metrics: o.Metrics, load: o.Loader, wrap: o.Wrap, change: o.OnChange,
-		readDir: os.ReadDir, unloaded: map[string]bool{}, models: map[string]*modelState{}, kick: make(chan struct{}, 1)}, nil
+		readDir: os.ReadDir, unloaded: map[string]bool{}, refusedLinks: map[string]bool{}, models: map[string]*modelState{}, kick: make(chan struct{}, 1)}, nil
 }
 
 var modelNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
@@ -272,6 +274,9 @@ func (r *Repository) Scan(ctx context.Context) error {
 		if !modelrepo.IsDir(r.cfg.Root, de) || !modelNameRE.MatchString(name) {
 			continue
 		}
+		if de.Type()&os.ModeSymlink != 0 && !r.insideRoot(name) {
+			continue
+		}
 		seen[name] = true
 		r.reconcileModel(ctx, name)
 	}
@@ -288,6 +293,25 @@ func (r *Repository) Scan(ctx context.Context) error {
 	}
 	r.scanned.Store(true)
 	return nil
+}
+
+// insideRoot reports whether the model folder name (a symlink) resolves
+// inside the repository; a link leading outside is refused (a repository
+// writer must not make serve load, and reveal the signature of, any model
+// on the host) and logged once per scan that finds it new.
+func (r *Repository) insideRoot(name string) bool {
+	root, err1 := filepath.EvalSymlinks(r.cfg.Root)
+	target, err2 := filepath.EvalSymlinks(filepath.Join(r.cfg.Root, name))
+	if err1 == nil && err2 == nil {
+		if rel, err := filepath.Rel(root, target); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel) {
+			return true
+		}
+	}
+	if !r.refusedLinks[name] {
+		r.refusedLinks[name] = true
+		r.log.Warn("model folder is a symlink leading outside the repository: not loaded", "model", name, "target", target)
+	}
+	return false
 }
 
 // Scanned reports whether a first scan has completed.
@@ -725,6 +749,10 @@ func (r *Repository) Load(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: %q is not in the model repository", ErrModelNotFound, name)
 	}
 	r.reconcileMu.Lock()
+	if lst, err := os.Lstat(filepath.Join(r.cfg.Root, name)); err == nil && lst.Mode()&os.ModeSymlink != 0 && !r.insideRoot(name) {
+		r.reconcileMu.Unlock()
+		return fmt.Errorf("%w: %q is a symlink leading outside the model repository", ErrModelNotFound, name)
+	}
 	delete(r.unloaded, name)
 	r.reconcileModel(ctx, name)
 	r.reconcileMu.Unlock()

@@ -253,3 +253,51 @@ func ConstantOfShape() []byte {
 	m = m.sub(8, opset)
 	return m
 }
+
+// ExternalData returns a model whose weight lives outside model.onnx: out
+// = x + w, x FP32[-1,4], w FP32[4] stored as ONNX external data at location
+// (relative to the model's folder; offset 0, 16 bytes). WeightBytes gives
+// the 16 bytes of a weight file.
+func ExternalData(location string) []byte {
+	var entry = func(k, v string) []byte {
+		var m msg
+		m = m.str(1, k)
+		m = m.str(2, v)
+		return m
+	}
+	var packed []byte
+	packed = protowire.AppendVarint(packed, 4)
+	var w msg
+	w = w.sub(1, packed)         // dims [4]
+	w = w.varint(2, tensorFloat) // data_type
+	w = w.str(8, "w")            // name
+	w = w.sub(13, entry("location", location))
+	w = w.sub(13, entry("offset", "0"))
+	w = w.sub(13, entry("length", "16"))
+	w = w.varint(14, 1) // data_location = EXTERNAL
+	var g msg
+	g = g.sub(1, node("Add", "Add", []string{"x", "w"}, []string{"out"}))
+	g = g.str(2, "external_data")
+	g = g.sub(5, w)
+	g = g.sub(11, typedValueInfo("x", tensorFloat, []int64{-1, 4}))
+	g = g.sub(12, typedValueInfo("out", tensorFloat, []int64{-1, 4}))
+	var opset msg
+	opset = opset.str(1, "")
+	opset = opset.varint(2, opsetVersion)
+	var m msg
+	m = m.varint(1, irVersion)
+	m = m.str(2, "flywheel-testmodel")
+	m = m.sub(7, g)
+	m = m.sub(8, opset)
+	return m
+}
+
+// WeightBytes encodes four float32 values little-endian (an external data
+// file for ExternalData).
+func WeightBytes(v [4]float32) []byte {
+	b := make([]byte, 16)
+	for i, f := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+	}
+	return b
+}
