@@ -62,19 +62,18 @@ type loop struct {
 	firedAlert                   string
 }
 
+// get reads one of the trainer's job routes, which need its bearer token,
+// into v.
 func (l *loop) get(url string, v any) int {
 	l.t.Helper()
-	resp, err := http.Get(url)
+	code, body, err := get(url, loopToken)
 	if err != nil {
 		l.t.Fatalf("GET %s: %v", url, err)
 	}
-	defer resp.Body.Close()
 	if v != nil {
-		_ = json.NewDecoder(resp.Body).Decode(v)
-	} else {
-		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = json.Unmarshal(body, v)
 	}
-	return resp.StatusCode
+	return code
 }
 
 func (l *loop) post(url, auth, body string) (int, string) {

@@ -116,7 +116,7 @@ func TestDriftAlertFiresInPrometheus(t *testing.T) {
 	}
 
 	// Traceability: the logged prediction with its label and lineage.
-	code, resp, err = get(serve.URL+"/v1/predictions/replay-2016-08-01", "")
+	code, resp, err = get(serve.URL+"/v1/predictions/replay-2016-08-01", adminToken)
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("GET /v1/predictions/replay-2016-08-01: %d %v %s", code, err, resp)
 	}
