@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
-	"strings"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlmodel"
-	"github.com/flywheel-ml/flywheel/train/export/onnxpb"
+	"github.com/flywheel-ml/flywheel/tracker/mlmodel/fromcard"
 )
 
 // Run tags set on tracked fits.
@@ -126,7 +123,7 @@ func EndRun(ctx context.Context, run *tracker.ActiveRun, cause error) error {
 const (
 	// TagLogModelHistory is MLflow's tag listing the models logged in a
 	// run; the runs table's Models column reads it.
-	TagLogModelHistory = "mlflow.log-model.history"
+	TagLogModelHistory = mlmodel.TagHistory
 	// TagDatasetSHA256 is the full content hash of the training rows (the
 	// dataset input's digest is MLflow's 8-character form).
 	TagDatasetSHA256 = "flywheel.dataset_sha256"
@@ -243,91 +240,7 @@ func VersionAnnotation(r *Result) (string, map[string]string) {
 
 // MLflowModel describes r's graph as an MLflow Model logged in runID.
 func MLflowModel(r *Result, runID string) (mlmodel.Model, error) {
-	c := r.Card
-	m := mlmodel.Model{RunID: runID, ArtifactPath: ArtifactDir, Data: modelrepo.ModelFile, Size: int64(len(r.ONNX)),
-		FeatureNames: c.FeatureNames(), Created: c.CreatedAt,
-		Metadata: map[string]any{"flywheel_model": c.Name, "flywheel_card": modelrepo.CardFile, "task": c.Task}}
-	var g onnxpb.ModelProto
-	if err := proto.Unmarshal(r.ONNX, &g); err != nil {
-		return m, fmt.Errorf("train: reading model.onnx for the MLmodel: %w", err)
-	}
-	m.IRVersion = g.GetIrVersion()
-	m.Opsets = map[string]int64{}
-	for _, o := range g.GetOpsetImport() {
-		dom := o.GetDomain()
-		if dom == "" {
-			dom = "ai.onnx"
-		}
-		m.Opsets[dom] = o.GetVersion()
-	}
-	for _, t := range c.Inputs {
-		m.Inputs = append(m.Inputs, mlmodel.Tensor{Name: t.Name, DType: numpyType(t.DataType), Shape: t.Shape})
-	}
-	for _, t := range c.Outputs {
-		m.Outputs = append(m.Outputs, mlmodel.Tensor{Name: t.Name, DType: numpyType(t.DataType), Shape: t.Shape})
-	}
-	if row := typicalRow(c); row != nil {
-		m.Example = [][]float64{row}
-	}
-	return m, m.Validate()
-}
-
-// numpyType maps an OIP datatype to the numpy dtype of an MLflow tensor spec.
-func numpyType(oip string) string {
-	switch oip {
-	case "FP32":
-		return "float32"
-	case "FP64":
-		return "float64"
-	case "FP16":
-		return "float16"
-	case "INT64":
-		return "int64"
-	case "INT32":
-		return "int32"
-	case "INT16":
-		return "int16"
-	case "INT8":
-		return "int8"
-	case "UINT8":
-		return "uint8"
-	case "BOOL":
-		return "bool"
-	case "BYTES":
-		return "object"
-	}
-	return strings.ToLower(oip)
-}
-
-// typicalRow is an input example: every feature's training median, read
-// off the card's reference histogram (nil without one).
-func typicalRow(c *modelrepo.Card) []float64 {
-	names := c.FeatureNames()
-	if len(names) == 0 || c.Reference == nil {
-		return nil
-	}
-	row := make([]float64, len(names))
-	for i, n := range names {
-		h, ok := c.Reference.Features[n]
-		if !ok || len(h.Edges) < 2 {
-			return nil
-		}
-		cum := 0.0
-		row[i] = h.Edges[len(h.Edges)-1]
-		for j, p := range h.Proportions {
-			if cum+p >= 0.5 {
-				// interpolate inside bin j
-				f := 0.0
-				if p > 0 {
-					f = (0.5 - cum) / p
-				}
-				row[i] = h.Edges[j] + f*(h.Edges[j+1]-h.Edges[j])
-				break
-			}
-			cum += p
-		}
-	}
-	return row
+	return fromcard.Model(r.Card, r.ONNX, runID, ArtifactDir)
 }
 
 // datasetInput is a card dataset as MLflow records it: an MLflow-style

@@ -207,6 +207,20 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	if err != nil || mv.RunID != run.Info.ID {
 		t.Errorf("alias champion = %+v, %v", mv, err)
 	}
+	// An MLflow Model; the card records the registry's number (the
+	// repository's 1 was taken by the champion, so the numbers differ).
+	if rc, err := st.OpenArtifact(bg, run.Info.ID, "model/MLmodel"); err != nil {
+		t.Errorf("model/MLmodel: %v", err)
+	} else {
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Contains(b, []byte("loader_module: mlflow.onnx")) {
+			t.Errorf("model/MLmodel:\n%s", b)
+		}
+	}
+	if pc := loadCard(t, filepath.Join(models, "ridership", "2")); pc.Training.RegistryVersion != mv.Version {
+		t.Errorf("published card registry_version %q, registry %s", pc.Training.RegistryVersion, mv.Version)
+	}
 	t.Logf("run %s: holdout mae %.4f vs champion %.4f; %d iterations; registered version %s", run.Info.ID,
 		run.Metrics["holdout_mae"].Value, run.Metrics["champion_holdout_mae"].Value, len(hist), mv.Version)
 }

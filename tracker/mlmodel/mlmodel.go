@@ -30,6 +30,10 @@ const (
 	DefaultData = "model.onnx"
 )
 
+// TagHistory is MLflow's run tag listing the models logged in the run
+// (HistoryTag); the runs table's Models column reads it.
+const TagHistory = "mlflow.log-model.history"
+
 // Versions written into the files: the MLflow release the files follow,
 // and the onnx / onnxruntime packages a Python reader needs.
 const (

@@ -22,6 +22,8 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
+	"github.com/flywheel-ml/flywheel/tracker/mlmodel"
+	"github.com/flywheel-ml/flywheel/tracker/mlmodel/fromcard"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 )
 
@@ -505,12 +507,19 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 	src, _ := json.Marshal(map[string]string{"uri": r.snap.Path})
 	profile, _ := json.Marshal(map[string]any{"num_rows": len(r.snap.Train), "sha256": r.snap.Digest})
 	cardJSON, _ := json.MarshalIndent(r.cand, "", "  ")
+	files := map[string][]byte{"model/" + modelrepo.CardFile: cardJSON, "trainer.log": r.trainLog.Bytes()}
+	tags := map[string]string{}
+	// The candidate as an MLflow Model (MLmodel, signature, input example,
+	// env files) beside model.onnx and the card; best effort.
+	if err := mlflowModel(r, files, tags); err != nil {
+		fmt.Fprintf(log, "no MLmodel for the run: %v\n", err)
+	}
 	if err := run.Log(ctx, tracker.Result{
-		Params: params, Metrics: metrics,
+		Params: params, Metrics: metrics, Tags: tags,
 		Datasets: []tracker.Dataset{{Name: r.cand.Training.Dataset.Name, Digest: tracker.ShortDigest(r.snap.Digest), SourceType: "local",
 			Source: string(src), Profile: string(profile), Context: "training"}},
 		Artifacts: map[string]string{"model/" + modelrepo.ModelFile: filepath.Join(r.candDir, modelrepo.ModelFile)},
-		Files:     map[string][]byte{"model/" + modelrepo.CardFile: cardJSON, "trainer.log": r.trainLog.Bytes()},
+		Files:     files,
 	}); err != nil {
 		return "", fmt.Errorf("logging the run: %w", err)
 	}
@@ -518,6 +527,18 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 	r.registered = mv.Version
 	if err != nil {
 		return "", fmt.Errorf("registering the model version with alias %s: %w", ChampionAlias, err)
+	}
+	// One version number: the repository takes the registry's when that
+	// folder is free; the card records the registry's either way.
+	if v, perr := strconv.Atoi(mv.Version); perr == nil {
+		if _, serr := os.Stat(modelrepo.VersionDir(r.modelDir, int64(v))); v != r.version && errors.Is(serr, os.ErrNotExist) {
+			r.version, r.cand.Version = v, v
+		}
+		r.cand.Training.RegistryVersion = mv.Version
+		cardJSON, _ = json.MarshalIndent(r.cand, "", "  ")
+		if err := run.Log(ctx, tracker.Result{Files: map[string][]byte{"model/" + modelrepo.CardFile: cardJSON}}); err != nil {
+			return "", fmt.Errorf("logging the card: %w", err)
+		}
 	}
 	return fmt.Sprintf("run %s; registered %s version %s, alias %s; repository version %d", r.runID, r.job.Model, mv.Version, ChampionAlias, r.version), nil
 }
@@ -595,4 +616,30 @@ func (p *Pipeline) confirm(ctx context.Context, r *run, log io.Writer) (string, 
 		case <-t.C:
 		}
 	}
+}
+
+// mlflowModel adds the MLflow Model files of the candidate under model/ and
+// the mlflow.log-model.history tag.
+func mlflowModel(r *run, files map[string][]byte, tags map[string]string) error {
+	graph, err := os.ReadFile(filepath.Join(r.candDir, modelrepo.ModelFile))
+	if err != nil {
+		return err
+	}
+	m, err := fromcard.Model(r.cand, graph, r.runID, "model")
+	if err != nil {
+		return err
+	}
+	fs, err := m.Files()
+	if err != nil {
+		return err
+	}
+	hist, err := m.HistoryTag()
+	if err != nil {
+		return err
+	}
+	for name, b := range fs {
+		files["model/"+name] = b
+	}
+	tags[mlmodel.TagHistory] = hist
+	return nil
 }
