@@ -429,8 +429,8 @@ fi
   echo
   echo "Machine: $NCPU × $CPU_MODEL; load average $LOAD_BEFORE before the runs, $(cut -d' ' -f1-3 /proc/loadavg) after."
   echo
-  echo "| model | conc | flywheel req/s | node req/s | flywheel ÷ node | ceiling req/s | flywheel ÷ ceiling | ortloop rows/s | flywheel ÷ min(ceiling, ortloop) | no-log req/s | log on ÷ off | flywheel p50 ms | flywheel p99 ms | node p99 ms | ceiling p99 ms | flywheel p99 ÷ ceiling p99 | flywheel overhead p50 µs |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| model | conc | flywheel req/s | node req/s | flywheel ÷ node | ceiling req/s | flywheel ÷ ceiling | ortloop rows/s | flywheel ÷ min(ceiling, ortloop) | no-log req/s | log on ÷ off | flywheel p50 ms | flywheel p99 ms | node p99 ms | ceiling p99 ms | flywheel p99 ÷ ceiling p99 | flywheel overhead p50 µs | server CPU µs/request: flywheel / no-log / ceiling / node |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   awk -F'\t' -v ortres="$ORTRES" '
     function median(key, col,    n, i, j, v, tmp) {
       n = cnt[key]; for (i = 1; i <= n; i++) v[i] = val[key, i, col]
@@ -444,6 +444,7 @@ fi
       key = $1 SUBSEP $2 SUBSEP $3; cnt[key]++
       val[key, cnt[key], "rps"] = $5; val[key, cnt[key], "p50"] = $6; val[key, cnt[key], "p99"] = $8
       val[key, cnt[key], "ovh"] = $14
+      val[key, cnt[key], "cpu"] = $5 > 0 ? $12 * 1e4 / $5 : ""
       if (!(($2, $3) in seen)) { seen[$2, $3] = 1; order[++no] = $2 SUBSEP $3 }
     }
     function get(s, m, c, col,    key) { key = s SUBSEP m SUBSEP c; return cnt[key] ? median(key, col) : "" }
@@ -455,11 +456,13 @@ fi
         lim = cr; if (or != "" && (lim == "" || or < lim)) lim = or
         fp99 = get("flywheel", m, c, "p99"); cp99 = get("ceiling", m, c, "p99")
         xr = get("nolog", m, c, "rps")
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m, c,
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m, c,
           cell(fr, "%.0f"), cell(nr, "%.0f"), ratio(fr, nr), cell(cr, "%.0f"), ratio(fr, cr), cell(or, "%.0f"), ratio(fr, lim),
           cell(xr, "%.0f"), ratio(fr, xr),
           cell(get("flywheel", m, c, "p50"), "%.3f"), cell(fp99, "%.3f"), cell(get("node", m, c, "p99"), "%.3f"),
-          cell(cp99, "%.3f"), ratio(fp99, cp99), cell(get("flywheel", m, c, "ovh"), "%s")
+          cell(cp99, "%.3f"), ratio(fp99, cp99), cell(get("flywheel", m, c, "ovh"), "%s"),
+          cell(get("flywheel", m, c, "cpu"), "%.1f") " / " cell(get("nolog", m, c, "cpu"), "%.1f") " / " \
+            cell(get("ceiling", m, c, "cpu"), "%.1f") " / " cell(get("node", m, c, "cpu"), "%.1f")
       }
     }' "$ORTRES" "$RES"
   echo
@@ -473,6 +476,8 @@ fi
   echo "and one intra-op thread each, ${ORTLOOP_DURATION} per repeat: the model's ceiling here; flywheel ÷ min(ceiling, ortloop) is the issue's ratio."
   echo "no-log: the same flywheel serve with the prediction log off (--predlog-db=; drift, metrics and request ids on), run"
   echo "back to back with it: log on ÷ off is the prediction log's share of req/s."
+  echo "Server CPU per request: the server processes' user+system CPU during a run over its requests (median of the runs);"
+  echo "on a box shared with other work it moves much less than req/s, which depends on the CPU share a server gets."
   if [[ -s $OPENRES ]]; then
     echo
     echo "## Open loop: constant arrival rate, ${OPEN_DURATION} per run, the same rate for both servers"
