@@ -9,7 +9,7 @@ test-perf: ## bounded fuzzing of the OIP data decoder, the infer fast path and t
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBinary$$' -fuzztime 100000x ./server/oip
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 100000x ./server/binarydata
 
-bench: build ## Flywheel vs the Node.js peer in one sitting: closed loop c=1,8,64 + k6 open loop, Markdown table (~10 min; not in make test)
+bench: build ## Flywheel (log on and off) vs the Node.js peer, the ceiling server and ONNX Runtime alone in one sitting: closed loop c=1,8,64 + open loop, Markdown table with ratios and CPU per request (~15 min; not in make test)
 	loadtest/bench.sh
 
 bench-go: deps ## in-process Go benchmarks: batcher vs direct session calls, JSON codec vs encoding/json
