@@ -234,12 +234,26 @@ func TestScaledLoop(t *testing.T) {
 
 	// Exactly one job, from the alert, finished by the survivor as attempt 2.
 	var list []jobs.Job
-	waitUntil(t, "the retraining job to finish on the other trainer", 120*time.Second, func() bool {
+	lt := &loop{t: t}
+	for deadline := time.Now().Add(120 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		var out struct{ Jobs []jobs.Job }
-		(&loop{t: t}).get(s.trainers[survivor].URL+"/v1/jobs", &out)
+		lt.get(s.trainers[survivor].URL+"/v1/jobs", &out)
 		list = out.Jobs
-		return len(list) > 0 && list[len(list)-1].Final()
-	})
+		if len(list) > 0 && list[len(list)-1].Final() {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, x := range list {
+				var full jobs.Job
+				lt.get(s.trainers[survivor].URL+"/v1/jobs/"+x.ID, &full)
+				t.Logf("job %s: %s attempt %d step %q reason %q", full.ID, full.State, full.Attempt, full.Step, full.Reason)
+				for _, st := range full.Steps {
+					t.Logf("  attempt %d %-8s %-11s %6.2fs %s", st.Attempt, st.Name, st.State, st.Seconds, st.Detail)
+				}
+			}
+			t.Fatalf("timed out waiting for the retraining job to finish on %s", survivor)
+		}
+	}
 	if len(list) != 1 {
 		t.Fatalf("%d jobs, want exactly 1: %+v", len(list), list)
 	}
