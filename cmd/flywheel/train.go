@@ -249,6 +249,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				line += ", complete in the local store only: `flywheel runs sync` replays it"
 			}
 			line += fmt.Sprintf("; registered %s version %s", name, pub.Registered.Version)
+			if pub.Registered.Version != strconv.Itoa(pub.Version) {
+				// The repository already had that number (e.g. the committed version, older than the registry).
+				line += fmt.Sprintf(" in the model registry, published as repository version %d because version %s was taken", pub.Version, pub.Registered.Version)
+			}
 			if alias != "" && pub.TrackErr == nil {
 				line += ", alias " + alias
 			}

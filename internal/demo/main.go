@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +40,7 @@ type options struct {
 	speed                            float64
 	alertFor, window, cooldown       time.Duration
 	timeout                          time.Duration
+	windowDays                       int
 }
 
 func main() {
@@ -53,6 +55,7 @@ func main() {
 	flag.DurationVar(&o.window, "window", 20*time.Second, "ModelErrorHigh's error window (production: 30m)")
 	flag.DurationVar(&o.cooldown, "cooldown", 30*time.Second, "trainer cooldown per alert group (production: 1h)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "stop everything after this long")
+	flag.IntVar(&o.windowDays, "window-days", 0, "candidates train on this many days before the holdout (0: every row since 2001)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -209,7 +212,7 @@ func run(ctx context.Context, o options) error {
 		"--db", filepath.Join(dir, "jobs.db"), "--models", models, "--work-dir", filepath.Join(dir, "work"),
 		"--data", filepath.Join(root, "data", "chicago", "chicago.csv"), "--serve-url", "http://" + addrs["serve"],
 		"--admin-token", adminToken, "--tracking-db", filepath.Join(dir, "tracking.db"), "--cooldown", o.cooldown.String(),
-		"--holdout-days", "56"}
+		"--holdout-days", "56", "--window-days", fmt.Sprint(o.windowDays)}
 	if o.algorithm != "" {
 		trainerArgs = append(trainerArgs, "--algorithm", o.algorithm)
 	}
@@ -268,7 +271,7 @@ func run(ctx context.Context, o options) error {
 	say("prometheus   http://%s  (alerts: /alerts; FeatureDrift/ModelErrorHigh for: %s, error window %s)", addrs["prometheus"], o.alertFor, o.window)
 	// Let Prometheus see serve's counters at zero before labels arrive.
 	w := &watcher{prom: "http://" + addrs["prometheus"], trainer: "http://" + addrs["trainer"], serve: "http://" + addrs["serve"],
-		alerts: map[string]string{}, jobs: map[string]string{}}
+		trainerToken: trainerToken, alerts: map[string]string{}, jobs: map[string]string{}}
 	for i := 0; i < 50 && !w.scraped(ctx); i++ {
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -315,8 +318,9 @@ func run(ctx context.Context, o options) error {
 	if err := replayCmd.Wait(); err != nil {
 		say("replay ended: %v", err)
 	}
-	// Let a running job finish (bounded), then report.
-	for i := 0; i < 60 && w.busy(ctx); i++ {
+	// Let a queued or running job finish (bounded: an mlp candidate takes
+	// tens of seconds on a busy box), then report.
+	for i := 0; i < 240 && w.busy(ctx); i++ {
 		time.Sleep(500 * time.Millisecond)
 		w.poll(ctx)
 	}
@@ -330,7 +334,7 @@ func run(ctx context.Context, o options) error {
 // p99 latency of the ridership model from Prometheus.
 func (w *watcher) summary(ctx context.Context) {
 	var js struct{ Jobs []job }
-	if getJSON(ctx, w.trainer+"/v1/jobs", &js) == nil {
+	if getJSONAuth(ctx, w.trainer+"/v1/jobs", w.trainerToken, &js) == nil {
 		n := map[string]int{}
 		for _, j := range js.Jobs {
 			n[j.State]++
@@ -387,15 +391,22 @@ func writeFiles(dir string, files map[string][]byte) error {
 // watcher prints state changes of alerts, jobs and served versions.
 type watcher struct {
 	prom, trainer, serve string
+	trainerToken         string            // the trainer's job routes need it
 	alerts               map[string]string // alert key → state
 	jobs                 map[string]string // job id → state/step
 	versions             []string
 }
 
-func getJSON(ctx context.Context, url string, v any) error {
+func getJSON(ctx context.Context, url string, v any) error { return getJSONAuth(ctx, url, "", v) }
+
+// getJSONAuth is getJSON with a bearer token (none when empty).
+func getJSONAuth(ctx context.Context, url, token string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -429,7 +440,7 @@ type job struct {
 
 func (w *watcher) busy(ctx context.Context) bool {
 	var out struct{ Jobs []job }
-	if getJSON(ctx, w.trainer+"/v1/jobs", &out) != nil {
+	if getJSONAuth(ctx, w.trainer+"/v1/jobs", w.trainerToken, &out) != nil {
 		return false
 	}
 	for _, j := range out.Jobs {
@@ -460,7 +471,7 @@ func (w *watcher) poll(ctx context.Context) {
 			seen[key] = true
 			if w.alerts[key] != a.State {
 				w.alerts[key] = a.State
-				say("ALERT   %-32s %-8s value %s", key, a.State, short(a.Value))
+				say("ALERT   %-32s %-8s value %s", key, a.State, alertValue(a.Value))
 			}
 		}
 		for key := range w.alerts {
@@ -471,7 +482,7 @@ func (w *watcher) poll(ctx context.Context) {
 		}
 	}
 	var js struct{ Jobs []job }
-	if getJSON(ctx, w.trainer+"/v1/jobs", &js) == nil {
+	if getJSONAuth(ctx, w.trainer+"/v1/jobs", w.trainerToken, &js) == nil {
 		sort.Slice(js.Jobs, func(i, k int) bool { return js.Jobs[i].ID < js.Jobs[k].ID })
 		for _, j := range js.Jobs {
 			st := j.State + "/" + j.Step
@@ -487,7 +498,7 @@ func (w *watcher) poll(ctx context.Context) {
 				say("JOB     %s running step %s", j.ID, j.Step)
 			case "succeeded", "rejected", "failed":
 				var full job
-				if getJSON(ctx, w.trainer+"/v1/jobs/"+j.ID, &full) == nil {
+				if getJSONAuth(ctx, w.trainer+"/v1/jobs/"+j.ID, w.trainerToken, &full) == nil {
 					for _, s := range full.Steps {
 						say("JOB     %s   %-8s %-9s %6.2fs %s", j.ID, s.Name, s.State, s.Seconds, short(s.Detail))
 					}
@@ -503,6 +514,15 @@ func (w *watcher) poll(ctx context.Context) {
 		w.versions = meta.Versions
 		say("SERVE   ridership versions ready: %s", strings.Join(meta.Versions, ", "))
 	}
+}
+
+// alertValue prints an alert's value (Prometheus sends "5.601182832344129e+00")
+// with four significant digits.
+func alertValue(s string) string {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return strconv.FormatFloat(f, 'g', 4, 64)
+	}
+	return short(s)
 }
 
 func short(s string) string {

@@ -367,6 +367,7 @@ func TestClosedLoop(t *testing.T) {
 		t.Errorf("%d alert jobs, want 1", alertJobs)
 	}
 	a2s := trainerMetric(t, l.trainer.URL, "flywheel_trainer_alert_to_serving_seconds")
+	checkDashboardPanels(t, l.prom.URL) // every Grafana panel shows data after this traffic
 
 	// The tracker holds the run, the dataset digest, the version and alias champion.
 	if err := l.trainer.Stop(10 * time.Second); err != nil {
