@@ -255,12 +255,15 @@ func (c *Client) GetExperimentByName(ctx context.Context, name string) (tracker.
 	if err := c.getJSON(ctx, "experiments/get-by-name", url.Values{"experiment_name": {name}}, &out); err != nil {
 		return tracker.Experiment{}, err
 	}
-	e := out.Experiment
+	return out.Experiment.experiment(), nil
+}
+
+func (e wireExperiment) experiment() tracker.Experiment {
 	x := tracker.Experiment{ID: string(e.ExperimentID), Name: e.Name, ArtifactLocation: e.ArtifactLocation, Tags: map[string]string{}}
 	for _, t := range e.Tags {
 		x.Tags[t.Key] = t.Value
 	}
-	return x, nil
+	return x
 }
 
 // GetExperiment returns the experiment with id, or ErrNotFound.
@@ -271,12 +274,7 @@ func (c *Client) GetExperiment(ctx context.Context, id string) (tracker.Experime
 	if err := c.getJSON(ctx, "experiments/get", url.Values{"experiment_id": {id}}, &out); err != nil {
 		return tracker.Experiment{}, err
 	}
-	e := out.Experiment
-	x := tracker.Experiment{ID: string(e.ExperimentID), Name: e.Name, ArtifactLocation: e.ArtifactLocation, Tags: map[string]string{}}
-	for _, t := range e.Tags {
-		x.Tags[t.Key] = t.Value
-	}
-	return x, nil
+	return out.Experiment.experiment(), nil
 }
 
 // GetOrCreateExperiment looks the experiment up by name and creates it when
