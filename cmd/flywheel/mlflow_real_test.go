@@ -174,6 +174,28 @@ func TestRealMLflow(t *testing.T) {
 		}
 	})
 
+	t.Run("RejectionIsReportedNotPublished", func(t *testing.T) {
+		// A run MLflow rejects (here: its experiment is deleted) is not
+		// "unreachable": train fails with MLflow's answer before publishing.
+		exp, err := client.GetOrCreateExperiment(ctx, "deleted-experiment")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Python(`import mlflow, sys; mlflow.MlflowClient().delete_experiment(sys.argv[1])`, exp.ID); err != nil {
+			t.Fatal(err)
+		}
+		rejected := filepath.Join(t.TempDir(), "models")
+		var out, errb bytes.Buffer
+		err = runTrain(ctx, append(args(train.Ridge), "--models", rejected, "--experiment", "deleted-experiment"), &out, &errb)
+		all := out.String() + errb.String()
+		if err == nil || !strings.Contains(err.Error(), "INVALID_PARAMETER_VALUE") || strings.Contains(all+err.Error(), "unreachable") {
+			t.Fatalf("train into a deleted experiment: %v\n%s", err, all)
+		}
+		if _, serr := os.Stat(filepath.Join(rejected, "ridership")); !os.IsNotExist(serr) {
+			t.Errorf("a rejected run published a version: %v", serr)
+		}
+	})
+
 	t.Run("ServeFromRegistry", func(t *testing.T) { serveFromRegistry(t, m, client, models, runIDs) })
 
 	t.Run("StoppedMidRunThenSync", func(t *testing.T) {

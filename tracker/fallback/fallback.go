@@ -171,7 +171,12 @@ func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracke
 			"local_run_id", localID, "err", err)
 		return info, nil
 	default:
+		// MLflow rejected the run (a 4xx): it is not retried by sync, which
+		// would meet the same answer; `runs sync --all` still uploads it.
 		t.local.EndRun(ctx, localID, tracker.StatusFailed, time.Time{})
+		if serr := t.local.SetSyncState(ctx, localID, sqlite.StateUnsynced, sqlite.StateLocal); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return tracker.RunInfo{}, fmt.Errorf("starting the run in MLflow: %w", err)
 	}
 }

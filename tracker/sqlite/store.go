@@ -31,7 +31,7 @@ import (
 
 // Sync states of a run (see tracker/fallback).
 const (
-	StateLocal    = "local"    // no MLflow configured when it ran; never replayed
+	StateLocal    = "local"    // no MLflow configured when it ran, or MLflow rejected it; replayed only by sync --all
 	StateMirrored = "mirrored" // every write also reached MLflow so far
 	StateUnsynced = "unsynced" // MLflow missed something: sync must replay
 	StateSynced   = "synced"   // replayed completely
