@@ -43,6 +43,7 @@ type serveFlags struct {
 	idleTimeout     time.Duration
 	inferTimeout    time.Duration
 	shutdownTimeout time.Duration
+	shutdownDelay   time.Duration
 	rescanInterval  time.Duration
 	intraOpThreads  int
 	maxOutput       int64
@@ -93,6 +94,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Duration(&f.idleTimeout, "idle-timeout", "", 120*time.Second, "keep-alive idle time")
 	fs.Duration(&f.inferTimeout, "infer-timeout", "", 30*time.Second, "longest model run per request")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "", 15*time.Second, "time to drain in-flight requests on SIGTERM/SIGINT")
+	fs.Duration(&f.shutdownDelay, "shutdown-delay", "", 2*time.Second, "on SIGTERM/SIGINT: readiness fails at once, requests are still served for this long with Connection: close (keep-alive clients leave), then the listener closes (Kubernetes: after a preStop sleep for endpoint propagation)")
 	fs.Duration(&f.rescanInterval, "rescan-interval", "", 5*time.Second, "periodic repository rescan, the fallback for missed file events (0: off)")
 	fs.Int(&f.intraOpThreads, "intra-op-threads", "", 1, "ONNX Runtime intra-op threads per session (config.yaml may override)")
 	fs.Int64(&f.maxOutput, "max-output-elements", "", ort.DefaultMaxOutputElements, "most elements of one model output per request; larger outputs answer 422 before they are encoded or logged (config.yaml session.max_output_elements overrides; 0: no cap)")
@@ -268,13 +270,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		// On a signal: readiness fails, keep-alive clients are told to
+		// leave for --shutdown-delay, then the listener closes. When a part
+		// failed instead, there is nothing to wait for.
+		delay := time.Duration(0)
 		if ctx.Err() != nil {
-			logger.Info("shutting down", "component", "serve", "timeout", f.shutdownTimeout)
+			delay = f.shutdownDelay
+			logger.Info("shutting down", "component", "serve", "delay", delay, "timeout", f.shutdownTimeout)
 		}
-		srv.SetReady(false)
-		sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), delay+f.shutdownTimeout)
 		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
+		if err := srv.Drain(sctx, delay); err != nil {
 			logger.Warn("HTTP shutdown did not drain in time", "component", "api", "err", err)
 		}
 		stopWatch() // the watcher and the registry follower

@@ -107,8 +107,11 @@ type Server struct {
 	newID   func() string
 	now     func() time.Time
 	ready   atomic.Bool
-	errs    httpapi.Errors
-	admin   fiber.Handler
+	// draining: every response asks its client to close the connection, so
+	// keep-alive clients leave before the listener closes.
+	draining atomic.Bool
+	errs     httpapi.Errors
+	admin    fiber.Handler
 	// deadlines are the inference contexts (--infer-timeout)
 	deadlines deadlines
 }
@@ -210,6 +213,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.app.ShutdownWithContext(ctx)
 }
 
+// Drain shuts down without cutting keep-alive clients: readiness goes
+// false first (load balancers stop sending), then for delay every request
+// is still served but its response carries "Connection: close", so each
+// client leaves its connection after an answer instead of having an idle
+// connection closed under a request it is sending; then Shutdown closes
+// the listener and finishes in-flight requests until ctx is done.
+func (s *Server) Drain(ctx context.Context, delay time.Duration) error {
+	s.SetReady(false)
+	s.draining.Store(true)
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	return s.app.ShutdownWithContext(ctx)
+}
+
 // Errors the handlers return; errorHandler maps them.
 var (
 	errMediaType      = errors.New("unsupported content type")
@@ -230,6 +253,9 @@ func (s *Server) middleware(c *fiber.Ctx) error {
 	}
 	c.Locals(ridKey, rid)
 	c.Set(fiber.HeaderXRequestID, rid)
+	if s.draining.Load() {
+		c.Context().SetConnectionClose()
+	}
 	err := c.Next()
 	if err != nil {
 		if herr := s.errorHandler(c, err); herr != nil {
