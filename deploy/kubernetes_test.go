@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -466,4 +467,46 @@ func hasAccessMode(pvc *corev1.PersistentVolumeClaim, mode corev1.PersistentVolu
 		}
 	}
 	return false
+}
+
+// TestKubernetesServeDrainsBeforeStopping: the serve container sleeps in
+// preStop (endpoint removal reaches the proxies before SIGTERM), drains
+// keep-alive clients for a shutdown delay, and the grace period covers
+// both plus the shutdown timeout.
+func TestKubernetesServeDrainsBeforeStopping(t *testing.T) {
+	m := loadManifests(t)
+	serve := m.deployments["flywheel-serve"]
+	if serve == nil {
+		t.Fatal("missing flywheel-serve")
+	}
+	c := serve.Spec.Template.Spec.Containers[0]
+	// exec sleep, as the scale-out overlay's patch: one handler type after
+	// the strategic merge.
+	var sleep int
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Exec != nil {
+		if cmd := c.Lifecycle.PreStop.Exec.Command; len(cmd) == 2 && cmd[0] == "sleep" {
+			sleep, _ = strconv.Atoi(cmd[1])
+		}
+	}
+	if sleep < 1 || c.Lifecycle.PreStop.Sleep != nil || c.Lifecycle.PreStop.HTTPGet != nil {
+		t.Fatalf("serve container has no preStop exec sleep (and only that): %+v", c.Lifecycle)
+	}
+	var delay time.Duration
+	for _, e := range c.Env {
+		if e.Name == "FLYWHEEL_SHUTDOWN_DELAY" {
+			d, err := time.ParseDuration(e.Value)
+			if err != nil {
+				t.Fatalf("FLYWHEEL_SHUTDOWN_DELAY %q: %v", e.Value, err)
+			}
+			delay = d
+		}
+	}
+	if delay <= 0 {
+		t.Fatal("serve sets no FLYWHEEL_SHUTDOWN_DELAY")
+	}
+	grace := serve.Spec.Template.Spec.TerminationGracePeriodSeconds
+	need := time.Duration(sleep)*time.Second + delay + 15*time.Second // + --shutdown-timeout
+	if grace == nil || time.Duration(*grace)*time.Second < need {
+		t.Errorf("terminationGracePeriodSeconds %v < preStop + shutdown delay + shutdown timeout (%s)", grace, need)
+	}
 }
