@@ -28,6 +28,7 @@ type Data struct {
 	Name         string    // dataset name for the card, e.g. "chicago"
 	Source       string    // where it came from (a path), optional
 	FeatureNames []string  // names of Example.Features; nil means features.Names()
+	Weather      string    // the feature set's weather choice, for the card ("" when unknown)
 	Train        []Example // fitting rows (at least one)
 	Test         []Example // evaluation rows (at least one)
 	TrainDigest  string    // "sha256:…" identifying Train; computed when empty
@@ -51,35 +52,62 @@ func (r Range) String() string {
 var ErrNoRows = dataset.ErrNoRows
 
 // LoadData reads and validates the dataset file at path and selects the
-// training and test ranges; the digests are the file's sha256 plus each row
-// range (dataset.Digest).
-func LoadData(path string, trainRange, testRange Range) (*Data, error) {
+// training and test ranges; weather is the feature set's choice
+// (features.WeatherObserved or features.WeatherNone). The digests are the
+// file's sha256 plus each row range (dataset.Digest).
+func LoadData(path, weather string, trainRange, testRange Range) (*Data, error) {
 	d, err := dataset.Load(path)
 	if err != nil {
 		return nil, err
 	}
-	return FromDataset(d, trainRange, testRange)
+	return FromDataset(d, weather, trainRange, testRange)
 }
 
-// FromDataset selects the training and test ranges of a loaded dataset.
-func FromDataset(d *dataset.Dataset, trainRange, testRange Range) (*Data, error) {
-	tr, err := d.Select(trainRange.From, trainRange.Until)
-	if err != nil {
-		return nil, fmt.Errorf("training range %s: %w", trainRange, err)
+// FromDataset selects the training and test ranges of a loaded dataset. The
+// lags come from the dataset itself; rows whose lags reach before its first
+// day (its first 405 days) are left out of both ranges.
+func FromDataset(d *dataset.Dataset, weather string, trainRange, testRange Range) (*Data, error) {
+	if weather == "" {
+		weather = features.WeatherObserved
 	}
-	te, err := d.Select(testRange.From, testRange.Until)
-	if err != nil {
-		return nil, fmt.Errorf("test range %s: %w", testRange, err)
+	set := d.FeatureSet(weather)
+	if err := set.Validate(); err != nil {
+		return nil, err
 	}
-	return &Data{Name: d.Name, Source: d.Source, Train: Examples(tr.Rows), Test: Examples(te.Rows),
+	var warm time.Time
+	for _, r := range d.Rows {
+		if set.HasLags(r.Date) {
+			warm = r.Date
+			break
+		}
+	}
+	if warm.IsZero() {
+		return nil, fmt.Errorf("dataset %s: no day has a year of history for the lag features: %w", d.Name, ErrNoRows)
+	}
+	clip := func(r Range) Range {
+		if r.From.Before(warm) {
+			r.From = warm
+		}
+		return r
+	}
+	tr, err := d.Select(clip(trainRange).From, trainRange.Until)
+	if err != nil {
+		return nil, fmt.Errorf("training range %s (lags known from %s): %w", trainRange, warm.Format(features.DateLayout), err)
+	}
+	te, err := d.Select(clip(testRange).From, testRange.Until)
+	if err != nil {
+		return nil, fmt.Errorf("test range %s (lags known from %s): %w", testRange, warm.Format(features.DateLayout), err)
+	}
+	return &Data{Name: d.Name, Source: d.Source, FeatureNames: set.Names(), Weather: set.Weather,
+		Train: Examples(tr.Rows, set), Test: Examples(te.Rows, set),
 		TrainDigest: tr.Digest, TestDigest: te.Digest}, nil
 }
 
-// Examples turns dataset rows into examples with features.Vector.
-func Examples(rows []dataset.Row) []Example {
+// Examples turns dataset rows into examples of feature set s.
+func Examples(rows []dataset.Row, s features.Set) []Example {
 	out := make([]Example, len(rows))
 	for i, r := range rows {
-		out[i] = Example{Date: r.Date, Features: r.Features(), Target: r.Target}
+		out[i] = Example{Date: r.Date, Features: r.Vector(s), Target: r.Target}
 	}
 	return out
 }

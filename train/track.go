@@ -36,6 +36,9 @@ const (
 	ArtifactDir  = "model"
 	ArtifactONNX = ArtifactDir + "/" + modelrepo.ModelFile
 	ArtifactCard = ArtifactDir + "/" + modelrepo.CardFile
+	// ArtifactReport is the evaluation report: metrics with the baselines and
+	// the backtest, the interval and permutation importance.
+	ArtifactReport = "report.json"
 )
 
 // Tracking records a fit as a run of an experiment tracker (tracker/sqlite,
@@ -210,6 +213,12 @@ func runLog(r *Result, runID string) (tracker.Result, error) {
 		return out, err
 	}
 	out.Tags[TagLogModelHistory] = hist
+	report, err := json.MarshalIndent(map[string]any{"algorithm": r.Algorithm, "metrics": r.Metrics,
+		"interval": c.Interval, "importance": r.Importance, "selection": c.Training.Selection}, "", "  ")
+	if err != nil {
+		return out, fmt.Errorf("train: encoding the report: %w", err)
+	}
+	out.Files[ArtifactReport] = append(report, '\n')
 	return out, nil
 }
 

@@ -12,7 +12,7 @@ import (
 )
 
 func TestFitTracked(t *testing.T) {
-	d, err := LoadData(chicagoCSV, Range{From: mustDate("2011-01-01"), Until: mustDate("2011-12-31")},
+	d, err := LoadData(chicagoCSV, "", Range{From: mustDate("2011-01-01"), Until: mustDate("2011-12-31")},
 		Range{From: mustDate("2012-01-01"), Until: mustDate("2012-02-29")})
 	if err != nil {
 		t.Fatal(err)

@@ -121,6 +121,13 @@ type Config struct {
 
 	ThresholdMargin float64 // card thresholds = margin × test metric (default 1.25)
 
+	// RatioTo names a feature the model is fitted relative to: it learns
+	// target ÷ feature and its output is multiplied back, in Go and in the
+	// ONNX graph. The default, features.Level14Name (the four-week level 14
+	// days back), lets trees follow a level above any they were trained on.
+	// A name the data does not have, or "", fits the target itself.
+	RatioTo string
+
 	// ReferenceDays, when > 0, builds the card's drift reference from the
 	// training rows of the last ReferenceDays days only (by Example.Date), so
 	// a model retrained on a long history is compared with the regime it was
@@ -133,6 +140,10 @@ type Config struct {
 	RunID          string // tracker run id, when tracked
 	Tracker        string // "mlflow" or "sqlite", when tracked
 
+	// Importance, when set, adds permutation feature importance on the test
+	// rows to the metrics ("importance": feature → MAE increase).
+	Importance bool
+
 	// Progress, when set, is called after every iteration or epoch (from the
 	// calling goroutine). A tracker logs Progress.Metrics as steps.
 	Progress func(Progress)
@@ -142,7 +153,8 @@ type Config struct {
 
 // DefaultConfig returns a config for the ridership model with gbdt.
 func DefaultConfig() Config {
-	return Config{Name: "ridership", Algorithm: GBDT, Params: DefaultParams(), Seed: 1, ThresholdMargin: DefaultThresholdMargin}
+	return Config{Name: "ridership", Algorithm: GBDT, Params: DefaultParams(), Seed: 1, ThresholdMargin: DefaultThresholdMargin,
+		RatioTo: features.Level14Name}
 }
 
 // Progress reports one iteration (boosting round or epoch) of a fit.
@@ -193,6 +205,7 @@ type Result struct {
 	Metrics     map[string]map[string]float64 // "train" / "test" → mae, rmse, mape, r2
 	History     []Step                        // per iteration: train_rmse, valid_rmse (gbdt, mlp)
 	Iterations  int                           // trees or epochs kept (0 for ridge)
+	Importance  map[string]float64            // permutation importance on the test rows (Config.Importance)
 	FitDuration time.Duration
 	Model       Predictor
 	ONNX        []byte          // model.onnx
@@ -232,10 +245,20 @@ func Fit(ctx context.Context, cfg Config) (*Result, error) {
 			dow = j
 		}
 	}
+	ratio := -1
+	if cfg.RatioTo != "" {
+		ratio = features.Index(data.FeatureNames, cfg.RatioTo)
+	}
 	X := make([][]float64, len(data.Train))
 	y := make([]float64, len(data.Train))
 	for i, e := range data.Train {
 		X[i], y[i] = e.Features, e.Target
+		if ratio >= 0 {
+			if b := e.Features[ratio]; !(b > 0) {
+				return nil, fmt.Errorf("train: training row %d (%s): ratio feature %q is %v, want > 0", i, e.Date.Format(features.DateLayout), cfg.RatioTo, b)
+			}
+			y[i] /= e.Features[ratio]
+		}
 	}
 
 	start := time.Now() // durations use the real clock; cfg.Now only stamps the card
@@ -299,24 +322,43 @@ func Fit(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("train: fitting %s: %w", cfg.Algorithm, err)
 	}
 	res.FitDuration = time.Since(start)
+	ratioTo := ""
+	if ratio >= 0 {
+		ratioTo = cfg.RatioTo
+		res.Model = RatioModel{Model: res.Model, Column: ratio}
+		opts.Metadata["ratio_to"] = ratioTo
+	}
 
-	// Evaluate.
+	// Evaluate: the model, the naive baselines on the same rows, the report.
 	trainPred := predictAll(res.Model, data.Train)
 	testPred := predictAll(res.Model, data.Test)
 	trainM := eval.Regression(targets(data.Train), trainPred)
 	testM := eval.Regression(targets(data.Test), testPred)
 	res.Metrics = map[string]map[string]float64{"train": trainM.Map(), "test": testM.Map()}
+	for k, v := range Report(data.Test, testPred) {
+		res.Metrics["test"][k] = v
+	}
+	for name, m := range Baselines(data.FeatureNames, data.Test) {
+		res.Metrics["test_"+name] = m
+	}
+	if cfg.Importance {
+		res.Importance = Importance(res.Model, data.FeatureNames, data.Test, cfg.Seed)
+	}
 
 	// Export.
+	var proto *onnxpb.ModelProto
 	switch m := model.(type) {
 	case *ridge.Model:
-		res.ONNX, err = marshal(export.Ridge(m, F, opts))
+		proto, err = export.Ridge(m, F, opts)
 	case *mlp.Model:
-		res.ONNX, err = marshal(export.MLP(m, F, opts))
+		proto, err = export.MLP(m, F, opts)
 	case *gbdt.Model:
-		res.ONNX, err = marshal(export.GBDT(m, opts))
+		proto, err = export.GBDT(m, opts)
 	}
-	if err != nil {
+	if err == nil && ratio >= 0 {
+		err = export.MultiplyByInput(proto, ratio, F)
+	}
+	if res.ONNX, err = marshal(proto, err); err != nil {
 		return nil, err
 	}
 
@@ -348,13 +390,15 @@ func Fit(ctx context.Context, cfg Config) (*Result, error) {
 			TestDataset: &modelrepo.Dataset{Name: data.Name, Digest: data.TestDigest, Rows: len(data.Test),
 				From: teFrom.Format(features.DateLayout), Until: teUntil.Format(features.DateLayout), Source: data.Source},
 			GitCommit: cfg.GitCommit, TrainerVersion: cfg.TrainerVersion,
+			Weather: data.Weather, RatioTo: ratioTo,
 		},
 		Metrics: res.Metrics,
 		Thresholds: map[string]float64{
 			"mae":  round6(cfg.ThresholdMargin * testM.MAE),
 			"rmse": round6(cfg.ThresholdMargin * testM.RMSE),
 		},
-		Reference: ref,
+		Reference:  ref,
+		Importance: roundAll(res.Importance),
 	}
 	return res, nil
 }
@@ -379,6 +423,17 @@ func referenceRows(rows []Example, days int) []int {
 }
 
 func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
+
+func roundAll(m map[string]float64) map[string]float64 {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]float64, len(m))
+	for k, v := range m {
+		out[k] = round6(v)
+	}
+	return out
+}
 
 func marshal(m *onnxpb.ModelProto, err error) ([]byte, error) {
 	if err != nil {

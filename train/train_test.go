@@ -50,7 +50,7 @@ var fixture struct {
 func fitted(t testing.TB) (*Data, map[string]*Result) {
 	t.Helper()
 	fixture.once.Do(func() {
-		fixture.data, fixture.err = LoadData(chicagoCSV, trainRange, testRange)
+		fixture.data, fixture.err = LoadData(chicagoCSV, "", trainRange, testRange)
 		if fixture.err != nil {
 			return
 		}
@@ -81,7 +81,7 @@ func testConfig(algo string, d *Data) Config {
 
 func TestMetricsOnTheTimeSplit(t *testing.T) {
 	d, results := fitted(t)
-	if len(d.Train) != 3996 || len(d.Test) != 366 {
+	if len(d.Train) != 3591 || len(d.Test) != 366 {
 		t.Fatalf("split: %d train, %d test rows", len(d.Train), len(d.Test))
 	}
 	best := math.Inf(1)
@@ -98,11 +98,15 @@ func TestMetricsOnTheTimeSplit(t *testing.T) {
 		}
 	}
 	t.Log(table.String())
-	if best > 1.25 {
-		t.Fatalf("best test MAE %.4f > 1.25", best)
+	naive := results[GBDT].Metrics["test_"+SeasonalNaive]
+	if math.Abs(naive["mae"]-1.1754) > 5e-4 || math.Abs(results[GBDT].Metrics["test_"+Lag14]["mae"]-1.6078) > 5e-4 {
+		t.Fatalf("baselines on 2012: %v, %v", naive, results[GBDT].Metrics["test_"+Lag14])
 	}
-	if g := results[GBDT].Metrics["test"]["mae"]; g > 1.25 {
-		t.Errorf("gbdt test MAE %.4f > 1.25", g)
+	if best > 0.78 {
+		t.Fatalf("best test MAE %.4f > 0.78", best)
+	}
+	if g := results[GBDT].Metrics["test"]; g["mae"] > 0.78 || g["mae"] >= naive["mae"] || math.Abs(g["bias"]) > 0.2 || g["holiday_mae"] > 1.5 {
+		t.Errorf("gbdt on 2012: %v (seasonal naive MAE %.4f)", g, naive["mae"])
 	}
 }
 
@@ -237,7 +241,7 @@ func TestCard(t *testing.T) {
 	if got := c.FeatureNames(); len(got) != features.Count || got[48] != "dow" || got[49] != "holiday" {
 		t.Fatalf("features %v", got)
 	}
-	if c.Inputs[0].Name != "features" || c.Inputs[0].Shape[1] != 50 || c.Outputs[0].Name != "prediction" {
+	if c.Inputs[0].Name != "features" || c.Inputs[0].Shape[1] != int64(features.Count) || c.Outputs[0].Name != "prediction" {
 		t.Fatalf("signature %+v %+v", c.Inputs, c.Outputs)
 	}
 	tr := c.Training
@@ -245,7 +249,7 @@ func TestCard(t *testing.T) {
 		t.Fatalf("training %+v", tr)
 	}
 	if tr.Dataset.Digest != d.TrainDigest || !strings.HasPrefix(tr.Dataset.Digest, "sha256:") ||
-		tr.Dataset.Rows != 3996 || tr.Dataset.From != "2001-01-22" || tr.Dataset.Until != "2011-12-31" {
+		tr.Dataset.Rows != 3591 || tr.Dataset.From != "2002-03-03" || tr.Dataset.Until != "2011-12-31" {
 		t.Fatalf("dataset %+v", tr.Dataset)
 	}
 	if tr.TestDataset.From != "2012-01-01" || tr.TestDataset.Rows != 366 {
@@ -334,7 +338,7 @@ func TestFitErrors(t *testing.T) {
 			dd := *d
 			dd.Train = append([]Example{{Date: d.Train[0].Date, Features: []float64{1}, Target: 1}}, d.Train[1:]...)
 			c.Data = &dd
-		}, "1 features, want 50", nil},
+		}, "1 features, want 66", nil},
 		{"NaN feature", func(c *Config) {
 			dd := *d
 			f := append([]float64(nil), d.Train[0].Features...)
@@ -354,7 +358,7 @@ func TestFitErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := LoadData(chicagoCSV, trainRange, Range{From: mustDate("2030-01-01"), Until: mustDate("2030-12-31")}); !errors.Is(err, ErrNoRows) ||
+	if _, err := LoadData(chicagoCSV, "", trainRange, Range{From: mustDate("2030-01-01"), Until: mustDate("2030-12-31")}); !errors.Is(err, ErrNoRows) ||
 		!strings.Contains(err.Error(), "test range 2030-01-01 … 2030-12-31") {
 		t.Fatalf("empty test range: %v", err)
 	}
@@ -376,7 +380,7 @@ func TestInMemoryData(t *testing.T) {
 		t.Fatal(err)
 	}
 	ds := r.Card.Training.Dataset
-	if ds.Rows != 3996+30 || ds.Until != "2012-01-30" || ds.Digest != Digest(mem.Train) || ds.Digest == d.TrainDigest {
+	if ds.Rows != 3591+30 || ds.Until != "2012-01-30" || ds.Digest != Digest(mem.Train) || ds.Digest == d.TrainDigest {
 		t.Fatalf("dataset %+v", ds)
 	}
 
@@ -416,7 +420,7 @@ func TestParams(t *testing.T) {
 }
 
 func BenchmarkFit(b *testing.B) {
-	d, err := LoadData(chicagoCSV, trainRange, testRange)
+	d, err := LoadData(chicagoCSV, "", trainRange, testRange)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -445,7 +449,7 @@ func TestCommittedModel(t *testing.T) {
 		t.Fatalf("features %v", c.FeatureNames())
 	}
 	ds := c.Training.Dataset
-	if ds.Digest != d.TrainDigest || ds.From != "2001-01-22" || ds.Until != "2011-12-31" || ds.Rows != len(d.Train) {
+	if ds.Digest != d.TrainDigest || ds.From != "2002-03-03" || ds.Until != "2011-12-31" || ds.Rows != len(d.Train) {
 		t.Fatalf("card dataset %+v does not match the data (digest %s)", ds, d.TrainDigest)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, modelrepo.ModelFile))

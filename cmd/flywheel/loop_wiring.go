@@ -2,11 +2,11 @@ package main
 
 // The parts of the retraining loop that other areas provide (see
 // docs/loop-wiring.md):
-//   loopBase       → train/features (the 48 numeric columns, dow, holiday)
+//   loopBase       → train/features (the numeric columns, calendar, yearly lags from the dataset)
 //   loopTrainer    → the built-in train.Fit, or --external-cmd
 //   loopTracker    → tracker/sqlite, or tracker/mlflow with the SQLite fallback
 //                    (a tracker.Recorder the pipeline uses directly)
-//   replayFeatures → train/features.FromMap
+//   replayFeatures → train/features.Set.FromMap with the replayed rows' history
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flywheel-ml/flywheel/train"
+	"github.com/flywheel-ml/flywheel/train/dataset"
 	"github.com/flywheel-ml/flywheel/train/external"
 	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -29,8 +30,9 @@ import (
 
 // Feature sets (--features of trainer and replay).
 const (
-	// featuresRidership is train/features: the dataset's 48 numeric columns,
-	// then dow and holiday derived from the date — what the ridership model serves.
+	// featuresRidership is train/features' default set: the dataset's 48
+	// numeric columns, then the calendar features derived from the date and
+	// the target's yearly lags — what the ridership model serves.
 	featuresRidership = "ridership"
 	// featuresColumns is every numeric column of the CSV as it is, in name
 	// order (replay) or file order (trainer), for other datasets.
@@ -51,7 +53,32 @@ func loopBase(f trainerFlags) pipeline.BaseData {
 	if f.features == featuresColumns {
 		return pipeline.CSVBase{Path: f.data, Target: f.target}
 	}
-	return pipeline.CSVBase{Path: f.data, Target: f.target, Names: features.Names(), Features: features.FromMap}
+	return ridershipBase{path: f.data, target: f.target}
+}
+
+// ridershipBase is the dataset through train/features' default set, its
+// yearly lags looked up in the dataset itself; days without a year of
+// history (the first 405) are left out.
+type ridershipBase struct{ path, target string }
+
+func (b ridershipBase) Load(ctx context.Context) (*pipeline.Base, error) {
+	d, err := dataset.Load(b.path)
+	if err != nil {
+		return nil, err
+	}
+	set := d.FeatureSet(features.WeatherObserved)
+	base, err := pipeline.CSVBase{Path: b.path, Target: b.target, Names: set.Names(), Features: set.FromMap}.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows := base.Rows[:0]
+	for _, r := range base.Rows {
+		if set.HasLags(r.Date) {
+			rows = append(rows, r)
+		}
+	}
+	base.Rows = rows
+	return base, nil
 }
 
 // loopTrainer is the candidate trainer: the built-in Go trainer, or the
@@ -115,7 +142,11 @@ func loopTracker(ctx context.Context, f trainerFlags, log *slog.Logger) (*tracki
 // the training features; else the raw numeric columns in name order.
 func replayFeatures(set string, rows []replay.Record) replay.FeatureFunc {
 	if set == featuresRidership {
-		return features.FromMap
+		h := features.History{}
+		for _, r := range rows {
+			h.Add(r.Date, r.Label)
+		}
+		return features.Set{History: h}.FromMap
 	}
 	var names []string
 	if len(rows) > 0 {

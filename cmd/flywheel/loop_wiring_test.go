@@ -17,6 +17,7 @@ import (
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/train/dataset"
 	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -49,7 +50,7 @@ func copyDir(t *testing.T, src, dst string) {
 }
 
 // chicagoFeedback is what serve's export holds after a replay of [from, until]
-// with labels: the served features (features.FromMap) and the true ridership.
+// with labels: the served features (the default feature set) and the true ridership.
 func chicagoFeedback(t *testing.T, from, until string) []pipeline.Feedback {
 	t.Helper()
 	recs, err := replay.ReadCSV(testCSV, "date", "ridership")
@@ -58,14 +59,19 @@ func chicagoFeedback(t *testing.T, from, until string) []pipeline.Feedback {
 	}
 	f, _ := time.Parse(features.DateLayout, from)
 	u, _ := time.Parse(features.DateLayout, until)
-	names := features.Names()
+	d, err := dataset.Load(testCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := d.FeatureSet(features.WeatherObserved)
+	names := set.Names()
 	v1 := int64(1)
 	var out []pipeline.Feedback
 	for _, r := range recs {
 		if r.Date.Before(f) || r.Date.After(u) {
 			continue
 		}
-		x, err := features.FromMap(r.Values, r.Date)
+		x, err := set.FromMap(r.Values, r.Date)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +88,7 @@ func chicagoFeedback(t *testing.T, from, until string) []pipeline.Feedback {
 
 // TestTrainerBuiltinTracked runs `flywheel trainer` wired as in production —
 // the chicago base dataset through train/features, the built-in trainer with
-// the committed champion's algorithm (mlp) and params, the SQLite tracker —
+// the committed champion's algorithm (gbdt) and params, the SQLite tracker —
 // against labelled 2015 feedback: a candidate made worse by a job override is
 // rejected with nothing published or tracked; the next job publishes v2 and
 // the tracker holds its run (params, metrics, iter_* history, dataset digest,
@@ -127,8 +133,8 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 		return j
 	}
 
-	// A candidate trained for one tiny-step epoch is worse than the champion: rejected.
-	j := runJob(`{"params":{"epochs":1,"learning_rate":1e-6}}`)
+	// A candidate of one tiny-step tree is worse than the champion: rejected.
+	j := runJob(`{"params":{"iterations":1,"learning_rate":1e-6}}`)
 	if j.State != jobs.StateRejected || !strings.Contains(j.Reason, "not better than the champion") {
 		t.Fatalf("worse candidate: %s: %s\n%s", j.State, j.Reason, logs.String())
 	}
@@ -144,7 +150,7 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Training.Algorithm != "mlp" || c.Training.Tracker != "sqlite" || c.Training.RunID == "" || c.Version != 2 {
+	if c.Training.Algorithm != "gbdt" || c.Training.Tracker != "sqlite" || c.Training.RunID == "" || c.Version != 2 {
 		t.Fatalf("card training = %+v (version %d)", c.Training, c.Version)
 	}
 	if got := c.FeatureNames(); strings.Join(got, ",") != strings.Join(features.Names(), ",") {
@@ -177,8 +183,8 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run.Info.Status != tracker.StatusFinished || run.Tags["flywheel.job_id"] != j.ID || run.Params["algorithm"] != "mlp" ||
-		run.Params["param.patience"] != "10" || run.Params["param.hidden"] != "[64 32]" {
+	if run.Info.Status != tracker.StatusFinished || run.Tags["flywheel.job_id"] != j.ID || run.Params["algorithm"] != "gbdt" ||
+		run.Params["param.patience"] != "10" || run.Params["param.max_leaves"] != "31" {
 		t.Errorf("run = %+v", run)
 	}
 	for _, k := range []string{"holdout_mae", "champion_holdout_mae", "test_mae", "train_rmse"} {
@@ -315,31 +321,35 @@ func TestLoopFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != len(base.Rows) {
-		t.Fatalf("%d replay rows, %d base rows", len(recs), len(base.Rows))
+	// the base leaves out the days without a year of lag history
+	warm := len(recs) - len(base.Rows)
+	if warm != 405 || !base.Rows[0].Date.Equal(recs[warm].Date) {
+		t.Fatalf("%d replay rows, %d base rows from %s", len(recs), len(base.Rows), base.Rows[0].Date.Format(features.DateLayout))
 	}
 	f := replayFeatures(featuresRidership, recs)
+	hol := features.Index(base.Names, features.HolidayName)
 	for _, tc := range []struct {
 		name string
 		i    int
-	}{{"first day", 0}, {"a holiday (2015-07-03, observed)", -1}, {"last day", len(recs) - 1}} {
+	}{{"first day", 0}, {"a holiday (2015-07-03, observed)", -1}, {"last day", len(base.Rows) - 1}} {
 		i := tc.i
 		if i < 0 {
-			for k, r := range recs {
+			for k, r := range base.Rows {
 				if r.Date.Format(features.DateLayout) == "2015-07-03" {
 					i = k
 				}
 			}
 		}
-		x, err := f(recs[i].Values, recs[i].Date)
+		rec := recs[i+warm]
+		x, err := f(rec.Values, rec.Date)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !recs[i].Date.Equal(base.Rows[i].Date) || len(x) != len(base.Names) || strings.Trim(fmt.Sprint(x), "[]") != strings.Trim(fmt.Sprint(base.Rows[i].Features), "[]") {
+		if !rec.Date.Equal(base.Rows[i].Date) || len(x) != len(base.Names) || strings.Trim(fmt.Sprint(x), "[]") != strings.Trim(fmt.Sprint(base.Rows[i].Features), "[]") {
 			t.Errorf("%s: replay %v\nbase %v", tc.name, x, base.Rows[i].Features)
 		}
-		if tc.i < 0 && x[len(x)-1] != 1 {
-			t.Errorf("%s: holiday = %v", tc.name, x[len(x)-1])
+		if tc.i < 0 && x[hol] != 1 {
+			t.Errorf("%s: holiday = %v", tc.name, x[hol])
 		}
 	}
 	cols, err := loopBase(trainerFlags{data: testCSV, target: "ridership", features: featuresColumns}).Load(context.Background())

@@ -207,7 +207,7 @@ func TestRealMLflow(t *testing.T) {
 		defer tr.Close()
 		cfg := train.DefaultConfig()
 		cfg.Algorithm = train.Ridge
-		data, err := train.LoadData(testCSV, train.Range{From: testDay(t, "2010-01-01"), Until: testDay(t, "2011-12-31")}, train.Range{From: testDay(t, "2012-01-01"), Until: testDay(t, "2012-03-31")})
+		data, err := train.LoadData(testCSV, "", train.Range{From: testDay(t, "2010-01-01"), Until: testDay(t, "2011-12-31")}, train.Range{From: testDay(t, "2012-01-01"), Until: testDay(t, "2012-03-31")})
 		if err != nil {
 			t.Fatal(err)
 		}

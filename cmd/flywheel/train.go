@@ -19,6 +19,7 @@ import (
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/train"
 	"github.com/flywheel-ml/flywheel/train/dataset"
+	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 )
 
@@ -31,13 +32,20 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 const trainSummary = `Train, evaluate and export a model, then publish it as the next version in the model
 repository (models/<name>/<version>/model.onnx + model.json, written atomically).
 
---algorithm takes one of ridge, mlp, gbdt, or a comma-separated list: every listed algorithm is
-trained and compared, and the best by test MAE is published. Hyper-parameters come from the
-defaults, then --params (YAML with ridge:, mlp:, gbdt: sections), then each --set key=value.`
+--algorithm takes one of ridge, mlp, gbdt, or a comma-separated list. Selection never looks at
+the test range: a rolling-origin backtest inside the training range (--backtest-folds one-year
+folds, each fitted on everything before it) chooses the algorithm, GBDT's tree count and the
+prediction interval; the test range is only reported, beside the seasonal-naive (same weekday 364
+days earlier) and 14-day-lag baselines. A model that does not beat the seasonal naive on the
+test range is not published. Hyper-parameters come from the defaults, then --params (YAML with
+ridge:, mlp:, gbdt: sections), then each --set key=value.`
 
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		dataPath, name, algos, models, paramsFile, gitCommit string
+		weather, ratioTo                                     string
+		folds, btSeeds                                       int
+		importance                                           bool
 		trainFrom, trainUntil, testFrom, testUntil           string
 		experiment, experimentID, alias, ortLib              string
 		seed                                                 int64
@@ -50,7 +58,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&dataPath, "data", "", "data/chicago/chicago.csv", "dataset CSV file")
 	fs.String(&name, "model-name", "", "ridership", "model name in the repository")
 	fs.String(&algos, "algorithm", "", train.GBDT, "ridge, mlp or gbdt (or a comma-separated list to compare)")
-	fs.String(&trainFrom, "train-from", "", "2001-01-22", "first training day (YYYY-MM-DD, empty = open)")
+	fs.String(&weather, "weather", "", features.WeatherObserved, "observed: the day's observed weather is a feature (a leak for a real 14-day-ahead forecast, ~0.1 MAE); none: only what is known 14 days ahead")
+	fs.String(&ratioTo, "ratio-to", "", features.Level14Name, "fit the target as a ratio to this feature, multiplied back in the graph (trees then follow a level above any they trained on); none: fit the target itself")
+	fs.Int(&folds, "backtest-folds", "", 3, "one-year rolling-origin folds at the end of the training range that choose the algorithm, GBDT's trees and the interval (0: no backtest; one algorithm only)")
+	fs.Int(&btSeeds, "backtest-seeds", "", 1, "seeds each backtest fold is fitted with (--seed, --seed+1, …): metrics are mean ± sd over folds and seeds")
+	fs.Bool(&importance, "importance", "", true, "report permutation feature importance on the test range")
+	fs.String(&trainFrom, "train-from", "", "2001-01-22", "first training day (YYYY-MM-DD, empty = open; days without a year of lag history are left out)")
 	fs.String(&trainUntil, "train-until", "", "2011-12-31", "last training day")
 	fs.String(&testFrom, "test-from", "", "2012-01-01", "first test day")
 	fs.String(&testUntil, "test-until", "", "2012-12-31", "last test day")
@@ -101,6 +114,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, a := range list {
 		cfg := train.DefaultConfig()
 		cfg.Name, cfg.Algorithm, cfg.Params, cfg.Seed, cfg.ThresholdMargin = name, a, params, seed, margin
+		cfg.RatioTo = ratioTo
+		if ratioTo == "none" {
+			cfg.RatioTo = ""
+		}
 		for _, kv := range sets {
 			if err := cfg.Params.Set(a, kv); err != nil {
 				return usageError{fmt.Errorf("--set: %w", err)}
@@ -111,6 +128,15 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		cfgs = append(cfgs, cfg)
 	}
+	if weather != features.WeatherObserved && weather != features.WeatherNone {
+		return usageError{fmt.Errorf("--weather %q is not %s or %s", weather, features.WeatherObserved, features.WeatherNone)}
+	}
+	if folds < 0 || btSeeds < 1 {
+		return usageError{fmt.Errorf("--backtest-folds %d must be ≥ 0 and --backtest-seeds %d ≥ 1", folds, btSeeds)}
+	}
+	if folds == 0 && len(cfgs) > 1 {
+		return usageError{errors.New("comparing algorithms needs --backtest-folds ≥ 1 (the test range never chooses)")}
+	}
 	var ranges [4]time.Time
 	for i, s := range []struct{ flag, v string }{{"train-from", trainFrom}, {"train-until", trainUntil}, {"test-from", testFrom}, {"test-until", testUntil}} {
 		t, err := dataset.ParseDate(s.v)
@@ -120,7 +146,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ranges[i] = t
 	}
 
-	data, err := train.LoadData(dataPath, train.Range{From: ranges[0], Until: ranges[1]}, train.Range{From: ranges[2], Until: ranges[3]})
+	data, err := train.LoadData(dataPath, weather, train.Range{From: ranges[0], Until: ranges[1]}, train.Range{From: ranges[2], Until: ranges[3]})
 	if err != nil {
 		return err
 	}
@@ -130,6 +156,45 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "dataset %s: %d training rows (%s), %d test rows, digest %s\n",
 		data.Source, len(data.Train), train.Range{From: data.Train[0].Date, Until: data.Train[len(data.Train)-1].Date},
 		len(data.Test), data.TrainDigest)
+	fmt.Fprintf(stdout, "features: %d, weather %s (card: inputs[0].features)\n", len(data.FeatureNames), weather)
+
+	// Selection: a rolling-origin backtest inside the training range.
+	var bts []*train.BacktestResult
+	best := 0
+	if folds > 0 {
+		seeds := make([]int64, btSeeds)
+		for i := range seeds {
+			seeds[i] = seed + int64(i)
+		}
+		fmt.Fprintf(stdout, "backtest: %d folds of 364 days ending %s, each fitted on every training day before it; seeds %v\n",
+			folds, data.Train[len(data.Train)-1].Date.Format(features.DateLayout), seeds)
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "algorithm\tMAE mean\t± sd\tbias\tper fold\ttrees\t")
+		for i := range cfgs {
+			cfgs[i].Data = data
+			bt, err := train.RunBacktest(ctx, cfgs[i], train.Backtest{Folds: folds, FoldDays: 364, Seeds: seeds, Level: 0.9})
+			if err != nil {
+				return err
+			}
+			cfgs[i] = bt.Tune(cfgs[i])
+			bts = append(bts, bt)
+			var per []string
+			for _, f := range bt.Folds {
+				per = append(per, fmt.Sprintf("%.3f", f.MAE))
+			}
+			fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%+.3f\t%s\t%d\t\n", cfgs[i].Algorithm, bt.MAEMean, bt.MAESD, bt.BiasMean, strings.Join(per, " "), bt.Iterations)
+			if bt.MAEMean < bts[best].MAEMean {
+				best = i
+			}
+		}
+		for _, b := range []string{train.SeasonalNaive, train.Lag14} {
+			if v, ok := bts[0].Baselines[b]; ok {
+				fmt.Fprintf(tw, "%s\t%.4f\t\t\t\t\t\n", b, v)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "chosen by backtest: %s\n", cfgs[best].Algorithm)
+	}
 
 	// Tracking: one run per fit, started before the fit so its id is in the card.
 	var tracking *train.Tracking
@@ -161,8 +226,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	var results []*train.Result
-	for _, cfg := range cfgs {
+	for i, cfg := range cfgs {
 		cfg.Data = data
+		cfg.Importance = importance
 		cfg.GitCommit = gitCommit
 		cfg.TrainerVersion = "flywheel " + version
 		if !quiet {
@@ -181,6 +247,13 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return failRuns(err)
 		}
+		if bts != nil {
+			r.Metrics["backtest"] = bts[i].Metrics()
+			r.Card.Metrics = r.Metrics
+			r.Card.Interval = bts[i].Interval(r, data.Test)
+			r.Metrics["test"]["interval_coverage"] = r.Card.Interval.Coverage
+			r.Card.Training.Selection = selection(cfgs, bts, best)
+		}
 		if !quiet {
 			fmt.Fprintf(stderr, "%s: done in %s, %d iterations run, %d kept\n", r.Algorithm,
 				r.FitDuration.Round(time.Millisecond), len(r.History), r.Iterations)
@@ -190,16 +263,17 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			runs = append(runs, run)
 		}
 	}
-	best := 0
-	for i, r := range results {
-		if r.Metrics["test"]["mae"] < results[best].Metrics["test"]["mae"] {
-			best = i
-		}
-	}
 	printMetrics(stdout, results, len(data.Train), len(data.Test))
-	var refused error // the version serve loads is better: not published without --force
+	printReport(stdout, results[best])
+	// Not published: a model that loses to the seasonal naive on the test
+	// range (nothing overrides this), or one the version serve loads beats
+	// on the same days (unless --force).
+	var refused error
 	replaces := ""
-	if publish {
+	if naive, ok := results[best].Metrics["test_"+train.SeasonalNaive]["mae"]; ok && publish && !(results[best].Metrics["test"]["mae"] < naive) {
+		refused = fmt.Errorf("not published: %s's test MAE %.4f does not beat the seasonal naive's %.4f on the same days", results[best].Algorithm, results[best].Metrics["test"]["mae"], naive)
+		publish = false
+	} else if publish {
 		if replaces, refused = checkChampion(ctx, models, name, data, results[best], ortLib, force); refused != nil {
 			publish = false
 		}
@@ -350,16 +424,58 @@ func progressPrinter(w io.Writer) func(train.Progress) {
 }
 
 func printMetrics(w io.Writer, results []*train.Result, trainRows, testRows int) {
-	fmt.Fprintf(w, "test metrics (%d rows; trained on %d):\n", testRows, trainRows)
+	fmt.Fprintf(w, "test metrics (%d rows; trained on %d; reported, never used to choose):\n", testRows, trainRows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "algorithm\tMAE\tRMSE\tMAPE\tR²\ttrain MAE\titerations\tfit\tmodel.onnx\t")
+	fmt.Fprintln(tw, "algorithm\tMAE\tRMSE\tMAPE\tR²\tbias\ttrain MAE\titerations\tfit\tmodel.onnx\t")
 	for _, r := range results {
 		m := r.Metrics["test"]
-		fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%.2f%%\t%.4f\t%.4f\t%d\t%s\t%d B\t\n", r.Algorithm,
-			m["mae"], m["rmse"], 100*m["mape"], m["r2"], r.Metrics["train"]["mae"], r.Iterations,
+		fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%.2f%%\t%.4f\t%+.3f\t%.4f\t%d\t%s\t%d B\t\n", r.Algorithm,
+			m["mae"], m["rmse"], 100*m["mape"], m["r2"], m["bias"], r.Metrics["train"]["mae"], r.Iterations,
 			r.FitDuration.Round(time.Millisecond), len(r.ONNX))
 	}
+	for _, b := range []string{train.SeasonalNaive, train.Lag14} {
+		if m, ok := results[0].Metrics["test_"+b]; ok {
+			fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%.2f%%\t%.4f\t%+.3f\t\t\t\t\t\n", b, m["mae"], m["rmse"], 100*m["mape"], m["r2"], m["bias"])
+		}
+	}
 	tw.Flush()
+}
+
+// printReport prints the chosen model's report: per-weekday and holiday
+// MAE, the interval and its coverage, the most important features.
+func printReport(w io.Writer, r *train.Result) {
+	m := r.Metrics["test"]
+	var days []string
+	for _, d := range []string{"mon", "tue", "wed", "thu", "fri", "sat", "sun"} {
+		days = append(days, fmt.Sprintf("%s %.3f", d, m["mae_"+d]))
+	}
+	fmt.Fprintf(w, "%s report: bias %+.3f; holiday MAE %.3f (%d days: named holidays, Dec 24 … Jan 1); MAE by weekday: %s\n",
+		r.Algorithm, m["bias"], m["holiday_mae"], int(m["holiday_rows"]), strings.Join(days, ", "))
+	if iv := r.Card.Interval; iv != nil {
+		fmt.Fprintf(w, "%.0f %% prediction interval: ± %.3f (split conformal on the last backtest fold); test coverage %.1f %%\n",
+			100*iv.Level, iv.HalfWidth, 100*iv.Coverage)
+	}
+	if imp := r.Importance; len(imp) > 0 {
+		fmt.Fprintf(w, "permutation importance (test MAE increase): %s\n", strings.Join(train.TopImportance(imp, 8), ", "))
+	}
+}
+
+// selection is the card's record of how the published algorithm was chosen.
+func selection(cfgs []train.Config, bts []*train.BacktestResult, best int) *modelrepo.Selection {
+	s := &modelrepo.Selection{Chosen: cfgs[best].Algorithm, Candidates: map[string]map[string]float64{},
+		Method: fmt.Sprintf("rolling-origin backtest: %d folds of 364 days at the end of the training range, each fitted on every day before it; lowest mean MAE", len(bts[best].Folds)/max(1, countSeeds(bts[best])))}
+	for i, b := range bts {
+		s.Candidates[cfgs[i].Algorithm] = b.Metrics()
+	}
+	return s
+}
+
+func countSeeds(b *train.BacktestResult) int {
+	seen := map[int64]bool{}
+	for _, f := range b.Folds {
+		seen[f.Seed] = true
+	}
+	return len(seen)
 }
 
 // headCommit returns the checkout's commit, or "" when git or the

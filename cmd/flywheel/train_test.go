@@ -17,16 +17,17 @@ func TestTrainCommand(t *testing.T) {
 	clearTrackingEnv(t)
 	models := t.TempDir()
 	params := filepath.Join(t.TempDir(), "params.yaml")
-	if err := os.WriteFile(params, []byte("ridge:\n  alpha: 3\n"), 0o644); err != nil {
+	if err := os.WriteFile(params, []byte("gbdt:\n  max_leaves: 15\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	args := []string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--params", params, "--git-commit", "abc123",
-		"--tracking-db", filepath.Join(t.TempDir(), "tracking.db")}
+	args := []string{"--data", testCSV, "--models", models, "--algorithm", "gbdt", "--params", params, "--git-commit", "abc123",
+		"--tracking-db", filepath.Join(t.TempDir(), "tracking.db"), "--train-from", "2008-01-01", "--backtest-folds", "2"}
 	if err := runTrain(context.Background(), args, &out, &errOut); err != nil {
 		t.Fatalf("%v\n%s", err, errOut.String())
 	}
-	for _, want := range []string{"3996 training rows", "366 test rows", "MAE", "ridge", "published ridership version 1"} {
+	for _, want := range []string{"1461 training rows", "366 test rows", "MAE", "gbdt", "seasonal_naive", "lag14", "chosen by backtest: gbdt",
+		"holiday MAE", "90 % prediction interval", "permutation importance", "published ridership version 1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -35,18 +36,25 @@ func TestTrainCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Training.Params["alpha"] != float64(3) || c.Training.GitCommit != "abc123" || c.Training.TrainerVersion == "" {
+	if c.Training.Params["max_leaves"] != float64(15) || c.Training.GitCommit != "abc123" || c.Training.TrainerVersion == "" ||
+		c.Training.Weather != "observed" || c.Training.RatioTo != "level14" || c.Training.Selection == nil || c.Training.Selection.Chosen != "gbdt" {
 		t.Fatalf("training %+v", c.Training)
+	}
+	// the backtest chose the tree count; the test range is only reported, beside the baselines
+	if c.Training.Params["early_stopping"] != false || c.Training.Params["iterations"] != c.Metrics["backtest"]["iterations"] ||
+		c.Metrics["test_seasonal_naive"]["mae"] <= c.Metrics["test"]["mae"] || c.Metrics["test_lag14"]["mae"] == 0 ||
+		c.Interval == nil || c.Interval.HalfWidth <= 0 || len(c.Importance) != len(c.FeatureNames()) {
+		t.Fatalf("card params %v, metrics %v, interval %+v", c.Training.Params, c.Metrics, c.Interval)
 	}
 	if _, err := os.Stat(filepath.Join(models, "ridership", "1", "model.onnx")); err != nil {
 		t.Fatal(err)
 	}
-	// A second run with a worse alpha publishes version 2 only with --force.
+	// A second run (smaller trees) publishes version 2 with --force, whichever is better.
 	out.Reset()
-	if err := runTrain(context.Background(), append(args, "--set", "alpha=0.5", "--quiet", "--force"), &out, &errOut); err != nil {
+	if err := runTrain(context.Background(), append(args, "--set", "max_leaves=7", "--quiet", "--force"), &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "published ridership version 2 (ridge) to "+filepath.Join(models, "ridership", "2")+", replacing the better version 1") {
+	if !strings.Contains(out.String(), "published ridership version 2 (gbdt) to "+filepath.Join(models, "ridership", "2")+", replacing") {
 		t.Fatalf("%s", out.String())
 	}
 }

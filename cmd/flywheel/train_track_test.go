@@ -20,14 +20,15 @@ import (
 
 // trackedTrainArgs trains a small, fast gbdt on two years of data: 12
 // rounds, every one run (patience above the round count), so 12 steps of
-// iter_train_rmse and iter_valid_rmse.
+// iter_train_rmse and iter_valid_rmse; no backtest (one algorithm). A
+// learning rate of 0.3 makes it beat the seasonal naive, so it is published.
 func trackedTrainArgs(t *testing.T) []string {
 	params := filepath.Join(t.TempDir(), "params.yaml")
-	if err := os.WriteFile(params, []byte("gbdt:\n  iterations: 12\n  max_leaves: 8\n  patience: 50\n  tolerance: 0\n"), 0o644); err != nil {
+	if err := os.WriteFile(params, []byte("gbdt:\n  iterations: 12\n  max_leaves: 8\n  patience: 50\n  tolerance: 0\n  learning_rate: 0.3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return []string{"--data", testCSV, "--algorithm", "gbdt", "--quiet", "--git-commit", "abc123", "--params", params,
-		"--train-from", "2010-01-01", "--train-until", "2011-12-31", "--test-from", "2012-01-01", "--test-until", "2012-03-31"}
+		"--train-from", "2010-01-01", "--train-until", "2011-12-31", "--test-from", "2012-01-01", "--test-until", "2012-03-31", "--backtest-folds", "0"}
 }
 
 const trackedSteps = 12
@@ -115,7 +116,7 @@ func checkTrackedRun(t *testing.T, got trackedRun, c *modelrepo.Card, versionDir
 			t.Errorf("param %s = %q, want %q", k, got.params[k], v)
 		}
 	}
-	if got.params["iterations"] != "12" || got.params["learning_rate"] != "0.05" {
+	if got.params["iterations"] != "12" || got.params["learning_rate"] != "0.3" {
 		t.Errorf("params %v", got.params)
 	}
 	// Step metrics: iter_train_rmse and iter_valid_rmse at steps 1…12, timestamps in order.
@@ -150,7 +151,10 @@ func checkTrackedRun(t *testing.T, got trackedRun, c *modelrepo.Card, versionDir
 	if h := hist["best_iteration"]; len(h) != 1 || h[0].Value != trackedSteps {
 		t.Errorf("best_iteration %+v", h)
 	}
-	wantKeys := 2 + 2 + 2*len(c.Metrics["test"]) // steps, best_iteration+fit_seconds, train_*/test_*
+	wantKeys := 2 + 2 // steps, best_iteration+fit_seconds, then the card's train_*, test_*, test_seasonal_naive_* …
+	for _, ms := range c.Metrics {
+		wantKeys += len(ms)
+	}
 	if len(hist) != wantKeys {
 		t.Errorf("%d metric keys, want %d: %v", len(hist), wantKeys, hist)
 	}
@@ -175,7 +179,7 @@ func checkTrackedRun(t *testing.T, got trackedRun, c *modelrepo.Card, versionDir
 	}
 	// Artifacts: the MLflow Model directory; the published files byte for byte.
 	if want := []string{"model/MLmodel", "model/conda.yaml", "model/input_example.json", "model/model.json", "model/model.onnx",
-		"model/python_env.yaml", "model/requirements.txt"}; fmt.Sprint(keys(got.artifacts)) != fmt.Sprint(want) {
+		"model/python_env.yaml", "model/requirements.txt", train.ArtifactReport}; fmt.Sprint(keys(got.artifacts)) != fmt.Sprint(want) {
 		t.Errorf("artifacts %v, want %v", keys(got.artifacts), want)
 	}
 	for _, want := range []string{"loader_module: mlflow.onnx", "data: model.onnx", "onnx_version:", "feature_names:", "signature:"} {
@@ -185,6 +189,9 @@ func checkTrackedRun(t *testing.T, got trackedRun, c *modelrepo.Card, versionDir
 	}
 	if !strings.Contains(got.tags[train.TagLogModelHistory], `"artifact_path":"model"`) {
 		t.Errorf("tag %s = %.200q", train.TagLogModelHistory, got.tags[train.TagLogModelHistory])
+	}
+	if !bytes.Contains(got.artifacts[train.ArtifactReport], []byte(`"importance"`)) {
+		t.Errorf("report artifact %.200s", got.artifacts[train.ArtifactReport])
 	}
 	for art, file := range map[string]string{"model/model.onnx": "model.onnx", "model/model.json": "model.json"} {
 		b, err := os.ReadFile(filepath.Join(versionDir, file))
@@ -296,7 +303,7 @@ func TestTrainTrackingVariants(t *testing.T) {
 				t.Errorf("published: %v", err)
 			}
 		}},
-		{"comparison", []string{"--algorithm", "ridge,gbdt", "--alias", ""}, func(t *testing.T, db, models, out string) {
+		{"comparison", []string{"--algorithm", "ridge,gbdt", "--alias", "", "--backtest-folds", "1"}, func(t *testing.T, db, models, out string) {
 			c := loadCard(t, filepath.Join(models, "ridership", "1"))
 			runs := searchAll(t, db)
 			if len(runs) != 2 {

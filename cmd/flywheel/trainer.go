@@ -77,7 +77,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.Int(&f.windowDays, "window-days", "", d.WindowDays, "training window in days before the holdout (0 = all rows)")
 	fs.Int(&f.holdout, "holdout-days", "", d.HoldoutDays, "freshest labelled days held out to compare candidate and champion")
 	fs.Int(&f.minHoldout, "min-holdout", "", d.MinHoldout, "fewest holdout rows to evaluate on")
-	fs.Float(&f.margin, "margin", "", d.Margin, "fraction by which the candidate must beat the champion (0.02 = 2 %)")
+	fs.Float(&f.margin, "margin", "", d.Margin, "besides the gate's paired bootstrap interval (promote when the interval of candidate − champion error lies below zero), the fraction by which the candidate's mean must beat the champion's (0 = the interval decides)")
 	fs.Float(&f.threshold, "threshold", "", 0, "absolute ceiling of the gate metric (0 = the champion card's threshold)")
 	fs.Float(&f.thMargin, "threshold-margin", "", d.ThresholdMargin, "> 0: a promoted version's card thresholds (ModelErrorHigh, the next gate's ceiling) = this × its holdout MAE/RMSE; 0: the champion's carry over")
 	fs.String(&f.metric, "metric", "", d.Metric, "gate metric, lower is better: mae or rmse")

@@ -24,7 +24,6 @@ import (
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/sqlite"
-	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 	"github.com/flywheel-ml/flywheel/train/replay"
@@ -115,7 +114,7 @@ func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool)
 	}
 }
 
-// start runs serve (committed v1 copied into a temporary repository),
+// start runs serve (a stale v1, staleModel, in a temporary repository),
 // the trainer (built-in trainer, SQLite tracker), Alertmanager and
 // Prometheus with the committed configs rendered to loopback and seconds.
 func startLoop(t *testing.T) *loop {
@@ -127,12 +126,8 @@ func startLoop(t *testing.T) *loop {
 		t.Fatal(err)
 	}
 	root := harness.RepoRoot(t)
-	for _, f := range []string{"model.onnx", "model.json"} {
-		b, err := os.ReadFile(filepath.Join(root, "models", "ridership", "1", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(v1, f), b, 0o644); err != nil {
+	for name, b := range staleModel(t) { // the committed model does not go stale by 2015
+		if err := os.WriteFile(filepath.Join(l.models, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -265,7 +260,7 @@ func TestClosedLoop(t *testing.T) {
 		}
 	}
 	var progress bytes.Buffer
-	r, err := replay.New(cfg, recs, features.FromMap, &progress)
+	r, err := replay.New(cfg, recs, chicagoSet().FromMap, &progress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +433,7 @@ func sameDaysMAE(t *testing.T, models string, recs []replay.Record, preds []repl
 		if p.Version != "2" {
 			continue
 		}
-		f, err := features.FromMap(byDay[p.Date].Values, p.Date)
+		f, err := chicagoSet().FromMap(byDay[p.Date].Values, p.Date)
 		if err != nil {
 			t.Fatal(err)
 		}

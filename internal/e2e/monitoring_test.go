@@ -22,12 +22,13 @@ import (
 	"github.com/flywheel-ml/flywheel/monitoring"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
 	"github.com/flywheel-ml/flywheel/train/dataset"
+	"github.com/flywheel-ml/flywheel/train/features"
 )
 
 // TestDriftAlertFiresInPrometheus runs the committed prometheus.yml and
 // alerts.yml (rendered to loopback, 1s intervals, FeatureDrift and
 // ModelErrorHigh with for: 2s) in a real Prometheus scraping a real
-// `flywheel serve` with the committed ridership model. After a first scrape
+// `flywheel serve` with a stale ridership model (staleModel). After a first scrape
 // it replays 2015-01-01 … 2016-08-28 as the replay tool does (one request per
 // day, id replay-<date>, the date as a parameter) and posts the true
 // ridership as feedback: FeatureDrift must fire within the bounded time with
@@ -35,9 +36,9 @@ import (
 // card's threshold (ModelErrorHigh), and a replayed prediction must be
 // traceable with its label and lineage.
 func TestDriftAlertFiresInPrometheus(t *testing.T) {
-	flywheelBin(t) // the build is not part of the measured time
+	stale := staleModel(t) // the build and the training are not part of the measured time
 	began := time.Now()
-	serve := startServe(t)
+	serve := startServeWith(t, stale)
 	rules, err := monitoring.RenderAlerts(monitoring.Alerts, monitoring.RenderOptions{
 		ForAlert: map[string]time.Duration{"FeatureDrift": 2 * time.Second, "ModelErrorHigh": 2 * time.Second}})
 	if err != nil {
@@ -120,7 +121,13 @@ func TestDriftAlertFiresInPrometheus(t *testing.T) {
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("GET /v1/predictions/replay-2016-08-01: %d %v %s", code, err, resp)
 	}
-	for _, want := range []string{`"version":1`, `"date":"2016-08-01"`, `"label":`, "sha256:e6c0e76c", `"git_commit"`} {
+	var staleCard struct {
+		Training struct{ Dataset struct{ Digest string } }
+	}
+	if err := json.Unmarshal(stale[filepath.Join("ridership", "1", "model.json")], &staleCard); err != nil || staleCard.Training.Dataset.Digest == "" {
+		t.Fatalf("stale card: %v", err)
+	}
+	for _, want := range []string{`"version":1`, `"date":"2016-08-01"`, `"label":`, staleCard.Training.Dataset.Digest, `"git_commit"`} {
 		if !bytes.Contains(resp, []byte(want)) {
 			t.Errorf("prediction lookup lacks %s: %s", want, resp)
 		}
@@ -145,7 +152,7 @@ func TestDriftAlertFiresInPrometheus(t *testing.T) {
 			Parameters map[string]any     `json:"parameters"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &row); err != nil || row.Label == nil || row.Prediction == nil ||
-			len(row.Features) != 50 || row.Parameters["date"] == nil {
+			len(row.Features) != features.Count || row.Parameters["date"] == nil {
 			t.Fatalf("export row %q: %v", sc.Text(), err)
 		}
 		rows++
@@ -224,8 +231,8 @@ func TestDriftOfRidershipCard(t *testing.T) {
 				mfs = scrape(t, serve.URL)
 			}
 			psi := values(mfs, "flywheel_feature_drift_psi", "feature")
-			if len(psi) != 50 {
-				t.Fatalf("%d feature PSI series, want 50", len(psi))
+			if len(psi) != features.Count {
+				t.Fatalf("%d feature PSI series, want %d", len(psi), features.Count)
 			}
 			c.check(t, psi, values(mfs, "flywheel_prediction_drift_psi", "model")["ridership"])
 		})

@@ -17,7 +17,6 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/monitoring"
-	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/replay"
 )
@@ -64,12 +63,8 @@ func startScaled(t *testing.T) *scaled {
 		t.Fatal(err)
 	}
 	root := harness.RepoRoot(t)
-	for _, f := range []string{"model.onnx", "model.json"} {
-		b, err := os.ReadFile(filepath.Join(root, "models", "ridership", "1", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(v1, f), b, 0o644); err != nil {
+	for name, b := range staleModel(t) { // the committed model does not go stale by 2015
+		if err := os.WriteFile(filepath.Join(s.models, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,7 +155,7 @@ func TestScaledLoop(t *testing.T) {
 	var mu sync.Mutex
 	answered := 0
 	cfg.Observe = func(p replay.Prediction) { mu.Lock(); answered++; mu.Unlock() }
-	r, err := replay.New(cfg, recs, features.FromMap, io.Discard)
+	r, err := replay.New(cfg, recs, chicagoSet().FromMap, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,10 @@ type Card struct {
 	Metrics    map[string]map[string]float64 `json:"metrics,omitempty"`    // split → metric → value, e.g. test.mae
 	Thresholds map[string]float64            `json:"thresholds,omitempty"` // metric → highest acceptable value (e.g. mae)
 	Reference  *Reference                    `json:"reference,omitempty"`
+	Interval   *Interval                     `json:"interval,omitempty"`
+	// Importance is permutation feature importance on the test rows:
+	// feature → rise in MAE when its column is shuffled.
+	Importance map[string]float64 `json:"importance,omitempty"`
 }
 
 // Tensor is one input or output of the graph. Features names the columns of
@@ -54,6 +58,34 @@ type Training struct {
 	TestDataset     *Dataset `json:"test_dataset,omitempty"` // the rows the test metrics come from
 	GitCommit       string   `json:"git_commit,omitempty"`
 	TrainerVersion  string   `json:"trainer_version,omitempty"`
+	// Weather is the feature set's weather choice ("observed" or "none").
+	Weather string `json:"weather,omitempty"`
+	// RatioTo names the feature the model's raw output is multiplied by (it
+	// was fitted to target ÷ that feature); "" when it predicts the target.
+	RatioTo string `json:"ratio_to,omitempty"`
+	// Selection is how the algorithm and its iterations were chosen: a
+	// rolling-origin backtest inside the training range (never the test rows).
+	Selection *Selection `json:"selection,omitempty"`
+}
+
+// Selection records a rolling-origin backtest: each fold is one period of
+// the training range, fitted on everything before it.
+type Selection struct {
+	Method string `json:"method"` // e.g. "rolling-origin backtest, 3 folds of 364 days"
+	// Candidates maps an algorithm to its fold metrics: mae_mean, mae_sd,
+	// bias_mean, iterations, and the baselines' mae_mean on the same folds.
+	Candidates map[string]map[string]float64 `json:"candidates"`
+	Chosen     string                        `json:"chosen"`
+}
+
+// Interval is a prediction interval served from the card: prediction ±
+// HalfWidth covers the truth with probability Level (split conformal: the
+// Level-quantile of absolute errors on the last backtest fold).
+type Interval struct {
+	Level     float64 `json:"level"`
+	HalfWidth float64 `json:"half_width"`
+	Method    string  `json:"method"`
+	Coverage  float64 `json:"coverage_test"` // share of the test rows inside the interval
 }
 
 // Dataset identifies the exact data a model was trained on.

@@ -32,9 +32,24 @@ type Row struct {
 	Target float64
 }
 
-// Features returns the row's model feature vector (see features.Vector).
-func (r Row) Features() []float64 {
-	v, err := features.Vector(r.Values, r.Date)
+// History returns the target of every row by date, for the lag features.
+func (d *Dataset) History() features.History {
+	h := make(features.History, len(d.Rows))
+	for _, r := range d.Rows {
+		h.Add(r.Date, r.Target)
+	}
+	return h
+}
+
+// FeatureSet returns the feature set with the given weather choice whose
+// lags come from this dataset.
+func (d *Dataset) FeatureSet(weather string) features.Set {
+	return features.Set{Weather: weather, History: d.History()}
+}
+
+// Vector returns the row's feature vector in set s.
+func (r Row) Vector(s features.Set) []float64 {
+	v, err := s.Vector(r.Values, r.Date)
 	if err != nil { // Values always has the right length for rows made by Parse
 		panic(err)
 	}

@@ -1,6 +1,8 @@
 package dataset
 
 import (
+	"github.com/flywheel-ml/flywheel/train/features"
+
 	"errors"
 	"os"
 	"path/filepath"
@@ -38,8 +40,12 @@ func TestLoadChicago(t *testing.T) {
 	if first.Target != 15.732 || first.Values[0] != 1.463 || first.Date != date("2001-01-22") {
 		t.Fatalf("first row %+v", first)
 	}
-	if f := first.Features(); len(f) != 50 || f[48] != 0 || f[49] != 0 {
+	if f := first.Vector(d.FeatureSet("")); len(f) != features.Count || f[48] != 0 || f[49] != 0 {
 		t.Fatalf("features %v", f)
+	}
+	h := d.History()
+	if y, ok := h.At(date("2002-01-21"), 364); !ok || y != first.Target {
+		t.Fatalf("history: 364 days before 2002-01-21 = %v (%v), want %v", y, ok, first.Target)
 	}
 
 	tr, err := d.Select(date("2001-01-22"), date("2011-12-31"))

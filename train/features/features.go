@@ -3,11 +3,14 @@
 // tool, the retraining pipeline) call Vector, so the order and the derived
 // calendar features can never disagree between training and serving.
 //
-// The vector is the 48 numeric dataset columns in CSV order (station lags,
-// weather, sports flags; no ridership, no date), then dow (day of week,
-// 0=Monday … 6=Sunday, as a number) and holiday (1 on a US federal holiday's
-// observed date, Christmas Eve, the day after Thanksgiving or New Year's Eve,
-// else 0).
+// The vector (Set) is the 48 numeric dataset columns in CSV order (station
+// 14-day lags, weather, sports flags; no ridership, no date) — or the 30
+// without weather — then dow (day of week, 0=Monday … 6=Sunday, as a number),
+// holiday (1 on a US federal holiday's observed date, Christmas Eve, the day
+// after Thanksgiving or New Year's Eve, else 0), the named holiday kind, the
+// day type, the position in the Christmas–New Year days, month, day of year,
+// and the target's yearly lags and levels looked up in a History of past
+// values: everything is known 14 days ahead except observed weather.
 package features
 
 import (
@@ -44,11 +47,11 @@ var numeric = [...]string{
 }
 
 // NumNumeric is the number of numeric dataset columns; Count the length of
-// the feature vector; DayOfWeekIndex and HolidayIndex the positions of the
-// calendar features in it.
+// the default feature vector (Set{}.Names()); DayOfWeekIndex and
+// HolidayIndex the positions of the calendar features in it.
 const (
 	NumNumeric     = len(numeric)
-	Count          = NumNumeric + 2
+	Count          = NumNumeric + derived
 	DayOfWeekIndex = NumNumeric
 	HolidayIndex   = NumNumeric + 1
 )
@@ -57,38 +60,9 @@ const (
 // in order (a fresh slice).
 func NumericColumns() []string { return append([]string(nil), numeric[:]...) }
 
-// Names returns the feature names in vector order (a fresh slice); the model
-// card's input features are exactly this list.
-func Names() []string { return append(NumericColumns(), DayOfWeekName, HolidayName) }
-
-// Vector returns the feature vector of one day: the numeric values (in
-// NumericColumns order) followed by dow and holiday of date.
-func Vector(values []float64, date time.Time) ([]float64, error) {
-	if len(values) != NumNumeric {
-		return nil, fmt.Errorf("features: %d numeric values, want %d", len(values), NumNumeric)
-	}
-	v := make([]float64, Count)
-	copy(v, values)
-	v[DayOfWeekIndex] = float64(DayOfWeek(date))
-	if IsHoliday(date) {
-		v[HolidayIndex] = 1
-	}
-	return v, nil
-}
-
-// FromMap builds the vector from named numeric values (e.g. a request or a
-// feedback export row); every numeric column must be present.
-func FromMap(values map[string]float64, date time.Time) ([]float64, error) {
-	vals := make([]float64, NumNumeric)
-	for i, name := range numeric {
-		x, ok := values[name]
-		if !ok {
-			return nil, fmt.Errorf("features: missing value for %q", name)
-		}
-		vals[i] = x
-	}
-	return Vector(vals, date)
-}
+// Names returns the default feature set's names in vector order (a fresh
+// slice): Set{}.Names(). The model card's input features are such a list.
+func Names() []string { return Set{}.Names() }
 
 // DayOfWeek returns 0 for Monday … 6 for Sunday.
 func DayOfWeek(date time.Time) int { return (int(date.Weekday()) + 6) % 7 }

@@ -61,41 +61,131 @@ func TestCalendar(t *testing.T) {
 	}
 }
 
-func TestVector(t *testing.T) {
+func TestSetVector(t *testing.T) {
 	names := Names()
 	if len(names) != Count || names[0] != "Austin" || names[NumNumeric-1] != "Cubs_Home" ||
 		names[DayOfWeekIndex] != "dow" || names[HolidayIndex] != "holiday" {
 		t.Fatalf("names %v", names)
 	}
+	h := History{}
+	d := day("2012-11-22")
+	h.Add(d.AddDate(0, 0, -364), 100)
+	h.Add(d.AddDate(0, 0, -371), 200)
+	for k := 14; k < 14+levelDays; k++ {
+		h.Add(d.AddDate(0, 0, -k), 12)
+	}
+	for k := 378; k < 378+levelDays; k++ {
+		h.Add(d.AddDate(0, 0, -k), 10)
+	}
+	s := Set{History: h}
 	vals := make([]float64, NumNumeric)
 	for i := range vals {
 		vals[i] = float64(i)
 	}
-	v, err := Vector(vals, day("2012-11-22"))
+	v, err := s.Vector(vals, d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v[5] != 5 || v[DayOfWeekIndex] != 3 || v[HolidayIndex] != 1 {
+	at := func(name string) float64 { return v[Index(names, name)] }
+	if v[5] != 5 || v[DayOfWeekIndex] != 3 || v[HolidayIndex] != 1 || len(v) != Count {
 		t.Fatalf("vector %v", v)
 	}
-	if _, err := Vector(vals[:3], day("2012-11-22")); err == nil {
+	lag14 := float64(Index(NumericColumns(), Lag14Column))
+	for name, want := range map[string]float64{
+		HolidayKindName: Thanksgiving, DayTypeName: SundayLike, MonthName: 11, DayOfYearName: 327,
+		Lag364Name: 100, Lag371Name: 200, Lag378Name: 10, Level14Name: 12, Level378Name: 10,
+		TrendName: 1.2, Lag364TrendName: 120, ChristmasDayName: 0,
+	} {
+		if got := at(name); got-want > 1e-9 || want-got > 1e-9 {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if s.HasLags(d) != true || s.HasLags(d.AddDate(0, 0, 1)) {
+		t.Errorf("HasLags: want true for %s only", d.Format(DateLayout))
+	}
+	// without history every lag and level falls back to the 14-day lag column
+	v0, _ := Set{}.Vector(vals, d)
+	for _, name := range []string{Lag364Name, Lag371Name, Level14Name} {
+		if got := v0[Index(names, name)]; got != lag14 {
+			t.Errorf("%s without history = %v, want the 14-day lag %v", name, got, lag14)
+		}
+	}
+	if _, err := s.Vector(vals[:3], d); err == nil {
 		t.Fatal("short vector accepted")
 	}
 	m := map[string]float64{}
 	for i, n := range NumericColumns() {
 		m[n] = float64(i)
 	}
-	v2, err := FromMap(m, day("2012-11-22"))
+	v2, err := s.FromMap(m, d)
 	if err != nil || v2[47] != 47 || v2[HolidayIndex] != 1 {
 		t.Fatalf("FromMap %v %v", v2, err)
 	}
-	m["dow"], m["holiday"] = 3, 1
-	v3, err := Ordered(m, Names())
+	full := map[string]float64{}
+	for i, n := range names {
+		full[n] = v2[i]
+	}
+	v3, err := Ordered(full, names)
 	if err != nil || v3[DayOfWeekIndex] != 3 || v3[0] != 0 || len(v3) != Count {
 		t.Fatalf("Ordered %v %v", v3, err)
 	}
 	delete(m, "temp")
-	if _, err := FromMap(m, day("2012-11-22")); err == nil || !strings.Contains(err.Error(), `"temp"`) {
+	if _, err := s.FromMap(m, d); err == nil || !strings.Contains(err.Error(), `"temp"`) {
 		t.Fatalf("missing column: %v", err)
+	}
+}
+
+func TestWeatherNone(t *testing.T) {
+	none := Set{Weather: WeatherNone}.Names()
+	if len(none) != Count-18 {
+		t.Fatalf("%d names without weather, want %d", len(none), Count-18)
+	}
+	for _, n := range none {
+		if IsWeather(n) {
+			t.Errorf("weather column %q in the weather-free set", n)
+		}
+	}
+	v, err := Set{Weather: WeatherNone}.Vector(make([]float64, NumNumeric), day("2012-01-02"))
+	if err != nil || len(v) != len(none) {
+		t.Fatalf("vector of %d for %d names (%v)", len(v), len(none), err)
+	}
+	if err := (Set{Weather: "forecast"}).Validate(); err == nil {
+		t.Error("weather \"forecast\" accepted")
+	}
+}
+
+func TestHolidayKinds(t *testing.T) {
+	cases := []struct {
+		date    string
+		kind    int
+		dayType int
+		xmasDay int
+	}{
+		{"2012-07-04", IndependenceDay, SundayLike, 0},
+		{"2012-12-25", Christmas, SundayLike, 2},
+		{"2012-12-26", NoHoliday, ReducedDay, 3},
+		{"2012-12-29", NoHoliday, Saturday, 6},
+		{"2013-01-01", NewYear, SundayLike, 9},
+		{"2012-01-02", NewYear, SundayLike, 0},
+		{"2012-11-23", DayAfterThanksgiving, ReducedDay, 0},
+		{"2012-03-17", StPatricksParade, SaturdayPeak, 0},
+		{"2012-03-10", NoHoliday, Saturday, 0},
+		{"2012-01-16", MLKDay, ReducedDay, 0},
+		{"2012-05-28", MemorialDay, SundayLike, 0},
+		{"2012-03-14", NoHoliday, Workday, 0},
+		{"2012-03-18", NoHoliday, SundayLike, 0},
+	}
+	kinds := HolidayKinds()
+	for _, tc := range cases {
+		d := day(tc.date)
+		if got := HolidayKind(d); got != tc.kind {
+			t.Errorf("%s: kind %s, want %s", tc.date, kinds[got], kinds[tc.kind])
+		}
+		if got := DayType(d); got != tc.dayType {
+			t.Errorf("%s: day type %d, want %d", tc.date, got, tc.dayType)
+		}
+		if got := ChristmasDay(d); got != tc.xmasDay {
+			t.Errorf("%s: Christmas day %d, want %d", tc.date, got, tc.xmasDay)
+		}
 	}
 }

@@ -16,7 +16,7 @@ type Config struct {
 	HoldoutDays int           `yaml:"holdout_days"` // the freshest labelled days held out for evaluation
 	MinHoldout  int           `yaml:"min_holdout"`  // fewest holdout rows to evaluate on
 	Metric      string        `yaml:"metric"`       // gate metric, lower is better: mae or rmse
-	Margin      float64       `yaml:"margin"`       // the candidate must beat the champion by this fraction (0.02 = 2 %)
+	Margin      float64       `yaml:"margin"`       // besides the bootstrap interval, the candidate's mean must beat the champion's by this fraction (0 = the interval decides)
 	Threshold   float64       `yaml:"threshold"`    // absolute ceiling of the gate metric; 0 = the champion card's threshold
 	BaseUntil   string        `yaml:"base_until"`   // last base-dataset date to use (YYYY-MM-DD); default: the champion's training window end
 	ReadyWait   time.Duration `yaml:"ready_wait"`   // how long to wait for serve to report the new version ready
@@ -45,7 +45,7 @@ func DefaultConfig() Config {
 		HoldoutDays: 28,
 		MinHoldout:  7,
 		Metric:      "mae",
-		Margin:      0.02,
+		Margin:      0,
 		ReadyWait:   2 * time.Minute,
 		ReadyPoll:   250 * time.Millisecond,
 	}
@@ -94,6 +94,11 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// NaiveFeature is the feature holding the seasonal-naive forecast (the
+// target 364 days earlier, train/features.Lag364Name): when the base data
+// has it the gate rejects a candidate that does not beat it.
+const NaiveFeature = "lag364"
 
 // DateLayout is the date format of datasets and of the replay's "date" parameter.
 const DateLayout = "2006-01-02"

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +106,8 @@ type run struct {
 	cand       *modelrepo.Card
 	candScore  Scores
 	champScore Scores
+	holdout    GateInput // the holdout truth and both models' predictions
+	decision   *GateDecision
 	trainLog   bytes.Buffer
 	run        *tracker.ActiveRun // the tracker's run, nil until the track step starts it
 	runID      string
@@ -209,6 +212,9 @@ func (r *run) result() map[string]any {
 		m["champion_"+r.cfg.Metric] = r.champScore.get(r.cfg.Metric)
 		m["candidate"] = r.candScore
 		m["champion"] = r.champScore
+	}
+	if r.decision != nil {
+		m["gate"] = r.decision.Metrics()
 	}
 	if r.runID != "" {
 		m["run_id"] = r.runID
@@ -379,6 +385,13 @@ func (p *Pipeline) evaluate(ctx context.Context, r *run, log io.Writer) (string,
 		return "", fmt.Errorf("candidate on the holdout: %w", err)
 	}
 	r.champScore, r.candScore = score(y, champPred), score(y, candPred)
+	r.holdout = GateInput{Truth: y, Champion: champPred, Candidate: candPred}
+	if j := slices.Index(r.snap.Names, NaiveFeature); j >= 0 {
+		r.holdout.Naive = make([]float64, len(x))
+		for i := range x {
+			r.holdout.Naive[i] = x[i][j]
+		}
+	}
 	fmt.Fprintf(log, "holdout %d rows: candidate mae %.4f rmse %.4f; champion v%d mae %.4f rmse %.4f\n",
 		len(y), r.candScore.MAE, r.candScore.RMSE, r.champVer, r.champScore.MAE, r.champScore.RMSE)
 	// The candidate's drift reference: its training distribution.
@@ -396,32 +409,43 @@ func (p *Pipeline) evaluate(ctx context.Context, r *run, log io.Writer) (string,
 	return fmt.Sprintf("%s: candidate %.4f, champion v%d %.4f on %d holdout rows", m, r.candScore.get(m), r.champVer, r.champScore.get(m), len(y)), nil
 }
 
-// (4) gate: beat the champion by the margin and meet the card's threshold.
+// (4) gate: promote only a candidate really better than the champion (the
+// paired bootstrap interval of the per-row error difference lies below
+// zero), or one that meets the threshold the champion breaches; never one
+// that loses to the seasonal naive (when the features carry it).
 func (p *Pipeline) gate(_ context.Context, r *run, log io.Writer) (string, error) {
 	m := r.cfg.Metric
-	cand, champ := r.candScore.get(m), r.champScore.get(m)
-	need := champ * (1 - r.cfg.Margin)
-	figures := fmt.Sprintf("candidate %s %.4f vs champion v%d %.4f (needs ≤ %.4f: %.1f%% margin)", m, cand, r.champVer, champ, need, 100*r.cfg.Margin)
-	var problems []string
-	if !(cand <= need) {
-		problems = append(problems, "not better than the champion by the margin")
-	}
 	th, ok := r.champ.Thresholds[m]
 	if r.cfg.Threshold > 0 {
 		th, ok = r.cfg.Threshold, true
 	}
-	if ok {
-		figures += fmt.Sprintf(", threshold %.4f", th)
-		if !(cand <= th) {
-			problems = append(problems, fmt.Sprintf("above the %s threshold %.4f", m, th))
-		}
-	} else {
+	if !ok {
+		th = 0
 		fmt.Fprintf(log, "champion card has no %s threshold: absolute check skipped\n", m)
 	}
-	if len(problems) > 0 {
-		return figures, &jobs.Rejection{Reason: figures + ": " + strings.Join(problems, "; ")}
+	in := r.holdout
+	in.Metric, in.Threshold, in.Margin = m, th, r.cfg.Margin
+	in.Seed = seedOf(r.job.ID)
+	d := Decide(in)
+	r.decision = &d
+	figures := d.Summary(m, r.champVer)
+	if ok {
+		figures += fmt.Sprintf(" (threshold %.4f)", th)
+	}
+	fmt.Fprintln(log, figures)
+	if !d.Promote {
+		return figures, &jobs.Rejection{Reason: figures}
 	}
 	return figures, nil
+}
+
+// seedOf derives the gate's bootstrap seed from the job id (stable across retries).
+func seedOf(id string) uint64 {
+	var h uint64 = 14695981039346656037
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint64(id[i])) * 1099511628211
+	}
+	return h
 }
 
 // (4b) finish the candidate's card for version v.
@@ -458,6 +482,9 @@ func (p *Pipeline) finishCard(r *run) {
 	}
 	c.Metrics["holdout"] = map[string]float64{"mae": r.candScore.MAE, "rmse": r.candScore.RMSE, "rows": float64(r.candScore.Rows)}
 	c.Metrics["holdout_champion"] = map[string]float64{"mae": r.champScore.MAE, "rmse": r.champScore.RMSE, "version": float64(r.champVer)}
+	if r.decision != nil {
+		c.Metrics["gate"] = r.decision.Metrics()
+	}
 }
 
 func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
@@ -577,6 +604,10 @@ func (p *Pipeline) publish(_ context.Context, r *run, log io.Writer) (string, er
 			return "", err
 		}
 		p.finishCard(r)
+	}
+	if n, err := strconv.Atoi(r.registered); err == nil {
+		// the registry's version, for a later rollback to move the alias back to
+		r.cand.Metrics["registry"] = map[string]float64{"version": float64(n)}
 	}
 	if err := r.cand.Validate(); err != nil {
 		return "", fmt.Errorf("candidate card: %w", err)
