@@ -15,7 +15,7 @@ import (
 // section for each even before monitoring/alerts.yml exists.
 var contractAlerts = []string{
 	"FeatureDrift", "ModelErrorHigh", "InferenceLatencyHigh", "InferenceErrorRateHigh",
-	"ModelLoadFailed", "NoModelReady", "PredictionLogDropping", "RetrainJobFailed",
+	"ModelLoadFailed", "NoModelReady", "PredictionLogDropping", "RetrainJobFailed", "ModelRolledBack",
 }
 
 // alertsFile is monitoring/alerts.yml relative to this package.

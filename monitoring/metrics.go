@@ -41,7 +41,9 @@ func IsMetricFamily(name string) bool {
 		"flywheel_trainer_step_duration_seconds",
 		"flywheel_trainer_last_success_timestamp_seconds",
 		"flywheel_trainer_alert_to_serving_seconds",
-		"flywheel_trainer_queue_length":
+		"flywheel_trainer_queue_length",
+		"flywheel_trainer_rollbacks_total",
+		"flywheel_trainer_watch_rows":
 		return true
 	}
 	return false

@@ -11,10 +11,10 @@ import (
 	"time"
 )
 
-// contractAlerts are the alerts CONTRACTS.md names, exactly.
+// contractAlerts are the alerts CONTRACTS.md names, exactly, and ModelRolledBack (issue 17).
 var contractAlerts = []string{
 	"FeatureDrift", "ModelErrorHigh", "InferenceLatencyHigh", "InferenceErrorRateHigh",
-	"ModelLoadFailed", "NoModelReady", "PredictionLogDropping", "RetrainJobFailed",
+	"ModelLoadFailed", "NoModelReady", "PredictionLogDropping", "RetrainJobFailed", "ModelRolledBack",
 }
 
 func TestAlertNamesMatchContract(t *testing.T) {

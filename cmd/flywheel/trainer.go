@@ -26,6 +26,7 @@ import (
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 	"github.com/flywheel-ml/flywheel/train/service"
 	"github.com/flywheel-ml/flywheel/train/serving"
+	"github.com/flywheel-ml/flywheel/train/watch"
 )
 
 // trainerFlags is the command line of `flywheel trainer`.
@@ -51,6 +52,8 @@ type trainerFlags struct {
 	track                            bool
 	tf                               trackingFlags
 	syncInterval                     time.Duration
+	watchWindow, watchInterval       time.Duration
+	watchMinRows                     int
 }
 
 func trainerFlagSet(f *trainerFlags) *flagSet {
@@ -95,6 +98,10 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.Bool(&f.track, "track", "", true, "record every job that passes the gate as a tracker run, register its version and move alias champion (false: the track step is skipped)")
 	f.tf.register(fs)
 	fs.Duration(&f.syncInterval, "tracking-sync-interval", "", time.Minute, "with --tracking-uri: how often runs recorded in the SQLite fallback are replayed to MLflow")
+	wd := watch.DefaultConfig()
+	fs.Duration(&f.watchWindow, "watch-window", "", wd.Window, "after a promotion, how long the new version is watched: the version it replaced is scored in shadow on the same logged requests and, when labels show the new one significantly worse, restored (0: no watch)")
+	fs.Int(&f.watchMinRows, "watch-min-rows", "", wd.MinRows, "labelled requests of the new version before the watch judges it")
+	fs.Duration(&f.watchInterval, "watch-interval", "", wd.Interval, "time between watch checks")
 	fs.String(&f.ortLib, "ort-lib", "FLYWHEEL_ORT_LIB", "", "ONNX Runtime shared library (default: ./lib/libonnxruntime.so.1)")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn, error")
 	fs.String(&f.logFormat, "log-format", "", "logfmt", "log format: logfmt or json")
@@ -144,6 +151,7 @@ type trainerApp struct {
 	tracking     *tracking
 	syncInterval time.Duration
 	closers      []func() error // the shared feedback store
+	watcher      *watch.Watcher // nil with --watch-window 0
 }
 
 // close releases what newTrainerApp opened, for callers that do not run it.
@@ -272,6 +280,20 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		store.Close()
 		return fail(err)
 	}
+	var watcher *watch.Watcher
+	if f.watchWindow > 0 {
+		wc := watch.DefaultConfig()
+		wc.Model, wc.ModelsDir, wc.Window, wc.MinRows, wc.Interval = f.model, f.models, f.watchWindow, f.watchMinRows, f.watchInterval
+		wo := watch.Options{Config: wc, Feedback: source, Predictor: pipeline.ONNXPredictor{}, Experiment: cfg.Experiment,
+			Registerer: reg, Logger: logger.With("component", "watch")}
+		if tr != nil { // not a nil *tracking in the interface
+			wo.Recorder = tr
+		}
+		if watcher, err = watch.New(wo); err != nil {
+			store.Close()
+			return fail(usageError{err})
+		}
+	}
 	svc, err := service.New(service.Options{Store: store, Worker: worker, Token: token, DefaultModel: f.model, Gatherer: reg,
 		CheckModel: repositoryModel(f.models),
 		Logger:     logger.With("component", "api")})
@@ -290,7 +312,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	logger.Info("trainer ready", "onnxruntime", ortVersion, "library", lib, "db", database.Redact(queue), "owner", store.Owner(), "models", f.models, "serve", f.serveURL,
 		"trainer", trainerKind, "tracker", trackerKind, "tracking_db", f.tf.db)
 	return &trainerApp{store: store, worker: worker, service: svc, registry: reg, logger: logger, shutdown: f.shutdown,
-		tracking: tr, syncInterval: f.syncInterval, closers: closers}, nil
+		tracking: tr, syncInterval: f.syncInterval, closers: closers, watcher: watcher}, nil
 }
 
 // run serves on ln and runs the worker and the tracking syncer as one run
@@ -311,6 +333,9 @@ func (a *trainerApp) run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { _ = a.worker.Run(wctx); return nil })
+	if a.watcher != nil {
+		g.Go(func() error { a.watcher.Run(wctx); return nil })
+	}
 	if a.tracking != nil {
 		g.Go(func() error {
 			if err := a.tracking.runSyncer(wctx, a.syncInterval); err != nil && !errors.Is(err, context.Canceled) {

@@ -605,10 +605,6 @@ func (p *Pipeline) publish(_ context.Context, r *run, log io.Writer) (string, er
 		}
 		p.finishCard(r)
 	}
-	if n, err := strconv.Atoi(r.registered); err == nil {
-		// the registry's version, for a later rollback to move the alias back to
-		r.cand.Metrics["registry"] = map[string]float64{"version": float64(n)}
-	}
 	if err := r.cand.Validate(); err != nil {
 		return "", fmt.Errorf("candidate card: %w", err)
 	}
