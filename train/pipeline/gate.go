@@ -82,9 +82,8 @@ func b2f(b bool) float64 {
 
 // Decide runs the gate: promote when the candidate is really better (the
 // bootstrap interval of the per-row loss difference lies below zero) or when
-// the champion breaches the threshold and the candidate does not — and in
-// both cases the candidate must meet the threshold and beat the naive
-// forecast.
+// the champion breaches the threshold and the candidate does not; in both
+// cases the candidate must beat the naive forecast.
 func Decide(in GateInput) GateDecision {
 	n := len(in.Truth)
 	loss := func(pred []float64, i int) float64 {
@@ -126,9 +125,9 @@ func Decide(in GateInput) GateDecision {
 		} else {
 			d.Reasons = append(d.Reasons, fmt.Sprintf("not better than the champion by the margin (%.1f%%)", 100*in.Margin))
 		}
-	}
-	if !candOK {
-		d.Reasons = append(d.Reasons, fmt.Sprintf("above the %s threshold %.4f", metricName(in.Metric), in.Threshold))
+		if !candOK {
+			d.Reasons = append(d.Reasons, fmt.Sprintf("above the %s threshold %.4f", metricName(in.Metric), in.Threshold))
+		}
 	}
 	if in.Naive != nil && !(d.Candidate < d.Naive) {
 		d.Reasons = append(d.Reasons, "does not beat the seasonal naive")

@@ -65,11 +65,12 @@ func TestGateRules(t *testing.T) {
 	for i := range truth {
 		worse[i] = champ[i] + 0.01*float64(i%3) // no better than the champion
 	}
-	// the champion breaches its threshold, the candidate (as good) meets it: rescue
+	// an equal candidate, both above the threshold: rejected for both reasons
 	d := Decide(GateInput{Truth: truth, Champion: champ, Candidate: champ, Metric: "mae", Threshold: 0.5})
-	if d.Promote {
-		t.Fatalf("an equal candidate above the threshold promoted: %+v", d)
+	if d.Promote || len(d.Reasons) != 2 {
+		t.Fatalf("an equal candidate above the threshold: %+v", d)
 	}
+	// the champion breaches its threshold, the candidate meets it: rescue
 	good := make([]float64, len(truth))
 	for i := range truth {
 		good[i] = truth[i] + 0.3*(champ[i]-truth[i])
