@@ -182,9 +182,9 @@ func TestDocumentExamples(t *testing.T) {
 		shown, _ := strconv.ParseFloat(m[1], 64)
 		wrongAnswer.Want = &Output{Line: first.Want.Line, Text: strings.Replace(first.Want.Text, m[1], strconv.FormatFloat(shown+0.5, 'f', 2, 64), 1)}
 		wrongRequest := *first
-		wrongRequest.Script = strings.Replace(first.Script, `"shape": [1, 50]`, `"shape": [1, 49]`, 1)
+		wrongRequest.Script = strings.Replace(first.Script, `"shape": [1, 66]`, `"shape": [1, 65]`, 1)
 		if wrongRequest.Script == first.Script {
-			t.Fatal(`the infer example has no "shape": [1, 50] to break`)
+			t.Fatal(`the infer example has no "shape": [1, 66] to break`)
 		}
 		for name, b := range map[string]Block{"answer shown": wrongAnswer, "request": wrongRequest} {
 			res := s.runner.Run(ctx, b)
