@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/tracker"
 )
 
@@ -171,13 +173,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if busy == 0 {
 		busy = 30 * time.Second
 	}
-	dsn := fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=%d&_txlock=immediate&_foreign_keys=on&_synchronous=NORMAL",
-		cfg.Path, busy.Milliseconds())
-	db, err := sql.Open("sqlite3", dsn)
+	// The SQLite file is opened like the prediction log's and the job
+	// queue's (internal/database); its schema keeps its own migrations.
+	d, err := database.Open(ctx, "sqlite:"+cfg.Path, database.Options{MaxOpenConns: 4, SQLite: url.Values{
+		"_journal_mode": {"WAL"}, "_busy_timeout": {strconv.FormatInt(busy.Milliseconds(), 10)}, "_txlock": {"immediate"},
+		"_foreign_keys": {"on"}, "_synchronous": {"NORMAL"},
+	}})
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", cfg.Path, err)
+		return nil, err
 	}
-	db.SetMaxOpenConns(4)
+	db := d.DB
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
