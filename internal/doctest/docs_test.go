@@ -307,3 +307,56 @@ func TestScriptsHelp(t *testing.T) {
 		t.Errorf("the scripts changed the checkout:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// TestReadmeIsAReference keeps README.md a reference (issue 13): at most 400
+// lines, and a Contents table linking every ## section.
+func TestReadmeIsAReference(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	if n := strings.Count(text, "\n"); n > 400 {
+		t.Errorf("README.md has %d lines; keep it at most 400 and move the long form to docs/", n)
+	}
+	fs, err := fences(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inFence := map[string]bool{}
+	for _, f := range fs {
+		for _, l := range strings.Split(f.text, "\n") {
+			inFence[l] = true
+		}
+	}
+	contents, _, ok := strings.Cut(text[strings.Index(text, "## Contents")+1:], "\n## ")
+	if !strings.Contains(text, "## Contents") || !ok {
+		t.Fatal("README.md has no ## Contents section")
+	}
+	sections := 0
+	for _, line := range strings.Split(text, "\n") {
+		title, ok := strings.CutPrefix(line, "## ")
+		if !ok || inFence[line] || title == "Contents" {
+			continue
+		}
+		sections++
+		anchor := strings.Map(func(r rune) rune {
+			switch {
+			case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+				return r
+			case r >= 'A' && r <= 'Z':
+				return r + 'a' - 'A'
+			case r == ' ':
+				return '-'
+			}
+			return -1
+		}, title)
+		if !strings.Contains(contents, "](#"+anchor+")") {
+			t.Errorf("README.md section %q is not linked from Contents (#%s)", title, anchor)
+		}
+	}
+	if sections < 8 {
+		t.Errorf("README.md has %d sections", sections)
+	}
+	t.Logf("README.md: %d lines, %d sections, all linked from Contents", strings.Count(text, "\n"), sections)
+}
