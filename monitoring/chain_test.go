@@ -1,64 +1,22 @@
 package monitoring
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/drift"
 )
-
-// freePort returns a free loopback address.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// startProcess runs a real binary until the test ends (SIGTERM, then kill)
-// and dumps its output when the test fails.
-func startProcess(t *testing.T, name string, args ...string) {
-	t.Helper()
-	var out bytes.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, out.String())
-		}
-	})
-}
 
 // waitFor polls fn every 200ms until it returns true or the timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, fn func() bool) {
@@ -90,7 +48,6 @@ type webhook struct {
 // and a non-retrain alert never reaches the trainer.
 func TestAlertChain(t *testing.T) {
 	began := time.Now()
-	dir := t.TempDir()
 	const token = "test-trainer-token"
 
 	// Metrics as serve exposes them: drift of a served version plus readiness.
@@ -135,49 +92,32 @@ func TestAlertChain(t *testing.T) {
 	defer trainer.Close()
 
 	// Alertmanager with the committed routing.
-	amDir := filepath.Join(dir, "alertmanager")
-	os.MkdirAll(filepath.Join(amDir, "secrets"), 0o700)
-	os.WriteFile(filepath.Join(amDir, "secrets", "trainer-token"), []byte(token+"\n"), 0o600)
 	amCfg, err := RenderAlertmanager(Alertmanager, AlertmanagerOptions{TrainerURL: trainer.URL + "/v1/alerts", GroupWait: time.Second, GroupInterval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(amDir, "alertmanager.yml"), amCfg, 0o644)
-	amAddr := freePort(t)
-	startProcess(t, "prometheus-alertmanager", "--config.file="+filepath.Join(amDir, "alertmanager.yml"),
-		"--storage.path="+filepath.Join(amDir, "data"), "--web.listen-address="+amAddr, "--cluster.listen-address=")
+	am := harness.StartAlertmanager(t, harness.AlertmanagerOptions{Config: string(amCfg),
+		Files: map[string]string{"secrets/trainer-token": token + "\n"}})
+	amAddr := am.Addr
 
 	// Prometheus with the committed rules, FeatureDrift's `for` shortened.
-	promDir := filepath.Join(dir, "prometheus")
-	os.MkdirAll(promDir, 0o755)
 	rules, err := RenderAlerts(Alerts, RenderOptions{ForAlert: map[string]time.Duration{"FeatureDrift": 2 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(promDir, "alerts.yml"), rules, 0o644)
 	// The committed prometheus.yml, pointed at loopback. The trainer target
 	// is down (no trainer here), which Prometheus only records as up=0.
 	promCfg, err := RenderPrometheus(Prometheus, PrometheusOptions{
-		Serve: strings.TrimPrefix(serve.URL, "http://"), Trainer: freePort(t), Alertmanager: amAddr,
+		Serve: strings.TrimPrefix(serve.URL, "http://"), Trainer: harness.FreeAddr(t), Alertmanager: amAddr,
 		ScrapeInterval: time.Second, EvaluationInterval: time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(promDir, "prometheus.yml"), promCfg, 0o644)
-	promAddr := freePort(t)
-	startProcess(t, "prometheus", "--config.file="+filepath.Join(promDir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(promDir, "data"), "--web.listen-address="+promAddr)
+	prom := harness.StartPrometheus(t, harness.PrometheusOptions{Config: string(promCfg), Files: map[string]string{"alerts.yml": string(rules)}})
+	promAddr := prom.Addr
 
 	client := &http.Client{Timeout: 5 * time.Second}
-	waitFor(t, 30*time.Second, "Alertmanager ready", func() bool {
-		resp, err := client.Get("http://" + amAddr + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
 	// A non-retrain alert straight into Alertmanager: it must not reach the trainer.
 	other := `[{"labels":{"alertname":"RetrainJobFailed","severity":"warning","job":"trainer"},"annotations":{"summary":"x"}}]`
 	resp, err := client.Post("http://"+amAddr+"/api/v2/alerts", "application/json", strings.NewReader(other))

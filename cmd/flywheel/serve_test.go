@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,20 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // TestServeStartupErrors: each bad start-up is one clear line, never a panic.
 func TestServeStartupErrors(t *testing.T) {
@@ -73,7 +63,7 @@ func TestServeEmptyFolderAndGracefulShutdown(t *testing.T) {
 	}
 	root := t.TempDir()
 	db := filepath.Join(t.TempDir(), "var", "flywheel.db")
-	addr := freePort(t)
+	addr := harness.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
 	done := make(chan error, 1)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/train/external"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline/pipelinetest"
@@ -35,18 +36,6 @@ func listen(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
-}
-
-// freeAddr is a free loopback address for a child process, which cannot
-// be handed a listener; prefer listen.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // loopFixture is a model repository with a champion, a base dataset and a
@@ -273,7 +262,7 @@ func TestTrainerKilledMidJob(t *testing.T) {
 			}
 		}
 	})
-	addr := freeAddr(t)
+	addr := harness.FreeAddr(t) // a child process cannot be handed a listener
 	base := "http://" + addr
 	start := func(name string) (*exec.Cmd, *syncBuffer) {
 		var logs syncBuffer

@@ -21,15 +21,23 @@ import (
 //
 //	go test -run '^$' -bench ServePredictionLog -benchtime 20000x ./internal/e2e/
 func BenchmarkServePredictionLog(b *testing.B) {
-	const (
-		round   = 5000
-		clients = 8
-	)
 	rows := chicago(b).Rows
 	body := inferBody("", nil, []dataset.Row{rows[len(rows)-1]})
 	servers := map[string]*serveProc{"off": startServe(b, "--predlog-db="), "on": startServe(b)}
+	predlogBench(b, body, servers, []string{"off", "on"}, 8, 500)
+}
+
+// predlogBench sends b.N single-row inference requests (body) to each of
+// servers, in alternating rounds of 5,000 from clients concurrent clients,
+// modes[0] ("off") first; a round of any other mode lasts until its rows are
+// committed to the prediction log. Before timing, each mode gets warmup
+// requests (connections, sessions). It reports each mode's req/s, its
+// ratio to "off" and the serve process's CPU µs per request, and fails if a
+// log dropped rows.
+func predlogBench(b *testing.B, body []byte, servers map[string]*serveProc, modes []string, clients, warmup int) {
+	const round = 5000
 	elapsed := map[string]time.Duration{}
-	logged := 0
+	logged := map[string]int{}
 	burst := func(mode string, n int) {
 		url := servers[mode].URL + "/v2/models/ridership/infer"
 		start := time.Now()
@@ -47,41 +55,49 @@ func BenchmarkServePredictionLog(b *testing.B) {
 			}()
 		}
 		wg.Wait()
-		if mode == "on" {
+		if mode != "off" {
 			// Sustained throughput includes writing the log: the round ends
 			// once every row is committed, so the writer's work does not
 			// spill into the next "off" round.
-			logged += n
-			for values(scrape(b, servers["on"].URL), "flywheel_predlog_written_total", "")[""] < float64(logged) {
+			logged[mode] += n
+			for values(scrape(b, servers[mode].URL), "flywheel_predlog_written_total", "")[""] < float64(logged[mode]) {
 				time.Sleep(2 * time.Millisecond)
 			}
 		}
 		elapsed[mode] += time.Since(start)
 	}
-	for _, mode := range []string{"off", "on"} { // warm-up: connections, sessions
-		burst(mode, 500)
+	for _, mode := range modes { // warm-up: connections, sessions
+		burst(mode, warmup)
 	}
 	clear(elapsed)
 	cpu := func(mode string) float64 {
 		return values(scrape(b, servers[mode].URL), "process_cpu_seconds_total", "")[""]
 	}
-	cpu0 := map[string]float64{"off": cpu("off"), "on": cpu("on")}
+	cpu0 := map[string]float64{}
+	for _, m := range modes {
+		cpu0[m] = cpu(m)
+	}
 	b.ResetTimer()
 	for done := 0; done < b.N; done += round {
 		n := min(round, b.N-done)
-		burst("off", n)
-		burst("on", n)
+		for _, m := range modes {
+			burst(m, n)
+		}
 	}
 	b.StopTimer()
-	off, on := float64(b.N)/elapsed["off"].Seconds(), float64(b.N)/elapsed["on"].Seconds()
-	b.ReportMetric(off, "off-req/s")
-	b.ReportMetric(on, "on-req/s")
-	b.ReportMetric(on/off, "on/off")
-	for _, mode := range []string{"off", "on"} {
-		b.ReportMetric((cpu(mode)-cpu0[mode])/float64(b.N)*1e6, "cpu-µs/req-"+mode)
+	off := float64(b.N) / elapsed["off"].Seconds()
+	for _, m := range modes {
+		rate := float64(b.N) / elapsed[m].Seconds()
+		b.ReportMetric(rate, m+"-req/s")
+		if m != "off" {
+			b.ReportMetric(rate/off, m+"/off")
+		}
+		b.ReportMetric((cpu(m)-cpu0[m])/float64(b.N)*1e6, "cpu-µs/req-"+m)
 	}
 	b.ReportMetric(0, "ns/op")
-	if d := values(scrape(b, servers["on"].URL), "flywheel_predlog_dropped_total", "")[""]; d != 0 {
-		b.Errorf("prediction log dropped %g rows", d)
+	for _, m := range modes[1:] {
+		if d := values(scrape(b, servers[m].URL), "flywheel_predlog_dropped_total", "")[""]; d != 0 {
+			b.Errorf("%s: prediction log dropped %g rows", m, d)
+		}
 	}
 }

@@ -114,27 +114,36 @@ func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool)
 	}
 }
 
+// writeLoopFiles writes a model repository holding the stale v1
+// (staleModel) under dir/models and the trainer's token file; it returns
+// both paths.
+func writeLoopFiles(t *testing.T, dir string) (models, tokenFile string) {
+	t.Helper()
+	models = filepath.Join(dir, "models")
+	if err := os.MkdirAll(filepath.Join(models, "ridership", "1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range staleModel(t) { // the committed model does not go stale by 2015
+		if err := os.WriteFile(filepath.Join(models, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokenFile = filepath.Join(dir, "trainer-token")
+	if err := os.WriteFile(tokenFile, []byte(loopToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return models, tokenFile
+}
+
 // start runs serve (a stale v1, staleModel, in a temporary repository),
 // the trainer (built-in trainer, SQLite tracker), Alertmanager and
 // Prometheus with the committed configs rendered to loopback and seconds.
 func startLoop(t *testing.T) *loop {
 	l := &loop{t: t, dir: t.TempDir()}
-	l.models = filepath.Join(l.dir, "models")
 	l.trackingDB = filepath.Join(l.dir, "tracking.db")
-	v1 := filepath.Join(l.models, "ridership", "1")
-	if err := os.MkdirAll(v1, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	root := harness.RepoRoot(t)
-	for name, b := range staleModel(t) { // the committed model does not go stale by 2015
-		if err := os.WriteFile(filepath.Join(l.models, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tokenFile := filepath.Join(l.dir, "trainer-token")
-	if err := os.WriteFile(tokenFile, []byte(loopToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	var tokenFile string
+	l.models, tokenFile = writeLoopFiles(t, l.dir)
 	bin := flywheelBin(t)
 
 	serveAddr, trainerAddr := harness.FreeAddr(t), harness.FreeAddr(t)

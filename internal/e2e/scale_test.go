@@ -57,21 +57,9 @@ func startScaled(t *testing.T) *scaled {
 	}
 	t.Cleanup(func() { db.Close() })
 	s.db = db
-	s.models = filepath.Join(s.dir, "models")
-	v1 := filepath.Join(s.models, "ridership", "1")
-	if err := os.MkdirAll(v1, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	root := harness.RepoRoot(t)
-	for name, b := range staleModel(t) { // the committed model does not go stale by 2015
-		if err := os.WriteFile(filepath.Join(s.models, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tokenFile := filepath.Join(s.dir, "trainer-token")
-	if err := os.WriteFile(tokenFile, []byte(loopToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	var tokenFile string
+	s.models, tokenFile = writeLoopFiles(t, s.dir)
 	s.bin = flywheelBin(t)
 	for range 3 {
 		s.serveAddrs = append(s.serveAddrs, harness.FreeAddr(t))

@@ -231,16 +231,29 @@ type PrometheusOptions struct {
 // default would wait a minute to resend.
 func StartPrometheus(t testing.TB, o PrometheusOptions) *Process {
 	t.Helper()
+	return startPromComponent(t, "prometheus", PrometheusBinary, "prometheus.yml", o.Config, o.Files, o.Args,
+		func(dir, addr string) []string {
+			return []string{"--storage.tsdb.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + addr,
+				"--web.enable-lifecycle", "--rules.alert.resend-delay=1s", "--log.level=info"}
+		})
+}
+
+// startPromComponent writes config (as configName) and files into a fresh
+// temporary directory and starts the binary there on a free address,
+// ready once /-/ready answers; flags gives its flags (after
+// --config.file) for that directory and address, extra follows them.
+func startPromComponent(t testing.TB, name, binary, configName, config string, files map[string]string,
+	extra []string, flags func(dir, addr string) []string) *Process {
+	t.Helper()
 	dir := t.TempDir()
-	files := map[string]string{"prometheus.yml": o.Config}
-	for k, v := range o.Files {
-		files[k] = v
+	all := map[string]string{configName: config}
+	for k, v := range files {
+		all[k] = v
 	}
-	WriteFiles(t, dir, files)
+	WriteFiles(t, dir, all)
 	addr := FreeAddr(t)
-	p := Start(t, Spec{Name: "prometheus", Path: PrometheusBinary, Dir: dir, ReadyURL: "http://" + addr + "/-/ready",
-		Args: append([]string{"--config.file=prometheus.yml", "--storage.tsdb.path=" + filepath.Join(dir, "data"),
-			"--web.listen-address=" + addr, "--web.enable-lifecycle", "--rules.alert.resend-delay=1s", "--log.level=info"}, o.Args...)})
+	args := append([]string{"--config.file=" + configName}, flags(dir, addr)...)
+	p := Start(t, Spec{Name: name, Path: binary, Dir: dir, ReadyURL: "http://" + addr + "/-/ready", Args: append(args, extra...)})
 	p.Addr, p.URL = addr, "http://"+addr
 	return p
 }
@@ -256,18 +269,11 @@ type AlertmanagerOptions struct {
 // StartAlertmanager starts Alertmanager on a free port, clustering off.
 func StartAlertmanager(t testing.TB, o AlertmanagerOptions) *Process {
 	t.Helper()
-	dir := t.TempDir()
-	files := map[string]string{"alertmanager.yml": o.Config}
-	for k, v := range o.Files {
-		files[k] = v
-	}
-	WriteFiles(t, dir, files)
-	addr := FreeAddr(t)
-	p := Start(t, Spec{Name: "alertmanager", Path: AlertmanagerBinary, Dir: dir, ReadyURL: "http://" + addr + "/-/ready",
-		Args: append([]string{"--config.file=alertmanager.yml", "--storage.path=" + filepath.Join(dir, "data"),
-			"--web.listen-address=" + addr, "--cluster.listen-address=", "--log.level=info"}, o.Args...)})
-	p.Addr, p.URL = addr, "http://"+addr
-	return p
+	return startPromComponent(t, "alertmanager", AlertmanagerBinary, "alertmanager.yml", o.Config, o.Files, o.Args,
+		func(dir, addr string) []string {
+			return []string{"--storage.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + addr,
+				"--cluster.listen-address=", "--log.level=info"}
+		})
 }
 
 // RepoRoot is the module root (the directory holding go.mod).

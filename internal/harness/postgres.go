@@ -192,3 +192,23 @@ func Backends(t testing.TB) []Backend {
 		{Name: "postgres", NewURL: pg.NewDatabase},
 	}
 }
+
+// ContractCase is one test of a storage contract suite; newURL returns the
+// URL of a fresh, empty database of the backend under test.
+type ContractCase struct {
+	Name string
+	Test func(t *testing.T, newURL func(testing.TB) string)
+}
+
+// RunContract runs every case of a storage contract suite against each of
+// Backends, as subtests named backend/case.
+func RunContract(t *testing.T, cases []ContractCase) {
+	t.Helper()
+	for _, b := range Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.Name, func(t *testing.T) { c.Test(t, b.NewURL) })
+			}
+		})
+	}
+}

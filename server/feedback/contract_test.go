@@ -17,22 +17,13 @@ import (
 // TestStoreContract runs the feedback store's one contract suite against
 // both backends: SQLite files and databases on a real PostgreSQL server.
 func TestStoreContract(t *testing.T) {
-	for _, b := range harness.Backends(t) {
-		t.Run(b.Name, func(t *testing.T) {
-			for _, tc := range []struct {
-				name string
-				fn   func(*testing.T, func(testing.TB) string)
-			}{
-				{"AddJoinsAndCounts", testAddJoinsAndCounts},
-				{"ClassificationCorrect", testClassificationCorrect},
-				{"Export", testExport},
-				{"GetWithLineage", testGetWithLineage},
-				{"Replicas", testReplicas},
-			} {
-				t.Run(tc.name, func(t *testing.T) { tc.fn(t, b.NewURL) })
-			}
-		})
-	}
+	harness.RunContract(t, []harness.ContractCase{
+		{Name: "AddJoinsAndCounts", Test: testAddJoinsAndCounts},
+		{Name: "ClassificationCorrect", Test: testClassificationCorrect},
+		{Name: "Export", Test: testExport},
+		{Name: "GetWithLineage", Test: testGetWithLineage},
+		{Name: "Replicas", Test: testReplicas},
+	})
 }
 
 // replica is one serve replica's prediction log and feedback store on a

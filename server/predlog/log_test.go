@@ -21,28 +21,19 @@ import (
 // TestStoreContract runs the prediction log's one contract suite against
 // both backends: SQLite files and databases on a real PostgreSQL server.
 func TestStoreContract(t *testing.T) {
-	for _, b := range harness.Backends(t) {
-		t.Run(b.Name, func(t *testing.T) {
-			for _, tc := range []struct {
-				name string
-				fn   func(*testing.T, func(testing.TB) string)
-			}{
-				{"RecordRoundTrip", testRecordRoundTrip},
-				{"RecordNeverBlocksAndCountsDrops", testRecordNeverBlocksAndCountsDrops},
-				{"ShutdownDrainsEverything", testShutdownDrainsEverything},
-				{"Sampling", testSampling},
-				{"Retention", testRetention},
-				{"WriteGroupCommitIsolatesFailures", testWriteGroupCommitIsolatesFailures},
-				{"RecordRows", testRecordRows},
-				{"PruneInChunks", testPruneInChunks},
-				{"PackedValues", testPackedValues},
-				{"FeatureSetsShared", testFeatureSetsShared},
-				{"RecordRowsFP32", testRecordRowsFP32},
-			} {
-				t.Run(tc.name, func(t *testing.T) { tc.fn(t, b.NewURL) })
-			}
-		})
-	}
+	harness.RunContract(t, []harness.ContractCase{
+		{Name: "RecordRoundTrip", Test: testRecordRoundTrip},
+		{Name: "RecordNeverBlocksAndCountsDrops", Test: testRecordNeverBlocksAndCountsDrops},
+		{Name: "ShutdownDrainsEverything", Test: testShutdownDrainsEverything},
+		{Name: "Sampling", Test: testSampling},
+		{Name: "Retention", Test: testRetention},
+		{Name: "WriteGroupCommitIsolatesFailures", Test: testWriteGroupCommitIsolatesFailures},
+		{Name: "RecordRows", Test: testRecordRows},
+		{Name: "PruneInChunks", Test: testPruneInChunks},
+		{Name: "PackedValues", Test: testPackedValues},
+		{Name: "FeatureSetsShared", Test: testFeatureSetsShared},
+		{Name: "RecordRowsFP32", Test: testRecordRowsFP32},
+	})
 }
 
 func openStore(t *testing.T) *Store {

@@ -99,25 +99,7 @@ func node(name, op string, in, out []string, attrs ...[]byte) []byte {
 // ValueInfoProto{name=1, type=2{TypeProto.tensor_type=1{elem_type=1, shape=2{dim=1{dim_value=1|dim_param=2}}}}}
 // A dim < 0 is written as the symbolic dim "N".
 func valueInfo(name string, dims []int64) []byte {
-	var shape msg
-	for _, d := range dims {
-		var dim msg
-		if d < 0 {
-			dim = dim.str(2, "N")
-		} else {
-			dim = dim.varint(1, uint64(d))
-		}
-		shape = shape.sub(1, dim)
-	}
-	var tt msg
-	tt = tt.varint(1, tensorFloat)
-	tt = tt.sub(2, shape)
-	var typ msg
-	typ = typ.sub(1, tt)
-	var m msg
-	m = m.str(1, name)
-	m = m.sub(2, typ)
-	return m
+	return tensorValueInfo(name, tensorFloat, dims, func(int) string { return "N" })
 }
 
 type splitmix struct{ s uint64 }
@@ -213,11 +195,17 @@ const tensorInt64 = 7
 // typedValueInfo is valueInfo with an element type and one symbolic name
 // per dynamic dimension (d0, d1, ...).
 func typedValueInfo(name string, elem uint64, dims []int64) []byte {
+	return tensorValueInfo(name, elem, dims, func(i int) string { return fmt.Sprintf("d%d", i) })
+}
+
+// tensorValueInfo is the ValueInfoProto of a tensor of elem with dims; a
+// dim < 0 is written as the symbolic dim symbolic(its index).
+func tensorValueInfo(name string, elem uint64, dims []int64, symbolic func(i int) string) []byte {
 	var shape msg
 	for i, d := range dims {
 		var dim msg
 		if d < 0 {
-			dim = dim.str(2, fmt.Sprintf("d%d", i))
+			dim = dim.str(2, symbolic(i))
 		} else {
 			dim = dim.varint(1, uint64(d))
 		}

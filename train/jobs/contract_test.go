@@ -15,25 +15,16 @@ import (
 // TestStoreContract runs the job queue's one contract suite against both
 // backends: SQLite files and databases on a real PostgreSQL server.
 func TestStoreContract(t *testing.T) {
-	for _, b := range harness.Backends(t) {
-		t.Run(b.Name, func(t *testing.T) {
-			for _, tc := range []struct {
-				name string
-				fn   func(*testing.T, func(testing.TB) string)
-			}{
-				{"EnqueueDedup", testEnqueueDedup},
-				{"StepsAndFinish", testStepsAndFinish},
-				{"Recover", testRecover},
-				{"Worker", testWorker},
-				{"WorkerShutdown", testWorkerShutdown},
-				{"ConcurrentClaims", testConcurrentClaims},
-				{"LeaseTakeover", testLeaseTakeover},
-				{"EnqueueRace", testEnqueueRace},
-			} {
-				t.Run(tc.name, func(t *testing.T) { tc.fn(t, b.NewURL) })
-			}
-		})
-	}
+	harness.RunContract(t, []harness.ContractCase{
+		{Name: "EnqueueDedup", Test: testEnqueueDedup},
+		{Name: "StepsAndFinish", Test: testStepsAndFinish},
+		{Name: "Recover", Test: testRecover},
+		{Name: "Worker", Test: testWorker},
+		{Name: "WorkerShutdown", Test: testWorkerShutdown},
+		{Name: "ConcurrentClaims", Test: testConcurrentClaims},
+		{Name: "LeaseTakeover", Test: testLeaseTakeover},
+		{Name: "EnqueueRace", Test: testEnqueueRace},
+	})
 }
 
 // testConcurrentClaims: four trainers (stores with their own owners)
