@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strconv"
@@ -208,7 +209,9 @@ func (c Clause) match(r Run) bool {
 	}
 }
 
-func cmpNum(a float64, op string, b float64) bool {
+// compare applies one of the comparisons =, !=, <, <=, >, >= (false for
+// any other op).
+func compare[T cmp.Ordered](a T, op string, b T) bool {
 	switch op {
 	case "=":
 		return a == b
@@ -226,26 +229,16 @@ func cmpNum(a float64, op string, b float64) bool {
 	return false
 }
 
+func cmpNum(a float64, op string, b float64) bool { return compare(a, op, b) }
+
 func cmpStr(a, op, b string) bool {
 	switch op {
-	case "=":
-		return a == b
-	case "!=":
-		return a != b
 	case "LIKE":
 		return like(a, b)
 	case "ILIKE":
 		return like(strings.ToLower(a), strings.ToLower(b))
-	case "<":
-		return a < b
-	case "<=":
-		return a <= b
-	case ">":
-		return a > b
-	case ">=":
-		return a >= b
 	}
-	return false
+	return compare(a, op, b)
 }
 
 // like implements SQL LIKE with % and _.

@@ -102,20 +102,13 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	serve.AddFeedback(chicagoFeedback(t, "2015-01-01", "2015-06-30")...)
 	trackingDB := filepath.Join(dir, "tracking.db")
 
-	ln := listen(t)
-	addr := ln.Addr().String()
-	base := "http://" + addr
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runTrainerOn(ctx, []string{"--listen", addr, "--token", trainerToken, "--db", filepath.Join(dir, "jobs.db"),
+	tr := startTrainer(t, func(addr string) []string {
+		return []string{"--listen", addr, "--token", trainerToken, "--db", filepath.Join(dir, "jobs.db"),
 			"--models", models, "--work-dir", filepath.Join(dir, "work"), "--data", testCSV, "--serve-url", serve.URL,
 			"--admin-token", "adm", "--tracking-db", trackingDB, "--ready-wait", "10s", "--log-format", "json",
-			"--set", "patience=10"}, ln, io.Discard, &logs)
-	}()
-	waitFor(t, "trainer ready", 20*time.Second, func() bool { c, _ := getJSON(base+"/health/ready", nil); return c == 200 })
+			"--set", "patience=10"}
+	})
+	base, logs := tr.base, tr.logs
 
 	runJob := func(body string) jobs.Job {
 		t.Helper()
@@ -162,15 +155,7 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	if hm, cm := c.Metrics["holdout"]["mae"], c.Metrics["holdout_champion"]["mae"]; !(hm < cm) {
 		t.Errorf("holdout mae candidate %v, champion %v", hm, cm)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("runTrainer: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("trainer did not stop")
-	}
+	tr.stop(t, 20*time.Second)
 
 	// The tracker (reopened: the trainer closed it) holds the run.
 	st, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: trackingDB}})

@@ -58,6 +58,44 @@ func newLoopFixture(t *testing.T) *loopFixture {
 	return f
 }
 
+// inProcessTrainer is `flywheel trainer` run in the test's process on a
+// listener the test holds.
+type inProcessTrainer struct {
+	base   string
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startTrainer runs runTrainerOn with args(its address) on a fresh loopback
+// listener and waits until /health/ready answers 200.
+func startTrainer(t *testing.T, args func(addr string) []string) *inProcessTrainer {
+	t.Helper()
+	ln := listen(t)
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	tr := &inProcessTrainer{base: "http://" + addr, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() { tr.done <- runTrainerOn(ctx, args(addr), ln, io.Discard, tr.logs) }()
+	waitFor(t, "trainer ready", 20*time.Second, func() bool { c, _ := getJSON(tr.base+"/health/ready", nil); return c == 200 })
+	return tr
+}
+
+// stop cancels the trainer and fails the test unless it returns nil
+// within limit.
+func (tr *inProcessTrainer) stop(t *testing.T, limit time.Duration) {
+	t.Helper()
+	tr.cancel()
+	select {
+	case err := <-tr.done:
+		if err != nil {
+			t.Errorf("runTrainer: %v", err)
+		}
+	case <-time.After(limit):
+		t.Fatal("trainer did not stop")
+	}
+}
+
 func (f *loopFixture) args(addr, externalCmd string) []string {
 	return []string{"--listen", addr, "--token", trainerToken, "--db", filepath.Join(f.dir, "jobs.db"), "--models", f.models,
 		"--work-dir", filepath.Join(f.dir, "work"), "--data", f.base, "--target", "y", "--features", "columns", "--serve-url", f.serve.URL,
@@ -121,17 +159,10 @@ func firingAlert(t *testing.T) string {
 
 func TestTrainerCommand(t *testing.T) {
 	f := newLoopFixture(t)
-	ln := listen(t)
-	addr := ln.Addr().String()
-	base := "http://" + addr
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runTrainerOn(ctx, f.args(addr, strings.Join(pipelinetest.ExampleTrainer(), " ")), ln, io.Discard, &logs)
-	}()
-	waitFor(t, "trainer ready", 20*time.Second, func() bool { c, _ := getJSON(base+"/health/ready", nil); return c == 200 })
+	tr := startTrainer(t, func(addr string) []string {
+		return f.args(addr, strings.Join(pipelinetest.ExampleTrainer(), " "))
+	})
+	base, logs := tr.base, tr.logs
 
 	// Faults first: no job may come from them.
 	for _, tc := range []struct {
@@ -185,15 +216,7 @@ func TestTrainerCommand(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("runTrainer: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("trainer did not stop")
-	}
+	tr.stop(t, 15*time.Second)
 	if strings.Contains(logs.String(), trainerToken) {
 		t.Error("the token leaked into the logs")
 	}

@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,32 +15,9 @@ import (
 // and a rejected manual job — every panel must show something.
 func checkDashboardPanels(t *testing.T, promURL string) {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(harness.RepoRoot(t), "monitoring", "grafana", "dashboards", "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no dashboards: %v", err)
-	}
 	type query struct{ panel, expr string }
 	var queries []query
-	var walk func([]dashboardPanel)
-	walk = func(ps []dashboardPanel) {
-		for _, p := range ps {
-			for _, tg := range p.Targets {
-				queries = append(queries, query{p.Title, grafanaVars.Replace(tg.Expr)})
-			}
-			walk(p.Panels)
-		}
-	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var d struct{ Panels []dashboardPanel }
-		if err := json.Unmarshal(b, &d); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		walk(d.Panels)
-	}
+	eachDashboardQuery(t, func(title, _, expr string) { queries = append(queries, query{title, expr}) })
 	panels := map[string]bool{}
 	empty := 0
 	for _, q := range queries {

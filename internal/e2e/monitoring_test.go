@@ -337,30 +337,20 @@ type dashboardPanel struct {
 	} `json:"targets"`
 }
 
-// dashboardMetrics returns metric name → panel titles over every committed
-// Grafana dashboard, parsing each expression with Prometheus's parser.
-func dashboardMetrics(t *testing.T) map[string][]string {
+// eachDashboardQuery calls fn with the panel title and the expression
+// (Grafana's variables replaced as in grafanaVars) of every target of every
+// panel, nested ones included, of every committed Grafana dashboard.
+func eachDashboardQuery(t *testing.T, fn func(title, raw, expr string)) {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(harness.RepoRoot(t), "monitoring", "grafana", "dashboards", "*.json"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no dashboards: %v", err)
 	}
-	used := map[string][]string{}
 	var walk func([]dashboardPanel)
 	walk = func(ps []dashboardPanel) {
 		for _, p := range ps {
 			for _, tg := range p.Targets {
-				expr, err := parser.ParseExpr(grafanaVars.Replace(tg.Expr))
-				if err != nil {
-					t.Errorf("panel %q: %q does not parse: %v", p.Title, tg.Expr, err)
-					continue
-				}
-				parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
-					if vs, ok := n.(*parser.VectorSelector); ok {
-						used[vs.Name] = append(used[vs.Name], p.Title)
-					}
-					return nil
-				})
+				fn(p.Title, tg.Expr, grafanaVars.Replace(tg.Expr))
 			}
 			walk(p.Panels)
 		}
@@ -376,6 +366,26 @@ func dashboardMetrics(t *testing.T) map[string][]string {
 		}
 		walk(d.Panels)
 	}
+}
+
+// dashboardMetrics returns metric name → panel titles over every committed
+// Grafana dashboard, parsing each expression with Prometheus's parser.
+func dashboardMetrics(t *testing.T) map[string][]string {
+	t.Helper()
+	used := map[string][]string{}
+	eachDashboardQuery(t, func(title, raw, q string) {
+		expr, err := parser.ParseExpr(q)
+		if err != nil {
+			t.Errorf("panel %q: %q does not parse: %v", title, raw, err)
+			return
+		}
+		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+			if vs, ok := n.(*parser.VectorSelector); ok {
+				used[vs.Name] = append(used[vs.Name], title)
+			}
+			return nil
+		})
+	})
 	return used
 }
 
