@@ -12,7 +12,8 @@ MON_ROUTES := \
 	'default alertname=ModelLoadFailed severity=warning model=ridership' \
 	'default alertname=NoModelReady severity=critical job=serve' \
 	'default alertname=PredictionLogDropping severity=warning job=serve' \
-	'default alertname=RetrainJobFailed severity=warning job=trainer'
+	'default alertname=RetrainJobFailed severity=warning job=trainer' \
+	'default alertname=ModelRolledBack severity=warning job=trainer model=ridership'
 
 .PHONY: test-monitoring monitoring-token
 test-monitoring: ## promtool/amtool checks and rule unit tests for monitoring/
@@ -22,7 +23,7 @@ test-monitoring: ## promtool/amtool checks and rule unit tests for monitoring/
 	promtool test rules $(MON_DIR)/tests/*.yml; \
 	amtool check-config $(MON_DIR)/alertmanager.yml; \
 	got=$$(grep -c '^      - alert: ' $(MON_DIR)/alerts.yml); \
-	[ "$$got" = 8 ] || { echo "alerts.yml has $$got alerts, routes are tested for 8"; exit 1; }; \
+	[ "$$got" = 9 ] || { echo "alerts.yml has $$got alerts, routes are tested for 9"; exit 1; }; \
 	for r in $(MON_ROUTES); do \
 	  set -- $$r; want=$$1; shift; \
 	  grep -q "^      - alert: $${1#alertname=}$$" $(MON_DIR)/alerts.yml || { echo "alert $${1#alertname=} not in alerts.yml"; exit 1; }; \

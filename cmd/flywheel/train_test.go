@@ -121,7 +121,7 @@ func TestTrainKeepsABetterChampion(t *testing.T) {
 	if err := os.MkdirAll(champ, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"model.onnx", modelrepo.CardFile} { // the committed mlp, test MAE 1.20 on 2012
+	for _, f := range []string{"model.onnx", modelrepo.CardFile} { // the committed gbdt, test MAE 0.6539 on 2012
 		b, err := os.ReadFile(filepath.Join("..", "..", "models", "ridership", "1", f))
 		if err != nil {
 			t.Fatal(err)
@@ -130,20 +130,24 @@ func TestTrainKeepsABetterChampion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	args := []string{"--data", testCSV, "--models", models, "--algorithm", "ridge", "--quiet", "--track=false"}
+	// a gbdt of 50 trees (0.8080): better than the seasonal naive (1.1754), worse than the champion
+	base := []string{"--data", testCSV, "--models", models, "--quiet", "--track=false", "--backtest-folds", "0", "--importance=false"}
+	weak := append(base[:len(base):len(base)], "--algorithm", "gbdt", "--set", "iterations=50", "--set", "early_stopping=false")
 	tests := []struct {
-		name  string
-		extra []string
-		ok    bool
-		want  string
-		v2    bool
+		name string
+		args []string
+		ok   bool
+		want string
+		v2   bool
 	}{
-		{"refused", nil, false, "not published: version 1 (mlp), which serve loads, has test MAE 1.2027 on the same 366 test days, 2012-01-01 … 2012-12-31; this ridge model has 1.7867. --force publishes it", false},
-		{"forced", []string{"--force"}, true, "published ridership version 2 (ridge) to " + filepath.Join(models, "ridership", "2") + ", replacing the better version 1 (test MAE 1.2027 vs 1.7867", true},
+		{"refused", weak, false, "not published: version 1 (gbdt), which serve loads, has test MAE 0.6539 on the same 366 test days, 2012-01-01 … 2012-12-31; this gbdt model has 0.8080. --force publishes it", false},
+		// --force never publishes a model that loses to the seasonal naive (ridge: 1.2114 vs 1.1754)
+		{"naive", append(base[:len(base):len(base)], "--algorithm", "ridge", "--force"), false, "not published: ridge's test MAE 1.2114 does not beat the seasonal naive's 1.1754 on the same days", false},
+		{"forced", append(weak[:len(weak):len(weak)], "--force"), true, "published ridership version 2 (gbdt) to " + filepath.Join(models, "ridership", "2") + ", replacing the better version 1 (test MAE 0.6539 vs 0.8080", true},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer
-		err := runTrain(context.Background(), append(args, tt.extra...), &out, &bytes.Buffer{})
+		err := runTrain(context.Background(), tt.args, &out, &bytes.Buffer{})
 		got := out.String()
 		if err != nil {
 			got += err.Error()

@@ -256,7 +256,7 @@ func TestTrainTrackedSQLite(t *testing.T) {
 	checkTrackedRun(t, sqliteRun(t, db, c.Training.RunID), c, vdir)
 
 	// A second publish registers version 2 and moves the alias.
-	trainCmd(t, append(trackedTrainArgs(t), "--models", models, "--tracking-db", db, "--seed", "2")...)
+	trainCmd(t, append(trackedTrainArgs(t), "--models", models, "--tracking-db", db, "--seed", "2", "--force")...)
 	c2 := loadCard(t, filepath.Join(models, "ridership", "2"))
 	r2 := sqliteRun(t, db, c2.Training.RunID)
 	if c2.Training.RunID == c.Training.RunID || len(r2.versions) != 1 || r2.versions[0].Version != "2" || r2.champion != "2" {
