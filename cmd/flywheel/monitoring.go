@@ -8,10 +8,11 @@ import (
 // addMonitorFlags defines the monitoring flags of `flywheel serve`: the
 // prediction log, feedback and drift (server/monitor). A --database URL
 // replaces --predlog-db (applyDatabase).
-func addMonitorFlags(fs *flagSet, c *monitor.Config, db *string) {
+func addMonitorFlags(fs *flagSet, c *monitor.Config, db, dbFile *string) {
 	*c = monitor.DefaultConfig()
 	p, d := &c.Predlog, &c.Drift
 	fs.String(db, "database", database.EnvURL, "", "shared database of the prediction log and feedback labels, postgres://user:password@host:5432/db (every replica uses the same one); replaces --predlog-db")
+	fs.String(dbFile, "database-file", database.EnvURL+"_FILE", "", "file holding the --database URL (a mounted secret), instead of --database")
 	fs.String(&c.DB, "predlog-db", "", c.DB, "SQLite database of the prediction log and feedback labels, created with its folder (--predlog-db= turns the prediction log, feedback and prediction lookup off)")
 	fs.Float(&p.SampleRate, "predlog-sample-rate", "", p.SampleRate, "share of predictions logged, in (0, 1]")
 	fs.Int(&p.QueueSize, "predlog-queue", "", p.QueueSize, "predictions waiting to be written; when full, new ones are dropped and counted (flywheel_predlog_dropped_total), never waited for")
@@ -30,9 +31,15 @@ func addMonitorFlags(fs *flagSet, c *monitor.Config, db *string) {
 	fs.Duration(&p.LabelMaxAge, "label-max-age", "", p.LabelMaxAge, "delete feedback labels received longer ago than this (0: keep)")
 }
 
-// applyDatabase makes a --database URL the monitoring database.
-func applyDatabase(c *monitor.Config, db string) {
-	if db != "" {
-		c.DB = db
+// applyDatabase makes the --database URL (or --database-file's) the
+// monitoring database.
+func applyDatabase(c *monitor.Config, db, file string) error {
+	u, err := secret("database", db, file)
+	if err != nil {
+		return err
 	}
+	if u != "" {
+		c.DB = u
+	}
+	return nil
 }

@@ -55,6 +55,7 @@ type serveFlags struct {
 	pprofListen     string
 	monitor         monitor.Config
 	database        string
+	databaseFile    string
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
@@ -104,11 +105,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.String(&f.logFormat, "log-format", "", "text", "log format: text or json")
 	fs.String(&f.logLevel, "log-level", "", "info", "log level: debug, info, warn or error")
 	fs.String(&f.pprofListen, "pprof-listen", "", "", "address for Go's /debug/pprof profiling endpoints, e.g. 127.0.0.1:6060 (empty: off)")
-	addMonitorFlags(fs, &f.monitor, &f.database)
+	addMonitorFlags(fs, &f.monitor, &f.database, &f.databaseFile)
 	if err := fs.Parse(args, stdout); err != nil {
 		return err
 	}
-	applyDatabase(&f.monitor, f.database)
+	if err := applyDatabase(&f.monitor, f.database, f.databaseFile); err != nil {
+		return err
+	}
 	if len(fs.Args()) > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}

@@ -33,7 +33,7 @@ import (
 type trainerFlags struct {
 	listen, token, tokenFile         string
 	db, models, model, work, data    string
-	database, name                   string
+	database, databaseFile, name     string
 	lease                            time.Duration
 	target                           string
 	serveURL, adminToken, adminFile  string
@@ -64,6 +64,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.String(&f.tokenFile, "token-file", "", "", "file holding the bearer token (instead of --token)")
 	fs.String(&f.db, "db", "", "data/trainer/jobs.db", "SQLite job store (one trainer)")
 	fs.String(&f.database, "database", database.EnvURL, "", "shared database, postgres://user:password@host:5432/db: the job queue lives there (several trainers claim jobs from it) and snapshots read feedback labels from it directly instead of serve's export; replaces --db")
+	fs.String(&f.databaseFile, "database-file", database.EnvURL+"_FILE", "", "file holding the --database URL (a mounted secret), instead of --database")
 	fs.String(&f.name, "name", "", "", "this trainer's name in job claims and logs (default: host-pid-random; on Kubernetes, the pod name)")
 	fs.Duration(&f.lease, "lease", "", jobs.DefaultLease, "with --database: how long a claimed job stays this trainer's without renewal (renewed every third); a trainer that dies loses its job after this and another one retries it")
 	fs.String(&f.models, "models", "", "models", "model repository that serve watches")
@@ -178,6 +179,9 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	}
 	if token == "" {
 		return nil, usageError{errors.New("a bearer token is required: set --token, --token-file or FLYWHEEL_TOKEN")}
+	}
+	if f.database, err = secret("database", f.database, f.databaseFile); err != nil {
+		return nil, err
 	}
 	adminToken, err := secret("admin-token", f.adminToken, f.adminFile)
 	if err != nil {
