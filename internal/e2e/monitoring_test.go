@@ -250,7 +250,9 @@ func TestLoadPredictionsWithFeedbackThroughServe(t *testing.T) {
 		total   = 20000
 		batch   = 50
 	)
-	serve := startServe(t)
+	// Every client is 127.0.0.1, one bucket of the per-client label rate:
+	// a trusted label feed at full speed runs with the limit off.
+	serve := startServe(t, "--feedback-rate", "-1")
 	rows := chicago(t).Rows
 	bodies := make([][]byte, len(rows)) // pre-encoded, id patched per request
 	for i, r := range rows {
