@@ -223,27 +223,24 @@ func inferBody(id string, params map[string]any, rows []dataset.Row) []byte {
 
 // post sends a JSON body and returns the status and body.
 func post(url string, body []byte, token string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	return send(http.MethodPost, url, body, token)
 }
 
-func get(url, token string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+func get(url, token string) (int, []byte, error) { return send(http.MethodGet, url, nil, token) }
+
+// send makes one request (a POST's body as JSON) with the bearer token,
+// when one is given, and returns the status and the whole body.
+func send(method, url string, body []byte, token string) (int, []byte, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, r)
 	if err != nil {
 		return 0, nil, err
+	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

@@ -243,12 +243,8 @@ func (m *Monitor) Remove(model string, version int) {
 // the rows were queued; rows of unknown versions or versions without a
 // reference are ignored.
 func (m *Monitor) Observe(model string, version int, inputs, predictions []float32) bool {
-	w := m.lookup(model, version)
-	if w == nil || w.reason != "" {
-		return false
-	}
-	rows := len(inputs) / len(w.features)
-	if rows == 0 || rows*len(w.features) != len(inputs) {
+	w, rows := m.rows(model, version, len(inputs))
+	if w == nil {
 		return false
 	}
 	o := observation{w: w, rows: rows, inputs: append([]float32(nil), inputs...)}
@@ -260,12 +256,8 @@ func (m *Monitor) Observe(model string, version int, inputs, predictions []float
 
 // ObserveFloat64 is Observe for FP64 inputs and predictions.
 func (m *Monitor) ObserveFloat64(model string, version int, inputs, predictions []float64) bool {
-	w := m.lookup(model, version)
-	if w == nil || w.reason != "" {
-		return false
-	}
-	rows := len(inputs) / len(w.features)
-	if rows == 0 || rows*len(w.features) != len(inputs) {
+	w, rows := m.rows(model, version, len(inputs))
+	if w == nil {
 		return false
 	}
 	o := observation{w: w, rows: rows, inputs: make([]float32, len(inputs))}
@@ -279,6 +271,21 @@ func (m *Monitor) ObserveFloat64(model string, version int, inputs, predictions 
 		}
 	}
 	return m.enqueue(o)
+}
+
+// rows returns the window of a monitored version (one with a reference)
+// and how many whole rows n input values make; nil when the version is not
+// monitored or n is not a positive multiple of its features.
+func (m *Monitor) rows(model string, version, n int) (*window, int) {
+	w := m.lookup(model, version)
+	if w == nil || w.reason != "" {
+		return nil, 0
+	}
+	rows := n / len(w.features)
+	if rows == 0 || rows*len(w.features) != n {
+		return nil, 0
+	}
+	return w, rows
 }
 
 func (m *Monitor) lookup(model string, version int) *window {

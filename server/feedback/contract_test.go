@@ -37,23 +37,12 @@ type replica struct {
 
 func newReplica(t *testing.T, url string) *replica {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	db, err := predlog.Open(ctx, url, 5*time.Second)
-	if err != nil {
+	r := &replica{}
+	r.db, r.log, r.reg = runLog(t, url, 20*time.Millisecond)
+	var err error
+	if r.store, err = New(Options{DB: r.db, Log: r.log, Cards: cards, Registerer: r.reg, SharedWait: 2 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := predlog.DefaultConfig()
-	cfg.FlushInterval = 20 * time.Millisecond
-	r := &replica{db: db, reg: prometheus.NewPedanticRegistry()}
-	if r.log, err = predlog.New(predlog.Options{Config: cfg, Store: db, Registerer: r.reg}); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { r.log.Run(ctx); close(done) }()
-	if r.store, err = New(Options{DB: db, Log: r.log, Cards: cards, Registerer: r.reg, SharedWait: 2 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); <-done; db.Close() })
 	return r
 }
 

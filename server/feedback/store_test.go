@@ -55,27 +55,39 @@ func newEnv(t *testing.T) *env {
 
 func newEnvURL(t *testing.T, url string) *env {
 	t.Helper()
+	db, l, reg := runLog(t, url, time.Hour)
+	e := &env{db: db, log: l, reg: reg, now: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)}
+	var err error
+	e.store, err = New(Options{DB: db, Log: l, Cards: cards, Registerer: reg, Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// runLog opens the prediction database at url and runs a prediction log on
+// it (flushing every flush, metrics in a fresh pedantic registry) until
+// the test ends.
+func runLog(t *testing.T, url string, flush time.Duration) (*predlog.Store, *predlog.Log, *prometheus.Registry) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	db, err := predlog.Open(ctx, url, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := predlog.DefaultConfig()
-	cfg.FlushInterval = time.Hour
+	cfg.FlushInterval = flush
 	reg := prometheus.NewPedanticRegistry()
 	l, err := predlog.New(predlog.Options{Config: cfg, Store: db, Registerer: reg})
 	if err != nil {
+		db.Close()
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()
-	e := &env{db: db, log: l, reg: reg, now: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)}
-	e.store, err = New(Options{DB: db, Log: l, Cards: cards, Registerer: reg, Now: func() time.Time { return e.now }})
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { cancel(); <-done; db.Close() })
-	return e
+	return db, l, reg
 }
 
 func (e *env) predict(id, model string, version int, pred float64, params map[string]any) {

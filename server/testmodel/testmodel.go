@@ -222,15 +222,9 @@ func tensorValueInfo(name string, elem uint64, dims []int64, symbolic func(i int
 	return m
 }
 
-// ConstantOfShape returns a model whose output size comes from its input's
-// values: shape INT64[2] -> ConstantOfShape -> out FP32[d0,d1] of zeros. A
-// request for [1, 100000000] asks for 10^8 elements (hostile tests).
-func ConstantOfShape() []byte {
-	var g msg
-	g = g.sub(1, node("ConstantOfShape", "ConstantOfShape", []string{"shape"}, []string{"out"}))
-	g = g.str(2, "constant_of_shape")
-	g = g.sub(11, typedValueInfo("shape", tensorInt64, []int64{2}))
-	g = g.sub(12, typedValueInfo("out", tensorFloat, []int64{-1, -1}))
+// testModel wraps graph g in a ModelProto (producer flywheel-testmodel,
+// default opset).
+func testModel(g msg) []byte {
 	var opset msg
 	opset = opset.str(1, "")
 	opset = opset.varint(2, opsetVersion)
@@ -240,6 +234,18 @@ func ConstantOfShape() []byte {
 	m = m.sub(7, g)
 	m = m.sub(8, opset)
 	return m
+}
+
+// ConstantOfShape returns a model whose output size comes from its input's
+// values: shape INT64[2] -> ConstantOfShape -> out FP32[d0,d1] of zeros. A
+// request for [1, 100000000] asks for 10^8 elements (hostile tests).
+func ConstantOfShape() []byte {
+	var g msg
+	g = g.sub(1, node("ConstantOfShape", "ConstantOfShape", []string{"shape"}, []string{"out"}))
+	g = g.str(2, "constant_of_shape")
+	g = g.sub(11, typedValueInfo("shape", tensorInt64, []int64{2}))
+	g = g.sub(12, typedValueInfo("out", tensorFloat, []int64{-1, -1}))
+	return testModel(g)
 }
 
 // ExternalData returns a model whose weight lives outside model.onnx: out
@@ -269,15 +275,7 @@ func ExternalData(location string) []byte {
 	g = g.sub(5, w)
 	g = g.sub(11, typedValueInfo("x", tensorFloat, []int64{-1, 4}))
 	g = g.sub(12, typedValueInfo("out", tensorFloat, []int64{-1, 4}))
-	var opset msg
-	opset = opset.str(1, "")
-	opset = opset.varint(2, opsetVersion)
-	var m msg
-	m = m.varint(1, irVersion)
-	m = m.str(2, "flywheel-testmodel")
-	m = m.sub(7, g)
-	m = m.sub(8, opset)
-	return m
+	return testModel(g)
 }
 
 // WeightBytes encodes four float32 values little-endian (an external data
