@@ -472,31 +472,47 @@ func (c *Client) SearchRuns(ctx context.Context, q tracker.SearchQuery) ([]track
 
 // MetricHistory returns every value logged for key.
 func (c *Client) MetricHistory(ctx context.Context, runID, key string) ([]tracker.Metric, error) {
+	ws, err := getPages[wireMetric](ctx, c, "metrics/get-history", url.Values{"run_id": {runID}, "metric_key": {key}}, "metrics")
+	if err != nil {
+		return nil, err
+	}
 	var all []tracker.Metric
-	token := ""
+	for _, m := range ws {
+		mm := m.metric()
+		if mm.Key == "" {
+			mm.Key = key
+		}
+		all = append(all, mm)
+	}
+	return all, nil
+}
+
+// getPages GETs endpoint with q, following next_page_token until a page is
+// the last or empty, and returns the items of every page's field.
+func getPages[W any](ctx context.Context, c *Client, endpoint string, q url.Values, field string) ([]W, error) {
+	var all []W
 	for {
-		q := url.Values{"run_id": {runID}, "metric_key": {key}}
-		if token != "" {
-			q.Set("page_token", token)
-		}
-		var out struct {
-			Metrics       []wireMetric `json:"metrics"`
-			NextPageToken string       `json:"next_page_token"`
-		}
-		if err := c.getJSON(ctx, "metrics/get-history", q, &out); err != nil {
+		var out map[string]json.RawMessage
+		if err := c.getJSON(ctx, endpoint, q, &out); err != nil {
 			return nil, err
 		}
-		for _, m := range out.Metrics {
-			mm := m.metric()
-			if mm.Key == "" {
-				mm.Key = key
+		var items []W
+		if raw, ok := out[field]; ok {
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", endpoint, field, err)
 			}
-			all = append(all, mm)
 		}
-		token = out.NextPageToken
-		if token == "" || len(out.Metrics) == 0 {
+		var token string
+		if raw, ok := out["next_page_token"]; ok {
+			if err := json.Unmarshal(raw, &token); err != nil {
+				return nil, fmt.Errorf("%s: next_page_token: %w", endpoint, err)
+			}
+		}
+		all = append(all, items...)
+		if token == "" || len(items) == 0 {
 			return all, nil
 		}
+		q.Set("page_token", token)
 	}
 }
 
@@ -751,28 +767,15 @@ func (c *Client) CreateModelVersion(ctx context.Context, name, runID, artifactPa
 // SearchModelVersions lists versions matching an MLflow filter such as
 // "name='ridership' and run_id='abc'".
 func (c *Client) SearchModelVersions(ctx context.Context, filter string) ([]tracker.ModelVersion, error) {
-	var all []tracker.ModelVersion
-	token := ""
-	for {
-		q := url.Values{"filter": {filter}, "max_results": {"1000"}}
-		if token != "" {
-			q.Set("page_token", token)
-		}
-		var out struct {
-			ModelVersions []wireModelVersion `json:"model_versions"`
-			NextPageToken string             `json:"next_page_token"`
-		}
-		if err := c.getJSON(ctx, "model-versions/search", q, &out); err != nil {
-			return nil, err
-		}
-		for _, v := range out.ModelVersions {
-			all = append(all, v.version())
-		}
-		token = out.NextPageToken
-		if token == "" || len(out.ModelVersions) == 0 {
-			return all, nil
-		}
+	ws, err := getPages[wireModelVersion](ctx, c, "model-versions/search", url.Values{"filter": {filter}, "max_results": {"1000"}}, "model_versions")
+	if err != nil {
+		return nil, err
 	}
+	var all []tracker.ModelVersion
+	for _, v := range ws {
+		all = append(all, v.version())
+	}
+	return all, nil
 }
 
 // SetAlias points alias at version (idempotent).
