@@ -237,15 +237,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer stopPprof()
 	}
 
-	// One run group: the HTTP server, the repository watcher and the
-	// registry follower; the first to fail, or ctx, starts the one shutdown
-	// path, in order: readiness drops, HTTP drains, the watcher and the
-	// follower stop; then the prediction log writes what is queued, sessions
-	// and the database close.
-	mon.Start()
+	// One run group: the HTTP server, the repository watcher, the registry
+	// follower and the monitor (drift, prediction log); the first to fail,
+	// or ctx, starts the one shutdown path, in order: readiness drops, HTTP
+	// drains, then the watcher and the follower stop and the prediction log
+	// writes what is queued; last, sessions and the database close.
 	g, gctx := errgroup.WithContext(ctx)
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
+	g.Go(func() error { return mon.Run(watchCtx) })
 	g.Go(func() error {
 		if err := repo.Run(watchCtx); err != nil {
 			return fmt.Errorf("model repository watcher: %w", err)
@@ -286,7 +286,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := srv.Drain(sctx, delay); err != nil {
 			logger.Warn("HTTP shutdown did not drain in time", "component", "api", "err", err)
 		}
-		stopWatch() // the watcher and the registry follower
+		stopWatch() // the watcher, the registry follower and the monitor
 		return nil
 	})
 	srv.SetReady(true)

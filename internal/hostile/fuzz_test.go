@@ -69,7 +69,9 @@ func startInProcess(t testing.TB) string {
 		t.Fatal(err)
 	}
 	mon.Register(srv.App())
-	mon.Start()
+	monCtx, stopMon := context.WithCancel(context.Background())
+	monDone := make(chan struct{})
+	go func() { _ = mon.Run(monCtx); close(monDone) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +82,8 @@ func startInProcess(t testing.TB) string {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
 		_ = srv.Shutdown(sctx)
+		stopMon()
+		<-monDone
 		_ = mon.Close()
 		_ = repo.Close()
 		cancel()

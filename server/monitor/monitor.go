@@ -103,10 +103,6 @@ type Monitor struct {
 
 	mu    sync.RWMutex
 	cards map[versionKey]*modelrepo.Card // every version served since start (lineage of old predictions)
-
-	stop context.CancelFunc
-	done chan struct{}
-	runs int
 }
 
 type versionKey struct {
@@ -115,8 +111,8 @@ type versionKey struct {
 }
 
 // New opens the prediction database (when configured) and builds the
-// prediction log, the feedback store and API, and the drift monitor. Start
-// runs their actors; Close stops them and closes the database.
+// prediction log, the feedback store and API, and the drift monitor. Run
+// runs their actors; Close closes the database.
 func New(ctx context.Context, o Options) (*Monitor, error) {
 	if err := o.Config.Validate(); err != nil {
 		return nil, err
@@ -271,33 +267,25 @@ func (m *Monitor) Register(r fiber.Router) {
 	}
 }
 
-// Start runs the prediction log and drift actors until Close.
-func (m *Monitor) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	m.stop, m.done = cancel, make(chan struct{}, 2)
-	m.runs = 1
-	go func() { _ = m.drift.Run(ctx); m.done <- struct{}{} }()
+// Run runs the drift monitor and, when configured, the prediction log
+// until ctx is done; the prediction log then writes what is still queued.
+// It returns nil once both have stopped (a prediction log that stops on an
+// error is logged; serving goes on). Cancel ctx after the HTTP server has
+// drained, then Close.
+func (m *Monitor) Run(ctx context.Context) error {
+	driftDone := make(chan struct{})
+	go func() { _ = m.drift.Run(ctx); close(driftDone) }()
 	if m.log != nil {
-		m.runs++
-		go func() {
-			if err := m.log.Run(ctx); err != nil {
-				m.logger.Error("prediction log stopped", "component", "predlog", "err", err)
-			}
-			m.done <- struct{}{}
-		}()
+		if err := m.log.Run(ctx); err != nil {
+			m.logger.Error("prediction log stopped", "component", "predlog", "err", err)
+		}
 	}
+	<-driftDone
+	return nil
 }
 
-// Close stops the actors — the prediction log writes what is still queued
-// — and closes the database. Call it after the HTTP server has drained.
+// Close closes the prediction database; call it after Run has returned.
 func (m *Monitor) Close() error {
-	if m.stop != nil {
-		m.stop()
-		for range m.runs {
-			<-m.done
-		}
-		m.stop = nil
-	}
 	if m.db != nil {
 		err := m.db.Close()
 		m.db = nil

@@ -51,7 +51,9 @@ func TestMonitorLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(ctx) }()
 	m.OnChange(repository.Change{Model: "m", Version: 1, Ready: true, Card: testCard()})
 	m.Observe(observation("single", 1))
 	m.Observe(observation("multi", 3))
@@ -69,6 +71,10 @@ func TestMonitorLifecycle(t *testing.T) {
 	m.OnChange(repository.Change{Model: "m", Version: 1})
 	if n, _ := testutil.GatherAndCount(reg, "flywheel_feature_drift_psi", "flywheel_drift_window_rows"); n != 0 {
 		t.Errorf("%d drift series after the version stopped serving, want 0", n)
+	}
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
