@@ -29,6 +29,15 @@ var (
 	modelDirErr  error
 )
 
+// TestMain removes the bench models' folder that benchModel wrote.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if modelDir != "" {
+		os.RemoveAll(modelDir)
+	}
+	os.Exit(code)
+}
+
 // benchModel writes the bench models once per test binary and opens a
 // session on one of them with 1 intra-op and 1 inter-op thread.
 func benchModel(t testing.TB, name string) (*ortRunner, benchmodels.Spec) {
