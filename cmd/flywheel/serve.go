@@ -75,6 +75,12 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runServeOn(ctx, args, nil, stdout, stderr)
+}
+
+// runServeOn is runServe serving on ln, or on --listen when ln is nil
+// (tests pass a listener they hold, so no port is found free and reused).
+func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, stderr io.Writer) error {
 	var f serveFlags
 	fs := newFlagSet("serve", "Serve every ONNX model in a model repository over the Open Inference Protocol (KServe V2) and MLflow scoring REST APIs, hot-reloading new versions.")
 	fs.fs.Var(&f.models, "models", "model repository folder <dir>/<model>/<version>/model.onnx (+ model.json, <dir>/<model>/config.yaml), default ./models; or a registered model models:/<name>@<alias> (or models:/<name>/<version>) served from the MLflow registry at --tracking-uri, following the alias (repeat for several models)")
@@ -224,9 +230,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	mon.Register(srv.App())
 	openConns.srv.Store(srv)
 
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return fmt.Errorf("listening on --listen %s: %w", f.listen, err)
+	if ln == nil {
+		l, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return fmt.Errorf("listening on --listen %s: %w", f.listen, err)
+		}
+		ln = l
 	}
 	logger.Info("serving", "component", "api", "addr", ln.Addr().String())
 	if f.pprofListen != "" {

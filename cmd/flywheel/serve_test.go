@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
@@ -63,15 +62,16 @@ func TestServeEmptyFolderAndGracefulShutdown(t *testing.T) {
 	}
 	root := t.TempDir()
 	db := filepath.Join(t.TempDir(), "var", "flywheel.db")
-	addr := harness.FreeAddr(t)
+	ln := listen(t)
+	addr := ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
 	done := make(chan error, 1)
 	base := ort.LiveSessions()
 	go func() {
 		// The log is written only when serve stops: the shutdown must flush it.
-		done <- runServe(ctx, []string{"--models", root, "--listen", addr, "--log-format", "json", "--rescan-interval", "200ms",
-			"--predlog-db", db, "--predlog-flush-interval", "1h"}, &logs, &logs)
+		done <- runServeOn(ctx, []string{"--models", root, "--log-format", "json", "--rescan-interval", "200ms",
+			"--predlog-db", db, "--predlog-flush-interval", "1h"}, ln, &logs, &logs)
 	}()
 	url := "http://" + addr
 	waitHTTP(t, url+"/v2/health/ready", 200)
