@@ -5,8 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,7 +52,7 @@ func (r *ActiveRun) ID() string { return r.Info.ID }
 // LogParams logs params in key order.
 func (r *ActiveRun) LogParams(ctx context.Context, params map[string]string) error {
 	ps := make([]Param, 0, len(params))
-	for _, k := range sortedKeys(params) {
+	for _, k := range slices.Sorted(maps.Keys(params)) {
 		ps = append(ps, Param{k, params[k]})
 	}
 	return r.t.LogBatch(ctx, r.Info.ID, nil, ps, nil)
@@ -60,7 +61,7 @@ func (r *ActiveRun) LogParams(ctx context.Context, params map[string]string) err
 // SetTags sets tags in key order.
 func (r *ActiveRun) SetTags(ctx context.Context, tags map[string]string) error {
 	ts := make([]Tag, 0, len(tags))
-	for _, k := range sortedKeys(tags) {
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
 		ts = append(ts, Tag{k, tags[k]})
 	}
 	return r.t.LogBatch(ctx, r.Info.ID, nil, nil, ts)
@@ -70,7 +71,7 @@ func (r *ActiveRun) SetTags(ctx context.Context, tags map[string]string) error {
 func (r *ActiveRun) LogMetrics(ctx context.Context, step int64, values map[string]float64) error {
 	ts := r.now().UnixMilli()
 	ms := make([]Metric, 0, len(values))
-	for _, k := range sortedKeys(values) {
+	for _, k := range slices.Sorted(maps.Keys(values)) {
 		ms = append(ms, Metric{Key: k, Value: values[k], Timestamp: ts, Step: step})
 	}
 	return r.t.LogBatch(ctx, r.Info.ID, ms, nil, nil)
@@ -198,12 +199,12 @@ func (r *ActiveRun) Log(ctx context.Context, res Result) error {
 			return err
 		}
 	}
-	for _, p := range sortedKeys(res.Artifacts) {
+	for _, p := range slices.Sorted(maps.Keys(res.Artifacts)) {
 		if err := r.LogArtifactFile(ctx, res.Artifacts[p], p); err != nil {
 			return err
 		}
 	}
-	for _, p := range sortedKeys(res.Files) {
+	for _, p := range slices.Sorted(maps.Keys(res.Files)) {
 		if err := r.t.LogArtifact(ctx, r.Info.ID, p, bytes.NewReader(res.Files[p])); err != nil {
 			return fmt.Errorf("artifact %s: %w", p, err)
 		}
@@ -246,15 +247,6 @@ func (r *ActiveRun) RegisterModel(ctx context.Context, name, artifactPath, alias
 // End ends the run with status.
 func (r *ActiveRun) End(ctx context.Context, status RunStatus) error {
 	return r.t.EndRun(ctx, r.Info.ID, status, r.now())
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // Params renders hyper-parameters of any type as MLflow param strings.

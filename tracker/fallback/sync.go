@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -152,7 +154,7 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 
 	// Params and tags MLflow lacks.
 	var params []tracker.Param
-	for _, k := range sortedKeys(lr.Params) {
+	for _, k := range slices.Sorted(maps.Keys(lr.Params)) {
 		v := lr.Params[k]
 		if rv, ok := remote.Params[k]; ok {
 			if rv != v {
@@ -163,7 +165,7 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 		params = append(params, tracker.Param{Key: k, Value: v})
 	}
 	var tags []tracker.Tag
-	for _, k := range sortedKeys(lr.Tags) {
+	for _, k := range slices.Sorted(maps.Keys(lr.Tags)) {
 		if rv, ok := remote.Tags[k]; !ok || rv != lr.Tags[k] {
 			tags = append(tags, tracker.Tag{Key: k, Value: lr.Tags[k]})
 		}
@@ -388,15 +390,6 @@ func keyOf(m tracker.Metric) metricKey {
 		v = math.NaN() // one canonical NaN
 	}
 	return metricKey{m.Key, m.Step, m.Timestamp, math.Float64bits(v)}
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sortStrings(ks)
-	return ks
 }
 
 // missingAnnotation is the part of local's description and tags that

@@ -3,11 +3,8 @@ package fallback
 import (
 	"context"
 	"errors"
-	"sort"
 	"time"
 )
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // Syncer replays unsynced runs in the background of a long-running service.
 type Syncer struct {

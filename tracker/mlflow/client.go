@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"path"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -720,21 +721,12 @@ func (c *Client) AnnotateModelVersion(ctx context.Context, name, version string,
 			return err
 		}
 	}
-	for _, k := range sortedKeys(a.Tags) {
+	for _, k := range slices.Sorted(maps.Keys(a.Tags)) {
 		if err := c.postJSON(ctx, "model-versions/set-tag", map[string]any{"name": name, "version": version, "key": k, "value": a.Tags[k]}, nil); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // CreateModelVersion registers artifactPath of runID; the source is the

@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1106,21 +1108,12 @@ func (s *Server) versionJSON(m *registeredModel, v *modelVersion) map[string]any
 	}
 	if len(v.Tags) > 0 {
 		var tags []map[string]string
-		for _, k := range sortedKeys(v.Tags) {
+		for _, k := range slices.Sorted(maps.Keys(v.Tags)) {
 			tags = append(tags, map[string]string{"key": k, "value": v.Tags[k]})
 		}
 		out["tags"] = tags
 	}
 	return out
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func (s *Server) versionOf(b map[string]json.RawMessage) (*modelVersion, *apiError) {
