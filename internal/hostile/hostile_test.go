@@ -22,6 +22,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
+	"github.com/flywheel-ml/flywheel/train/features"
 )
 
 const (
@@ -210,8 +211,10 @@ func mlpRequest() []byte {
 	return []byte(`{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","data":` + string(row) + `}]}`)
 }
 
+// ridershipRequest is one row of the committed ridership model's width.
 func ridershipRequest() []byte {
-	return []byte(`{"inputs":[{"name":"features","shape":[1,50],"datatype":"FP32","data":[` + strings.TrimSuffix(strings.Repeat("0.5,", 50), ",") + `]}]}`)
+	n := strconv.Itoa(features.Count)
+	return []byte(`{"inputs":[{"name":"features","shape":[1,` + n + `],"datatype":"FP32","data":[` + strings.TrimSuffix(strings.Repeat("0.5,", features.Count), ",") + `]}]}`)
 }
 
 // TestHostile runs every case against one serve and one trainer process.
