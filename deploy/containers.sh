@@ -124,6 +124,14 @@ engine_up() {
 	return 1
 }
 
+# unmount_under DIR unmounts every mount below DIR, innermost first.
+unmount_under() {
+	local m
+	for m in $(awk -v s="$1/" 'index($2, s) == 1 { print $2 }' /proc/mounts | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+	done
+}
+
 # engine_down stops what this run started and fails if any of it is left.
 engine_down() {
 	[ -n "$ENGINE_PID" ] || return 0
@@ -142,14 +150,21 @@ engine_down() {
 	fi
 	wait "$ENGINE_PID" 2>/dev/null || true
 	ENGINE_PID=
-	# Nothing of the engine may outlive it: containerd, shims, containers.
+	# Mounts dockerd leaves behind (its network namespace file, the data
+	# root's private bind) go too.
+	unmount_under "$STATE"
+	# Nothing of the engine may outlive it: containerd, shims, containers, mounts.
 	local rest
 	rest=$(pgrep -f -- "$STATE/run" || true)
 	if [ -n "$rest" ]; then
 		echo "containers.sh: left running after dockerd stopped: $(echo $rest)" >&2
-		return 1
+		ENGINE_LEFT=1
 	fi
-	say "dockerd stopped; nothing left running"
+	if grep -q " $STATE/" /proc/mounts; then
+		echo "containers.sh: left mounted after dockerd stopped: $(grep " $STATE/" /proc/mounts | cut -d' ' -f2 | tr '\n' ' ')" >&2
+		ENGINE_LEFT=1
+	fi
+	[ -n "${ENGINE_LEFT:-}" ] || say "dockerd stopped; nothing left running or mounted"
 }
 
 # --- local images ---------------------------------------------------------
@@ -169,10 +184,13 @@ rootfs_tarball() {
 		local dir; dir=$(mktemp -d "$STATE/rootfs.XXXXXX")
 		debootstrap --variant=minbase "$SUITE" "$dir" "$m" >"$WORK/debootstrap.log" 2>&1 ||
 			{ tail -20 "$WORK/debootstrap.log" >&2; rm -rf "$dir"; return 1; }
+		# debootstrap mounts /proc and /sys in the target while it works;
+		# nothing mounted may end up in the tarball or under rm -rf.
+		unmount_under "$dir"
 		rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/cache/apt/*.bin "$dir"/var/lib/apt/lists/*
 		mkdir -p "$STATE/cache"
-		tar --numeric-owner -C "$dir" -cf "$tar.part" .
-		rm -rf "$dir"
+		tar --numeric-owner --one-file-system -C "$dir" -cf "$tar.part" .
+		rm -rf --one-file-system "$dir"
 		mv "$tar.part" "$tar"
 	fi
 	echo "$tar"
@@ -221,15 +239,24 @@ images() {
 	find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' -exec cp {} "$ca/" \; 2>/dev/null || true
 	local df=$ROOT/deploy/images cas
 	cas=$(cd "$ca" && find . -type f | sort | xargs -r sha256sum | sha256sum | cut -c1-16)
-	local debian node golang prometheus alertmanager mlflow goroot mlflowsrc
+	local debian goroot mlflowsrc
 	debian=$(local_image debian "$(echo "$rootfs $cas" | key "$df/debian.Dockerfile" -)" "$ca" "ROOTFS_IMAGE=$rootfs")
 	goroot=$($GO env GOROOT)
-	golang=$(local_image golang "$(echo "$debian $($GO version)" | key "$df/golang.Dockerfile" "$goroot/VERSION" -)" "$goroot" "BASE_IMAGE=$debian")
-	node=$(local_image node "$(echo "$debian" | key "$df/node.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian")
-	prometheus=$(local_image prometheus "$(echo "$debian" | key "$df/prometheus.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian")
-	alertmanager=$(local_image alertmanager "$(echo "$debian" | key "$df/alertmanager.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian")
 	mlflowsrc=$(cd "$ROOT/../shared/mlflow" && pwd)
-	mlflow=$(local_image mlflow "$(echo "$debian" | key "$df/mlflow.Dockerfile" "$mlflowsrc"/install.sh "$mlflowsrc"/*.tar.gz -)" "$mlflowsrc" "BASE_IMAGE=$debian")
+	# The rest depend only on debian: build them side by side (mostly
+	# package downloads), each name into its own file.
+	local pids=() name
+	local_image golang "$(echo "$debian $($GO version)" | key "$df/golang.Dockerfile" "$goroot/VERSION" -)" "$goroot" "BASE_IMAGE=$debian" >"$WORK/ref-golang" & pids+=($!)
+	local_image node "$(echo "$debian" | key "$df/node.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian" >"$WORK/ref-node" & pids+=($!)
+	local_image prometheus "$(echo "$debian" | key "$df/prometheus.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian" >"$WORK/ref-prometheus" & pids+=($!)
+	local_image alertmanager "$(echo "$debian" | key "$df/alertmanager.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian" >"$WORK/ref-alertmanager" & pids+=($!)
+	local_image mlflow "$(echo "$debian" | key "$df/mlflow.Dockerfile" "$mlflowsrc"/install.sh "$mlflowsrc"/*.tar.gz -)" "$mlflowsrc" "BASE_IMAGE=$debian" >"$WORK/ref-mlflow" & pids+=($!)
+	local failed=0 pid
+	for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+	[ "$failed" = 0 ] || { echo "containers.sh: a local image failed to build (logs: $WORK/image-*.log)" >&2; return 1; }
+	local golang node prometheus alertmanager mlflow
+	golang=$(cat "$WORK/ref-golang") node=$(cat "$WORK/ref-node") prometheus=$(cat "$WORK/ref-prometheus")
+	alertmanager=$(cat "$WORK/ref-alertmanager") mlflow=$(cat "$WORK/ref-mlflow")
 	cat >"$WORK/images.env" <<-EOF
 		FLYWHEEL_LOCAL_RUNTIME_IMAGE=$debian
 		FLYWHEEL_LOCAL_GO_IMAGE=$golang
@@ -255,7 +282,15 @@ if [ "$(id -u)" != 0 ]; then
 fi
 ensure_packages
 mkdir -p "$WORK"
-trap engine_down EXIT
+# On exit, whatever happened: stop the engine; anything of it left makes
+# the run fail.
+on_exit() {
+	local rc=$?
+	engine_down || rc=1
+	[ -z "${ENGINE_LEFT:-}" ] || rc=1
+	exit "$rc"
+}
+trap on_exit EXIT
 trap 'exit 130' INT TERM
 engine_up
 case $cmd in
@@ -270,8 +305,12 @@ shell)
 	(cd "$ROOT" && PATH=$(dirname "$DOCKER"):$PATH "${SHELL:-bash}" -i) || true
 	;;
 test)
-	ensure_plugins
+	# The plugins (Go builds) and the images (mostly downloads) side by side.
+	ensure_plugins &
+	plugins=$!
 	images
+	wait "$plugins" || { echo "containers.sh: building the compose/buildx plugins failed" >&2; exit 1; }
+	export DOCKER_CONFIG=$WORK/docker-config
 	say "local images ready; running deploy/containertest"
 	export FLYWHEEL_DOCKER=$DOCKER
 	(cd "$ROOT" && $GO test -tags containers -count=1 -timeout 25m -v ./deploy/containertest "$@")
