@@ -29,6 +29,8 @@ const (
 	alertFor    = 10 * time.Second
 	// The image's user (Dockerfile USER).
 	imageUID = "10001"
+	// The Flywheel image as deploy/compose/local.yml names it.
+	flywheelImage = "flywheel-local/flywheel:dev"
 )
 
 // report collects the figures printed at the end (and written to
@@ -71,9 +73,17 @@ func TestComposeStack(t *testing.T) {
 		_ = os.WriteFile(filepath.Join(s.root, "var", "containers", "report.txt"), []byte(out), 0o644)
 	})
 
-	// The image, built by compose (BuildKit through buildx bake) from the Dockerfile.
+	// The image, built from the Dockerfile by buildx (BuildKit) with the
+	// local base images. Not `compose build`: Compose v5 hands builds to
+	// `buildx bake`, which refuses a host-network build unless the
+	// network.host entitlement is granted at a prompt, and compose passes
+	// no --allow for it; the arguments are the override's.
 	start := time.Now()
-	s.compose(30*time.Minute, "build", "serve")
+	s.run(30*time.Minute, "buildx", "build", "--progress", "plain", "--network", "host", "--allow", "network.host",
+		"--build-arg", "GO_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_GO_IMAGE"),
+		"--build-arg", "NODE_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_NODE_IMAGE"),
+		"--build-arg", "RUNTIME_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_RUNTIME_IMAGE"),
+		"--build-arg", "VERSION=dev", "-t", flywheelImage, ".")
 	rep.add("image build: %.0fs", time.Since(start).Seconds())
 	checkImage(t, s, rep)
 
@@ -112,7 +122,7 @@ func TestComposeStack(t *testing.T) {
 // checkImage: non-root user, size reported, OCI labels.
 func checkImage(t *testing.T, s *stack, rep *report) {
 	t.Helper()
-	img := "flywheel-local/flywheel:dev"
+	img := flywheelImage
 	out := s.run(time.Minute, "image", "inspect", "--format", `{{.Config.User}}|{{.Size}}|{{index .Config.Labels "org.opencontainers.image.title"}}`, img)
 	f := strings.Split(strings.TrimSpace(out), "|")
 	if len(f) != 3 {
@@ -256,13 +266,16 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 		"--serve-url", s.url("serve"), "--from", replayFrom, "--until", replayUntil,
 		"--speed", strconv.Itoa(replaySpeed), "--progress", "0", "--json")
 	replayDur := time.Since(replayStart)
+	// --json prints the final counts (train/replay.Stats) on standard output.
 	var st struct {
 		Sent, Failed, Labels int
 		LabelsFailed         int `json:"labels_failed"`
-		Versions             map[string]struct{ N int }
-		FirstFailures        []string `json:"first_failures"`
+		Versions             map[string]struct {
+			Requests int `json:"requests"`
+		}
+		FirstFailures []string `json:"first_failures"`
 	}
-	if err := json.Unmarshal([]byte(lastJSONLine(out)), &st); err != nil {
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("replay output: %v\n%s", err, tail(out, 20))
 	}
 	rep.add("replay %s..%s at %d days/s in the cli container: %d requests, %d failed, %d labels, %d failed (%.0fs)",
@@ -313,23 +326,12 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 	}
 	rep.add("drift → %s firing: %.1fs after the replay started; v%s served %.1fs after firing",
 		firedAlert, fired.Sub(replayStart).Seconds(), version, served.Sub(fired).Seconds())
-	if st.Versions["2"].N == 0 {
+	if st.Versions["2"].Requests == 0 {
 		t.Errorf("no replayed request was answered by version 2 (versions %v)", st.Versions)
 	}
-	rep.add("answers per version: v1 %d, v2 %d", st.Versions["1"].N, st.Versions["2"].N)
+	rep.add("answers per version: v1 %d, v2 %d", st.Versions["1"].Requests, st.Versions["2"].Requests)
 	s.env["FLYWHEEL_TEST_RUN_ID"], _ = full.Result["run_id"].(string)
 	s.env["FLYWHEEL_TEST_REGISTERED"] = fmt.Sprint(full.Result["registered_version"])
-}
-
-// lastJSONLine returns the last line of out that starts with '{'.
-func lastJSONLine(out string) string {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.HasPrefix(strings.TrimSpace(lines[i]), "{") {
-			return lines[i]
-		}
-	}
-	return out
 }
 
 // checkMLflow: the trainer's run and registered version are in the MLflow
