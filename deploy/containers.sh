@@ -10,7 +10,7 @@
 # What it does, each step skipped when already done:
 # - installs Debian's docker.io and debootstrap when missing (root, apt-get);
 # - builds the Docker Compose and Buildx CLI plugins from the Go module proxy
-#   into bin/tools (the programs users run; versions below);
+#   into $FLYWHEEL_CONTAINERS_STATE/tools (the programs users run; versions below);
 # - starts dockerd with its own data root, exec root and socket under
 #   $FLYWHEEL_CONTAINERS_STATE (default /var/lib/flywheel-containers), no
 #   bridge and no iptables rules: every container uses the host's network and
@@ -25,7 +25,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${FLYWHEEL_CONTAINERS_STATE:-/var/lib/flywheel-containers}
 WORK=$ROOT/var/containers
-TOOLS=$ROOT/bin/tools
+# Plugins live beside the engine state, so every checkout (and CI clone) shares them.
+TOOLS=$STATE/tools
 COMPOSE_VERSION=v5.6.0
 BUILDX_VERSION=v0.38.2
 SUITE=bookworm
