@@ -19,19 +19,31 @@ import (
 	"github.com/flywheel-ml/flywheel/train/jobs"
 )
 
-// The loop's settings, as `make demo` runs it: a replay of 2013-01-01 …
-// 2016-08-28 at replaySpeed days per second against the committed v1
-// (trained up to 2011); the retrain alerts wait alertFor before firing.
+// The loop's settings, those of the closed-loop test (internal/e2e): a
+// replay of 2015-01-01 … 2016-08-28 at replaySpeed days per second against
+// the committed v1, while the trainer's base dataset holds the days up to
+// 2014-12-31 (FLYWHEEL_BASE_UNTIL in deploy/compose/local.yml); the retrain
+// alerts wait alertFor before firing.
 const (
-	replayFrom  = "2013-01-01"
+	replayFrom  = "2015-01-01"
 	replayUntil = "2016-08-28"
-	replaySpeed = 20
+	replaySpeed = 15
 	alertFor    = 10 * time.Second
 	// The image's user (Dockerfile USER).
 	imageUID = "10001"
 	// The Flywheel image as deploy/compose/local.yml names it.
 	flywheelImage = "flywheel-local/flywheel:dev"
 )
+
+// staleV1 trains v1 on data up to 2008 and puts it in place of the
+// committed v1 in the models volume (run in the cli container).
+const staleV1 = `set -e
+flywheel train --ratio-to none --backtest-folds 0 --track=false --importance=false \
+  --train-until 2008-12-31 --test-from 2009-01-01 --test-until 2009-12-31 --quiet \
+  --data data/chicago/chicago.csv --models /tmp/stale
+rm -rf models/ridership/1.old && mv models/ridership/1 models/ridership/1.old
+cp -a /tmp/stale/ridership/1 models/ridership/1 && rm -rf models/ridership/1.old
+ls models/ridership`
 
 // report collects the figures printed at the end (and written to
 // var/containers/report.txt for make test-containers).
@@ -86,6 +98,14 @@ func TestComposeStack(t *testing.T) {
 		"--build-arg", "VERSION=dev", "-t", flywheelImage, ".")
 	rep.add("image build: %.0fs", time.Since(start).Seconds())
 	checkImage(t, s, rep)
+
+	// The committed model does not go stale by 2015, so, as the closed-loop
+	// test does (internal/e2e staleModel), v1 of the models volume becomes a
+	// model trained up to 2008 — trained by `flywheel train` in the cli
+	// container, which also seeds the volume from the image.
+	start = time.Now()
+	s.compose(10*time.Minute, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "cli", "-c", staleV1)
+	rep.add("stale v1 (trained up to 2008) in the models volume: %.0fs", time.Since(start).Seconds())
 
 	start = time.Now()
 	s.compose(10*time.Minute, "up", "-d", "--wait", "--wait-timeout", "300")
@@ -210,8 +230,8 @@ func checkLoopback(t *testing.T, s *stack) {
 	}
 }
 
-// closeLoop replays 2013 → 2016 through serve's port from the cli
-// container and waits for drift → alert → retrain → v2 served.
+// closeLoop replays 2015 → 2016 through serve's port from the cli
+// container and waits for drift → alert → retrain → the next version served.
 func closeLoop(t *testing.T, s *stack, rep *report) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -221,6 +241,20 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 		fired, served       time.Time
 		firedAlert, version string
 	)
+	// The committed model repository's newest version is the champion;
+	// the retrain publishes the next one.
+	var meta struct{ Versions []string }
+	if code, b, err := httpGet(ctx, s.url("serve")+"/v2/models/ridership", "", &meta); code != 200 || err != nil {
+		t.Fatalf("model metadata: %d %v %s", code, err, b)
+	}
+	champion := 0
+	for _, v := range meta.Versions {
+		if n, err := strconv.Atoi(v); err == nil && n > champion {
+			champion = n
+		}
+	}
+	next := strconv.Itoa(champion + 1)
+	rep.add("serving before the replay: ridership versions %v (champion %d)", meta.Versions, champion)
 	replayStart := time.Now()
 	go func() {
 		tick := time.NewTicker(250 * time.Millisecond)
@@ -250,7 +284,7 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 				var meta struct{ Versions []string }
 				if code, _, _ := httpGet(ctx, s.url("serve")+"/v2/models/ridership", "", &meta); code == 200 {
 					for _, v := range meta.Versions {
-						if v == "2" {
+						if v == next {
 							mu.Lock()
 							served, version = time.Now(), v
 							mu.Unlock()
@@ -288,7 +322,7 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 	var alertJob jobs.Job
 	waitUntil(t, "the alert's retraining job to finish", 4*time.Minute, func() bool {
 		var js struct{ Jobs []jobs.Job }
-		if code, _, _ := httpGet(ctx, s.url("trainer")+"/v1/jobs", "", &js); code != 200 {
+		if code, _, _ := httpGet(ctx, s.url("trainer")+"/v1/jobs", s.tokens["trainer"], &js); code != 200 {
 			return false
 		}
 		for _, j := range js.Jobs {
@@ -300,7 +334,7 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 		return false
 	})
 	var full jobs.Job
-	if code, b, err := httpGet(ctx, s.url("trainer")+"/v1/jobs/"+alertJob.ID, "", &full); code != 200 || err != nil {
+	if code, b, err := httpGet(ctx, s.url("trainer")+"/v1/jobs/"+alertJob.ID, s.tokens["trainer"], &full); code != 200 || err != nil {
 		t.Fatalf("GET job %s: %d %v %s", alertJob.ID, code, err, b)
 	}
 	var steps []string
@@ -311,10 +345,10 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 	if full.State != jobs.StateSucceeded {
 		t.Fatalf("alert job %s: %s: %s", full.ID, full.State, full.Reason)
 	}
-	if v, _ := full.Result["version"].(float64); v != 2 {
-		t.Errorf("alert job published version %v, want 2", full.Result["version"])
+	if v, _ := full.Result["version"].(float64); strconv.Itoa(int(v)) != next {
+		t.Errorf("alert job published version %v, want %s", full.Result["version"], next)
 	}
-	waitUntil(t, "serve to list version 2", time.Minute, func() bool {
+	waitUntil(t, "serve to list version "+next, time.Minute, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return !served.IsZero()
@@ -326,10 +360,11 @@ func closeLoop(t *testing.T, s *stack, rep *report) {
 	}
 	rep.add("drift → %s firing: %.1fs after the replay started; v%s served %.1fs after firing",
 		firedAlert, fired.Sub(replayStart).Seconds(), version, served.Sub(fired).Seconds())
-	if st.Versions["2"].Requests == 0 {
-		t.Errorf("no replayed request was answered by version 2 (versions %v)", st.Versions)
+	if st.Versions[next].Requests == 0 {
+		t.Errorf("no replayed request was answered by version %s (versions %v)", next, st.Versions)
 	}
-	rep.add("answers per version: v1 %d, v2 %d", st.Versions["1"].Requests, st.Versions["2"].Requests)
+	rep.add("answers per version: v%d %d, v%s %d", champion, st.Versions[strconv.Itoa(champion)].Requests, next, st.Versions[next].Requests)
+	s.env["FLYWHEEL_TEST_VERSION"] = next
 	s.env["FLYWHEEL_TEST_RUN_ID"], _ = full.Result["run_id"].(string)
 	s.env["FLYWHEEL_TEST_REGISTERED"] = fmt.Sprint(full.Result["registered_version"])
 }
@@ -417,8 +452,8 @@ func checkRestartKeepsState(t *testing.T, s *stack, rep *report) {
 	if code, b, err := httpGet(ctx, s.url("serve")+"/v2/models/ridership", "", &meta); code != 200 || err != nil {
 		t.Fatalf("model metadata after the restart: %d %v %s", code, err, b)
 	}
-	if !contains(meta.Versions, "2") {
-		t.Errorf("after the restart serve has versions %v, want 2 among them", meta.Versions)
+	if v := s.env["FLYWHEEL_TEST_VERSION"]; !contains(meta.Versions, v) {
+		t.Errorf("after the restart serve has versions %v, want %s among them", meta.Versions, v)
 	}
 	rep.add("serve restarted in %.0fs: %d labelled predictions before and %d after (state volume); versions %v (models volume)",
 		time.Since(start).Seconds(), before, after, meta.Versions)

@@ -105,7 +105,7 @@ func randomToken(t *testing.T) string {
 func (s *stack) url(svc string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.ports[svc]) }
 
 // writeConfigs writes the token files and monitoring/*.yml rendered with
-// loopback targets and seconds instead of minutes (as `make demo` does).
+// loopback targets and seconds instead of minutes (as the closed-loop test and `make demo` do).
 func (s *stack) writeConfigs() {
 	t := s.t
 	addr := func(svc string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[svc]) }
