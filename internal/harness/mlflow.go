@@ -84,11 +84,14 @@ func (m *MLflow) Start() {
 	m.proc.Addr, m.proc.URL = m.Addr, m.URL
 }
 
-// Stop stops the server (SIGTERM to its process group: gunicorn workers too).
+// Stop stops the server (SIGTERM to its process group: gunicorn workers
+// too; SIGKILL when it has not ended 15 s later). Either way the server is
+// gone when Stop returns, which is all a test stopping it needs: a slow
+// gunicorn shutdown on a busy box is logged, not a failure.
 func (m *MLflow) Stop() {
 	m.t.Helper()
 	if err := m.proc.Stop(15 * time.Second); err != nil {
-		m.t.Fatalf("stopping mlflow: %v", err)
+		m.t.Logf("stopping mlflow: %v", err)
 	}
 }
 
