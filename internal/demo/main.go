@@ -1,5 +1,7 @@
 // Command demo runs the whole retraining loop on loopback for a person to
-// watch (`make demo`): serve with the committed model v1, the trainer,
+// watch (`make demo`): serve with a ridership v1 (by default a deliberately
+// stale one trained at start, harness.TrainStaleModel; -start-model committed
+// uses the committed model, which rarely goes stale now), the trainer,
 // Prometheus and Alertmanager (Debian's binaries) with the committed configs
 // rendered to free local ports and a compressed timescale, and a replay of
 // 2013 → 2016 traffic with labels. It prints a line whenever an alert changes
@@ -31,12 +33,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/monitoring"
 )
 
 type options struct {
 	bin, dir, from, until, algorithm string
+	startModel                       string // stale or committed
 	speed                            float64
 	alertFor, window, cooldown       time.Duration
 	timeout                          time.Duration
@@ -49,6 +53,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "work directory (default: a new one under var/demo/)")
 	flag.StringVar(&o.from, "from", "2013-01-01", "first day replayed")
 	flag.StringVar(&o.until, "until", "2016-08-28", "last day replayed")
+	flag.StringVar(&o.startModel, "start-model", "stale", "v1 served at start: stale (trained at start up to 2008, so alerts fire and the loop retrains) or committed (models/ridership/1, which rarely goes stale in 2013–2016)")
 	flag.Float64Var(&o.speed, "speed", 20, "replay speed in days per second")
 	flag.StringVar(&o.algorithm, "algorithm", "gbdt", "algorithm of candidates (empty: the champion card's)")
 	flag.DurationVar(&o.alertFor, "for", 10*time.Second, "`for:` of FeatureDrift and ModelErrorHigh (production: 10m and 5m)")
@@ -57,6 +62,10 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "stop everything after this long")
 	flag.IntVar(&o.windowDays, "window-days", 0, "candidates train on this many days before the holdout (0: every row since 2001)")
 	flag.Parse()
+	if o.startModel != "stale" && o.startModel != "committed" {
+		fmt.Fprintf(os.Stderr, "demo: --start-model %q: want stale or committed\n", o.startModel)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -181,8 +190,17 @@ func run(ctx context.Context, o options) error {
 	}
 	dir, _ := filepath.Abs(o.dir)
 	models := filepath.Join(dir, "models")
-	if err := copyModel(filepath.Join(root, "models", "ridership", "1"), filepath.Join(models, "ridership", "1")); err != nil {
-		return err
+	v1 := "committed v1, trained up to 2011"
+	if o.startModel == "committed" {
+		if err := copyModel(filepath.Join(root, "models", "ridership", "1"), filepath.Join(models, "ridership", "1")); err != nil {
+			return err
+		}
+	} else {
+		v1 = "stale v1, trained up to 2008"
+		say("training %s into %s (--start-model committed serves models/ridership/1 instead)", harness.StaleModelSummary, models)
+		if err := harness.TrainStaleModel(ctx, bin, filepath.Join(root, "data", "chicago", "chicago.csv"), models); err != nil {
+			return err
+		}
 	}
 	const adminToken, trainerToken = "demo-admin-token", "demo-trainer-token"
 	if err := os.WriteFile(filepath.Join(dir, "trainer-token"), []byte(trainerToken+"\n"), 0o600); err != nil {
@@ -207,7 +225,7 @@ func run(ctx context.Context, o options) error {
 	if err := waitReady(ctx, serve, "http://"+addrs["serve"]+"/v2/models/ridership/ready"); err != nil {
 		return err
 	}
-	say("serve        http://%s  (ridership v1, trained up to 2011)", addrs["serve"])
+	say("serve        http://%s  (ridership %s)", addrs["serve"], v1)
 	trainerArgs := []string{"trainer", "--listen", addrs["trainer"], "--token-file", filepath.Join(dir, "trainer-token"),
 		"--db", filepath.Join(dir, "jobs.db"), "--models", models, "--work-dir", filepath.Join(dir, "work"),
 		"--data", filepath.Join(root, "data", "chicago", "chicago.csv"), "--serve-url", "http://" + addrs["serve"],

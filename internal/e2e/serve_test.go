@@ -155,12 +155,10 @@ var (
 )
 
 // staleModel returns the files of a ridership v1 that has gone stale by
-// 2015 (path relative to the repository → content): the default features,
-// trained up to 2008 (tested on 2009) and fitted to the target itself
-// (`--ratio-to none`), so its trees cannot follow ridership above its 2008
-// level — 2015–16 live MAE 1.47 against a card threshold of 1.00 (the
-// committed model, fitted to the ratio, stays near 0.77 and fires nothing).
-// Trained once per test binary with `flywheel train`.
+// 2015 (path relative to the repository → content), built by
+// harness.TrainStaleModel once per test binary: 2015–16 live MAE 1.47
+// against a card threshold of 1.00 (the committed model, fitted to the
+// ratio, stays near 0.77 and fires nothing).
 func staleModel(t testing.TB) map[string][]byte {
 	t.Helper()
 	bin := flywheelBin(t)
@@ -171,10 +169,7 @@ func staleModel(t testing.TB) map[string][]byte {
 			return
 		}
 		defer os.RemoveAll(dir)
-		cmd := exec.Command(bin, "train", "--ratio-to", "none", "--backtest-folds", "0", "--track=false", "--importance=false",
-			"--train-until", "2008-12-31", "--test-from", "2009-01-01", "--test-until", "2009-12-31", "--quiet", "--data", filepath.Join(harness.RepoRoot(t), "data", "chicago", "chicago.csv"), "--models", dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			staleErr = fmt.Errorf("flywheel train --ratio-to none: %v\n%s", err, out)
+		if staleErr = harness.TrainStaleModel(context.Background(), bin, filepath.Join(harness.RepoRoot(t), "data", "chicago", "chicago.csv"), dir); staleErr != nil {
 			return
 		}
 		staleFiles = map[string][]byte{}
