@@ -56,6 +56,10 @@ type Tracker struct {
 type runState struct {
 	remoteID string
 	mirrored bool
+	// starting is true while StartRun waits for MLflow: Sync leaves the
+	// run alone, or it would replay it as a second MLflow run and record
+	// that run's id in place of the one StartRun returns.
+	starting bool
 }
 
 var _ tracker.Tracker = (*Tracker)(nil)
@@ -140,10 +144,15 @@ func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracke
 	if err != nil {
 		return tracker.RunInfo{}, err
 	}
-	st := &runState{}
+	st := &runState{starting: true}
 	t.mu.Lock()
 	t.runs[localID] = st
 	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		st.starting = false
+		t.mu.Unlock()
+	}()
 	opts.Name = info.Name
 	if t.down() {
 		t.log.Warn("MLflow was unreachable moments ago: the run is tracked in the local store and replayed by `flywheel runs sync`", "local_run_id", localID)

@@ -575,3 +575,82 @@ func TestSyncWhileDown(t *testing.T) {
 	}
 	verifyExact(t, e)
 }
+
+// TestSyncDuringSlowStart is issue 20's trainer failure: MLflow answered
+// runs/create slowly (a timeout on a loaded box) while the background syncer
+// ran; the syncer replayed the half-started run as a second MLflow run and
+// recorded that run's id, so the id StartRun handed to the trainer no longer
+// resolved ("logging the training history: run <id>"). The run must continue
+// under the id it was given and end up exactly once in MLflow.
+func TestSyncDuringSlowStart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	exp, err := e.tr.GetOrCreateExperiment(ctx, "ridership")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startArrived, releaseStart := make(chan struct{}), make(chan struct{})
+	syncArrived, releaseSync := make(chan struct{}), make(chan struct{})
+	var creates atomic.Int32
+	e.srv.SetFault(func(_ int, r *http.Request) mlflowtest.Fault {
+		if !strings.HasSuffix(r.URL.Path, "/runs/create") {
+			return mlflowtest.Fault{}
+		}
+		switch creates.Add(1) {
+		case 1: // StartRun's request: held until the syncer has had its go
+			close(startArrived)
+			<-releaseStart
+		case 2: // a replay of the same run (the bug): held until StartRun returned
+			close(syncArrived)
+			<-releaseSync
+		}
+		return mlflowtest.Fault{}
+	})
+	var info tracker.RunInfo
+	var startErr error
+	startDone := make(chan struct{})
+	go func() {
+		defer close(startDone)
+		info, startErr = e.tr.StartRun(ctx, exp.ID, tracker.RunOptions{Name: "slow-start",
+			Source: tracker.Source{User: "ci", Name: "flywheel train", Type: "LOCAL", GitCommit: "abc123"}})
+	}()
+	<-startArrived
+	syncDone := make(chan struct{})
+	var syncErr error
+	go func() {
+		defer close(syncDone)
+		_, syncErr = e.tr.Sync(ctx, fallback.SyncOptions{})
+	}()
+	select {
+	case <-syncArrived:
+		close(releaseStart)
+		<-startDone
+		close(releaseSync)
+		<-syncDone
+	case <-syncDone:
+		close(releaseStart)
+		<-startDone
+		close(releaseSync)
+	}
+	if startErr != nil {
+		t.Fatalf("start: %v", startErr)
+	}
+	if syncErr != nil {
+		t.Fatalf("sync during the start: %v", syncErr)
+	}
+	e.srv.SetFault(nil)
+	m := []tracker.Metric{{Key: "train_rmse", Value: 1.5, Timestamp: 1, Step: 0}}
+	if err := e.tr.LogBatch(ctx, info.ID, m, []tracker.Param{{Key: "algorithm", Value: "gbdt"}}, nil); err != nil {
+		t.Fatalf("logging to the run StartRun returned: %v", err)
+	}
+	if err := e.tr.EndRun(ctx, info.ID, tracker.StatusFinished, time.Time{}); err != nil {
+		t.Fatalf("ending the run StartRun returned: %v", err)
+	}
+	if _, err := e.tr.Sync(ctx, fallback.SyncOptions{}); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if runs := e.srv.Runs(); len(runs) != 1 {
+		t.Fatalf("MLflow holds %d runs, want 1 (no duplicate replay)", len(runs))
+	}
+	verifyExact(t, e)
+}

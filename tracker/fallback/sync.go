@@ -64,6 +64,9 @@ func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
+		if t.starting(id) {
+			continue // StartRun is still waiting for MLflow; the next sync replays it if needed
+		}
 		rep.Runs++
 		if err := t.syncRun(ctx, id, &rep); err != nil {
 			if ctx.Err() != nil {
@@ -91,6 +94,15 @@ func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error
 		return rep, fmt.Errorf("%d of %d runs not replayed: %w", len(rep.Failed), rep.Runs, errors.Join(errs...))
 	}
 	return rep, nil
+}
+
+// starting reports whether StartRun of this tracker is still creating the
+// run in MLflow.
+func (t *Tracker) starting(localID string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, ok := t.runs[localID]
+	return ok && st.starting
 }
 
 func (t *Tracker) findRemoteRun(ctx context.Context, lr sqlite.LocalRun, expID string) (string, error) {
@@ -143,8 +155,12 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 		rep.Created++
 	}
 	if rid != lr.RemoteID {
-		if err := t.local.SetRemoteID(ctx, localID, rid); err != nil {
+		ok, err := t.local.SetRemoteIDIf(ctx, localID, lr.RemoteID, rid)
+		if err != nil {
 			return err
+		}
+		if !ok {
+			return fmt.Errorf("the run got another MLflow id while it was replayed as %s; the next sync continues it", rid)
 		}
 	}
 	remote, err := t.remote.GetRun(ctx, rid)

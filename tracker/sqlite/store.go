@@ -1050,6 +1050,22 @@ func (s *Store) SetRemoteID(ctx context.Context, localID, remoteID string) error
 	})
 }
 
+// SetRemoteIDIf records the MLflow id of a local run only if its recorded
+// MLflow id is still old ("" = none); it reports whether it did, so a replay
+// never replaces the id another writer recorded meanwhile.
+func (s *Store) SetRemoteIDIf(ctx context.Context, localID, old, remoteID string) (bool, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE runs SET remote_id = ? WHERE id = ? AND COALESCE(remote_id, '') = ?", remoteID, localID, old)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n == 1, err
+}
+
 // SetSyncState sets a run's sync state; from (when not empty) guards the
 // transition so a concurrent writer's "unsynced" is not overwritten.
 func (s *Store) SetSyncState(ctx context.Context, localID, from, to string) error {

@@ -268,3 +268,35 @@ func TestStepErrorFailsRun(t *testing.T) {
 		t.Errorf("run %+v", r.Info)
 	}
 }
+
+// TestSetRemoteIDIf: a replay records its MLflow id only over the id it read,
+// so the id StartRun handed out keeps resolving.
+func TestSetRemoteIDIf(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	exp, err := s.GetOrCreateExperiment(ctx, "exp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.StartRun(ctx, exp.ID, tracker.RunOptions{Name: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		old, id string
+		want    bool
+	}{
+		{"", "remote-a", true},         // first id
+		{"", "remote-b", false},        // read before remote-a was set: refused
+		{"remote-a", "remote-b", true}, // over the id it read
+	}
+	for _, st := range steps {
+		ok, err := s.SetRemoteIDIf(ctx, info.ID, st.old, st.id)
+		if err != nil || ok != st.want {
+			t.Fatalf("SetRemoteIDIf(%q → %q) = %v, %v; want %v", st.old, st.id, ok, err, st.want)
+		}
+	}
+	if got, err := s.Resolve(ctx, "remote-b"); err != nil || got != info.ID {
+		t.Fatalf("Resolve(remote-b) = %q, %v; want %q", got, err, info.ID)
+	}
+}
