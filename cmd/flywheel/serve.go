@@ -47,6 +47,7 @@ type serveFlags struct {
 	rescanInterval  time.Duration
 	intraOpThreads  int
 	maxOutput       int64
+	ortMaxMemory    int64
 	interOpThreads  int
 	graphOpt        string
 	mlflowModel     string
@@ -104,6 +105,7 @@ func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, std
 	fs.Duration(&f.shutdownDelay, "shutdown-delay", "", 2*time.Second, "on SIGTERM/SIGINT: readiness fails at once, requests are still served for this long with Connection: close (keep-alive clients leave), then the listener closes (Kubernetes: after a preStop sleep for endpoint propagation)")
 	fs.Duration(&f.rescanInterval, "rescan-interval", "", 5*time.Second, "periodic repository rescan, the fallback for missed file events (0: off)")
 	fs.Int(&f.intraOpThreads, "intra-op-threads", "", 1, "ONNX Runtime intra-op threads per session (config.yaml may override)")
+	fs.Int64(&f.ortMaxMemory, "ort-max-memory", "", ort.DefaultMaxMemory, "most bytes ONNX Runtime may allocate for all models together (one shared CPU arena; memory a run used stays reserved for later runs); a run that needs more fails inside ONNX Runtime and answers 422 (503 while other runs hold the memory) (0: no cap)")
 	fs.Int64(&f.maxOutput, "max-output-elements", "", ort.DefaultMaxOutputElements, "most elements of one model output per request; larger outputs answer 422 before they are encoded or logged (config.yaml session.max_output_elements overrides; 0: no cap)")
 	fs.Int(&f.interOpThreads, "inter-op-threads", "", 1, "ONNX Runtime inter-op threads per session (config.yaml may override)")
 	fs.String(&f.graphOpt, "graph-optimization", "", "all", "ONNX Runtime graph optimisation: disabled, basic, extended or all")
@@ -156,7 +158,10 @@ func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, std
 	if err != nil {
 		return err
 	}
-	logger.Info("ONNX Runtime loaded", "component", "ort", "path", libPath, "version", ortVersion)
+	if err := ort.LimitMemory(f.ortMaxMemory); err != nil {
+		return fmt.Errorf("--ort-max-memory: %w", err)
+	}
+	logger.Info("ONNX Runtime loaded", "component", "ort", "path", libPath, "version", ortVersion, "max_memory", f.ortMaxMemory)
 
 	root, follower, err := modelSource(ctx, f, logger)
 	if err != nil {

@@ -26,8 +26,12 @@ import (
 )
 
 const (
-	bodyLimit  = 1 << 20
-	outputCap  = 1 << 20
+	bodyLimit = 1 << 20
+	outputCap = 1 << 20
+	// ortMemory caps ONNX Runtime's memory (--ort-max-memory): a
+	// model-driven output above it fails inside ORT, before it is allocated
+	// or copied into Go.
+	ortMemory  = 256 << 20
 	adminTok   = "hostile-admin"
 	feedTok    = "hostile-feed"
 	trainerTok = "hostile-trainer"
@@ -228,7 +232,7 @@ func TestHostile(t *testing.T) {
 	addr := harness.FreeAddr(t)
 	w.serve = harness.StartFlywheel(t, w.bin, "serve", addr, "/v2/health/ready", "--models", w.models, "--listen", addr,
 		"--admin-token", adminTok, "--feedback-token", feedTok, "--predlog-db", filepath.Join(w.dir, "flywheel.db"),
-		"--body-limit", strconv.Itoa(bodyLimit), "--max-output-elements", strconv.Itoa(outputCap), "--infer-timeout", "10s",
+		"--body-limit", strconv.Itoa(bodyLimit), "--max-output-elements", strconv.Itoa(outputCap), "--ort-max-memory", strconv.Itoa(ortMemory), "--infer-timeout", "10s",
 		"--feedback-max-items", "10", "--feedback-rate", "5", "--rescan-interval", "1s")
 	base := w.serve.URL
 	t.Logf("serve ready in %v, RSS %d MiB", time.Since(start).Round(time.Millisecond), rss(t, w.serve.PID())>>20)
@@ -242,9 +246,17 @@ func TestHostile(t *testing.T) {
 		}
 	})
 	t.Run("2 model-driven output size", func(t *testing.T) {
-		a := call(t, "POST", base+"/v2/models/cos/infer", []byte(`{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,100000000]}]}`))
-		expect(t, "ConstantOfShape 1e8", a, 422, fmt.Sprintf("more than the limit of %d", outputCap))
-		w.alive(t, "ConstantOfShape 1e8")
+		// 4e7 bytes fit in ORT's memory cap: answered by --max-output-elements.
+		a := call(t, "POST", base+"/v2/models/cos/infer", []byte(`{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,10000000]}]}`))
+		expect(t, "ConstantOfShape 1e7", a, 422, fmt.Sprintf("more than the limit of %d", outputCap))
+		w.alive(t, "ConstantOfShape 1e7")
+		// 4e8 and 4e9 bytes do not: ORT refuses them before allocating.
+		for _, n := range []string{"100000000", "1000000000"} {
+			a := call(t, "POST", base+"/v2/models/cos/infer", []byte(`{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,`+n+`]}]}`))
+			expect(t, "ConstantOfShape "+n, a, 422, fmt.Sprintf("limit of %d bytes (--ort-max-memory)", ortMemory))
+			w.alive(t, "ConstantOfShape "+n)
+		}
+		t.Logf("serve peak RSS after the model-driven outputs: %d MiB", procStatus(t, w.serve.PID(), "VmHWM:")>>20)
 		a = call(t, "POST", base+"/v2/models/cos/infer", []byte(`{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,1000]}]}`))
 		expect(t, "ConstantOfShape 1e3", a, 200, `"shape":[1,1000]`)
 	})

@@ -319,6 +319,10 @@ func classify(_ *fiber.Ctx, err error) (int, string) {
 		return fiber.StatusServiceUnavailable, ""
 	case errors.Is(err, ort.ErrOutputTooLarge):
 		return fiber.StatusUnprocessableEntity, ""
+	case errors.Is(err, ort.ErrMemoryBusy):
+		return fiber.StatusServiceUnavailable, ""
+	case errors.Is(err, ort.ErrMemoryLimit):
+		return fiber.StatusUnprocessableEntity, ""
 	case errors.Is(err, context.DeadlineExceeded):
 		return fiber.StatusServiceUnavailable, "inference timed out: " + err.Error()
 	}

@@ -39,6 +39,9 @@ func setupORT(t testing.TB) {
 	if _, _, err := ort.Setup(""); err != nil {
 		t.Fatalf("ONNX Runtime: %v", err)
 	}
+	if err := ort.LimitMemory(ort.DefaultMaxMemory); err != nil { // as serve does
+		t.Fatal(err)
+	}
 }
 
 // startServer serves root on a loopback port with the real ONNX Runtime,

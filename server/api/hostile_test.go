@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -127,6 +128,51 @@ func TestModelDrivenOutputCapped(t *testing.T) {
 	if r := ts.post(t, "/v2/models/cos/infer", req(1000)); r.code != 200 {
 		t.Fatalf("1000 elements: %d %.300s", r.code, r.body)
 	}
+}
+
+// TestModelDrivenOutputMemoryCapped: 10^9 FP32 elements (4 GB) are more
+// than ONNX Runtime's memory cap (--ort-max-memory, 1 GiB): the run fails
+// inside ONNX Runtime before the memory is taken or copied into Go, the
+// answer is 422 naming the limit and the flag, the process's peak RSS stays
+// far below 4 GB, and a normal request afterwards is served (issue 15
+// defect 2).
+func TestModelDrivenOutputMemoryCapped(t *testing.T) {
+	root := t.TempDir()
+	writeVersion(t, root, "cos", 1, map[string][]byte{"model.onnx": testmodel.ConstantOfShape()})
+	ts := startServer(t, root, func(rc *repository.Config, _ *api.Options) { rc.Session.MaxOutputElements = 0 })
+	if ort.MemoryLimit() != ort.DefaultMaxMemory {
+		t.Fatalf("memory limit %d", ort.MemoryLimit())
+	}
+	r := ts.post(t, "/v2/models/cos/infer", `{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1000,1000000]}]}`)
+	want := fmt.Sprintf("limit of %d bytes (--ort-max-memory)", ort.DefaultMaxMemory)
+	if r.code != 422 || !strings.Contains(string(r.body), want) {
+		t.Fatalf("10^9 elements: %d %.400s, want 422 naming %q", r.code, r.body, want)
+	}
+	if peak := vmHWM(t); peak > 2<<30 {
+		t.Errorf("peak RSS %d MiB: the 4 GB output was allocated", peak>>20)
+	}
+	if r := ts.post(t, "/v2/models/cos/infer", `{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,1000]}]}`); r.code != 200 {
+		t.Fatalf("1000 elements: %d %.300s", r.code, r.body)
+	}
+}
+
+// vmHWM returns the process's peak resident set in bytes.
+func vmHWM(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Skip("no VmHWM")
+	return 0
 }
 
 // versionState returns the state and reason of model/version in the index.

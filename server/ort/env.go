@@ -89,3 +89,67 @@ func Setup(explicit string) (path, version string, err error) {
 	version, err = Init(path)
 	return path, version, err
 }
+
+// DefaultMaxMemory is the default cap of ONNX Runtime's CPU memory for all
+// sessions together (see LimitMemory): 1 GiB.
+const DefaultMaxMemory = 1 << 30
+
+// ErrMemoryLimit is returned by Run when ONNX Runtime could not allocate a
+// tensor within the memory cap set by LimitMemory.
+var ErrMemoryLimit = errors.New("ONNX Runtime memory limit reached")
+
+// ErrMemoryBusy is returned by Run when a tensor would fit within the cap
+// set by LimitMemory but other runs hold the memory at the time; it wraps
+// ErrMemoryLimit.
+var ErrMemoryBusy = fmt.Errorf("%w while other runs hold memory", ErrMemoryLimit)
+
+// memLimit is the cap registered by LimitMemory (0: none); guarded by initMu.
+var memLimit int64
+
+// MemoryLimit returns the cap registered by LimitMemory (0: none).
+func MemoryLimit() int64 {
+	initMu.Lock()
+	defer initMu.Unlock()
+	return memLimit
+}
+
+// LimitMemory caps the CPU memory ONNX Runtime may allocate for the
+// sessions created afterwards (all together): it registers one shared CPU
+// arena with max_mem = maxBytes on the environment, and NewSession makes
+// sessions use it ("session.use_env_allocators"). A run whose tensors do
+// not fit fails inside ONNX Runtime, before the memory is taken and before
+// onnxruntime_go copies an output into Go memory; Run answers
+// ErrMemoryLimit. The arena grows by what is requested
+// (kSameAsRequested), so a process that never needs much memory holds
+// little. 0 sets no cap. ONNX Runtime must be initialised; the cap can be
+// set once per process (a second call with the same value is a no-op).
+func LimitMemory(maxBytes int64) error {
+	initMu.Lock()
+	defer initMu.Unlock()
+	if maxBytes < 0 {
+		return fmt.Errorf("ONNX Runtime memory cap %d must not be negative", maxBytes)
+	}
+	if maxBytes == memLimit {
+		return nil
+	}
+	if memLimit != 0 {
+		return fmt.Errorf("ONNX Runtime memory cap is already %d bytes", memLimit)
+	}
+	if !ortgo.IsInitialized() {
+		return errors.New("ONNX Runtime is not initialised")
+	}
+	cfg, err := ortgo.NewArenaCfg(int(maxBytes), 1, 0, 0)
+	if err != nil {
+		return fmt.Errorf("configuring ONNX Runtime's memory arena: %w", err)
+	}
+	defer cfg.Destroy()
+	mi, err := ortgo.GetMemoryInfo()
+	if err != nil {
+		return fmt.Errorf("configuring ONNX Runtime's memory arena: %w", err)
+	}
+	if err := ortgo.CreateAndRegisterAllocator(mi, cfg); err != nil {
+		return fmt.Errorf("registering ONNX Runtime's memory arena: %w", err)
+	}
+	memLimit = maxBytes
+	return nil
+}

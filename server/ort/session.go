@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -192,6 +193,10 @@ func sessionOptions(o SessionOptions) (*ortgo.SessionOptions, error) {
 		so.AddSessionConfigEntry("session.intra_op.allow_spinning", spin),
 		so.AddSessionConfigEntry("session.inter_op.allow_spinning", spin),
 	}
+	if MemoryLimit() > 0 {
+		// the shared, capped arena registered by LimitMemory
+		steps = append(steps, so.AddSessionConfigEntry("session.use_env_allocators", "1"))
+	}
 	if err := errors.Join(steps...); err != nil {
 		so.Destroy()
 		return nil, fmt.Errorf("setting session options: %w", err)
@@ -322,6 +327,16 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Ten
 	if err := s.s.RunWithOptions(in, out, ro); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if lim := MemoryLimit(); lim > 0 && isAllocFailure(err) {
+			n, ok := requestedBytes(err)
+			switch {
+			case ok && n <= lim:
+				return nil, fmt.Errorf("%w: a tensor of %d bytes did not fit in the limit of %d bytes (--ort-max-memory)", ErrMemoryBusy, n, lim)
+			case ok:
+				return nil, fmt.Errorf("%w: a tensor of %d bytes is more than the limit of %d bytes (--ort-max-memory)", ErrMemoryLimit, n, lim)
+			}
+			return nil, fmt.Errorf("%w: the run needed more than the limit of %d bytes (--ort-max-memory): %s", ErrMemoryLimit, lim, firstLine(err))
 		}
 		return nil, fmt.Errorf("running model: %w", err)
 	}
@@ -607,4 +622,35 @@ func index(d any, i int) any {
 		return f[i]
 	}
 	return nil
+}
+
+// isAllocFailure reports whether a run error is ONNX Runtime failing to
+// allocate memory (its arena's cap, or the system).
+func isAllocFailure(err error) bool {
+	m := err.Error()
+	return strings.Contains(m, "Failed to allocate memory") || strings.Contains(m, "Available memory of") || strings.Contains(m, "bad_alloc")
+}
+
+// requestedBytes reads the size of the allocation ONNX Runtime's arena
+// refused ("... smaller than requested bytes of N").
+func requestedBytes(err error) (int64, bool) {
+	const key = "requested bytes of "
+	m := err.Error()
+	i := strings.Index(m, key)
+	if i < 0 {
+		return 0, false
+	}
+	m = m[i+len(key):]
+	j := 0
+	for j < len(m) && m[j] >= '0' && m[j] <= '9' {
+		j++
+	}
+	n, perr := strconv.ParseInt(m[:j], 10, 64)
+	return n, perr == nil
+}
+
+// firstLine returns err's message up to its first line break.
+func firstLine(err error) string {
+	m, _, _ := strings.Cut(err.Error(), "\n")
+	return strings.TrimSpace(m)
 }

@@ -69,7 +69,7 @@ func (c Config) Validate() error {
 //	  inter_op_threads: 1    # default 1
 //	  graph_optimization_level: all   # disabled | basic | extended | all
 //	  max_output_elements: 8388608    # per output of one run (default: serve's --max-output-elements)
-//	  mem_arena: false                # keep ORT's CPU arena (default false: memory returns after a run)
+//	  mem_arena: false                # keep ORT's CPU arena (default false: memory returns after a run); no effect while serve's --ort-max-memory caps ORT (the shared arena is used)
 //	warmup: true             # run once on zeros before serving (default true)
 //	dynamic_batching:        # merge concurrent requests into one session run (default: off)
 //	  max_batch_size: 64
