@@ -31,6 +31,11 @@ func startInProcess(t testing.TB) string {
 	if _, _, err := ort.Setup(""); err != nil {
 		t.Fatalf("ONNX Runtime: %v", err)
 	}
+	// As serve does (--ort-max-memory): a fuzzed ConstantOfShape shape asking
+	// for gigabytes fails inside ONNX Runtime instead of stalling the worker.
+	if err := ort.LimitMemory(256 << 20); err != nil {
+		t.Fatalf("ONNX Runtime memory cap: %v", err)
+	}
 	root := t.TempDir()
 	for name, b := range map[string][]byte{"mlp": testmodel.MLPSmall(), "cos": testmodel.ConstantOfShape()} {
 		dir := filepath.Join(root, "models", name, "1")
