@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -317,3 +318,28 @@ func StartFlywheel(t testing.TB, bin, sub, addr, readyPath string, args ...strin
 
 // Contains reports whether the logs contain s (for waiting on log lines).
 func (p *Process) Contains(s string) bool { return strings.Contains(p.Logs(), s) }
+
+// ProcStatus returns a kB field of /proc/<pid>/status in bytes (VmRSS:,
+// VmHWM: the peak resident set); pid 0 is this process.
+func ProcStatus(t testing.TB, pid int, field string) int64 {
+	t.Helper()
+	path := "/proc/self/status"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/status", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("%s %s: %v", path, field, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no %s in %s", field, path)
+	return 0
+}

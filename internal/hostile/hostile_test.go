@@ -112,25 +112,7 @@ func gzipOf(t *testing.T, zeros int, prefix []byte) []byte {
 }
 
 // rss returns the resident set of pid in bytes.
-func rss(t *testing.T, pid int) int64 { t.Helper(); return procStatus(t, pid, "VmRSS:") }
-
-// procStatus returns a kB field of /proc/<pid>/status in bytes (VmRSS,
-// VmHWM: the peak).
-func procStatus(t *testing.T, pid int, field string) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
-}
+func rss(t *testing.T, pid int) int64 { t.Helper(); return harness.ProcStatus(t, pid, "VmRSS:") }
 
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
@@ -256,7 +238,7 @@ func TestHostile(t *testing.T) {
 			expect(t, "ConstantOfShape "+n, a, 422, fmt.Sprintf("limit of %d bytes (--ort-max-memory)", ortMemory))
 			w.alive(t, "ConstantOfShape "+n)
 		}
-		t.Logf("serve peak RSS after the model-driven outputs: %d MiB", procStatus(t, w.serve.PID(), "VmHWM:")>>20)
+		t.Logf("serve peak RSS after the model-driven outputs: %d MiB", harness.ProcStatus(t, w.serve.PID(), "VmHWM:")>>20)
 		a = call(t, "POST", base+"/v2/models/cos/infer", []byte(`{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,1000]}]}`))
 		expect(t, "ConstantOfShape 1e3", a, 200, `"shape":[1,1000]`)
 	})
@@ -416,7 +398,7 @@ func TestHostile(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("serve RSS after every case: %d MiB (bound %d MiB), peak %d MiB; suite took %v", r>>20, rssBound>>20,
-		procStatus(t, w.serve.PID(), "VmHWM:")>>20, time.Since(start).Round(time.Millisecond))
+		harness.ProcStatus(t, w.serve.PID(), "VmHWM:")>>20, time.Since(start).Round(time.Millisecond))
 	if r >= rssBound {
 		t.Errorf("serve RSS %d MiB, want < %d MiB", r>>20, rssBound>>20)
 	}

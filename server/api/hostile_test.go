@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/repository"
@@ -148,31 +149,12 @@ func TestModelDrivenOutputMemoryCapped(t *testing.T) {
 	if r.code != 422 || !strings.Contains(string(r.body), want) {
 		t.Fatalf("10^9 elements: %d %.400s, want 422 naming %q", r.code, r.body, want)
 	}
-	if peak := vmHWM(t); peak > 2<<30 {
+	if peak := harness.ProcStatus(t, 0, "VmHWM:"); peak > 2<<30 {
 		t.Errorf("peak RSS %d MiB: the 4 GB output was allocated", peak>>20)
 	}
 	if r := ts.post(t, "/v2/models/cos/infer", `{"inputs":[{"name":"shape","shape":[2],"datatype":"INT64","data":[1,1000]}]}`); r.code != 200 {
 		t.Fatalf("1000 elements: %d %.300s", r.code, r.body)
 	}
-}
-
-// vmHWM returns the process's peak resident set in bytes.
-func vmHWM(t *testing.T) int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skip("no /proc/self/status")
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Skip("no VmHWM")
-	return 0
 }
 
 // versionState returns the state and reason of model/version in the index.

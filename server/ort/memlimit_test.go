@@ -59,7 +59,7 @@ func TestMemoryLimitConstantOfShape(t *testing.T) {
 func peakRSS(t *testing.T) int64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		t.Skip("no /proc/self/status")
+		t.Fatal(err)
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
@@ -70,7 +70,7 @@ func peakRSS(t *testing.T) int64 {
 			return kb << 10
 		}
 	}
-	t.Skip("no VmHWM")
+	t.Fatal("no VmHWM in /proc/self/status")
 	return 0
 }
 
