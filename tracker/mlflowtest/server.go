@@ -6,6 +6,7 @@
 package mlflowtest
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -281,7 +282,7 @@ const htmlNotFound = `<!doctype html>
 
 type endpoint struct {
 	method string
-	fn     func(s *Server, r *http.Request, body map[string]json.RawMessage) (any, *apiError)
+	fn     func(s *Server, q *request) (any, *apiError)
 }
 
 var routes = map[string]endpoint{
@@ -356,7 +357,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Lock()
-	out, aerr := ep.fn(s, r, body)
+	out, aerr := ep.fn(s, &request{body: body})
 	if aerr == nil {
 		s.calls[r.Method+" "+p]++
 	}
@@ -382,34 +383,70 @@ func (s *Server) authorized(r *http.Request) bool {
 
 // --- decoding helpers -------------------------------------------------------
 
-func str(body map[string]json.RawMessage, key string, required bool) (string, *apiError) {
-	raw, ok := body[key]
-	if !ok || string(raw) == "null" {
-		if required {
-			return "", invalid("Missing value for required parameter '%s'. See the API docs for more information about request parameters.", key)
-		}
-		return "", nil
+// request reads one call's parameters. The first problem sticks: later reads
+// return zero values, so a handler reads what it needs and checks err once,
+// and the error is the first one in reading order, as MLflow reports it.
+type request struct {
+	body map[string]json.RawMessage
+	err  *apiError
+}
+
+func (q *request) fail(e *apiError) {
+	if q.err == nil {
+		q.err = e
+	}
+}
+
+// str is an optional string parameter ("" when absent or null).
+func (q *request) str(key string) string {
+	raw, ok := q.body[key]
+	if q.err != nil || !ok || string(raw) == "null" {
+		return ""
 	}
 	var v string
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return "", invalid("Invalid value %s for parameter '%s' supplied: expected a string", raw, key)
+		q.fail(invalid("Invalid value %s for parameter '%s' supplied: expected a string", raw, key))
 	}
-	if required && v == "" {
-		return "", invalid("Missing value for required parameter '%s'.", key)
-	}
-	return v, nil
+	return v
 }
 
-func integer(body map[string]json.RawMessage, key string) (int64, bool, *apiError) {
-	raw, ok := body[key]
-	if !ok || string(raw) == "null" {
-		return 0, false, nil
+// required is a string parameter that must be present and not empty.
+func (q *request) required(key string) string {
+	raw, ok := q.body[key]
+	if q.err == nil && (!ok || string(raw) == "null") {
+		q.fail(invalid("Missing value for required parameter '%s'. See the API docs for more information about request parameters.", key))
+	}
+	v := q.str(key)
+	if v == "" {
+		q.fail(invalid("Missing value for required parameter '%s'.", key))
+	}
+	return v
+}
+
+// integer is an optional integer parameter, as a number or a string; ok is
+// whether it was given.
+func (q *request) integer(key string) (v int64, ok bool) {
+	raw, ok := q.body[key]
+	if q.err != nil || !ok || string(raw) == "null" {
+		return 0, false
 	}
 	v, err := strconv.ParseInt(strings.Trim(string(raw), `"`), 10, 64)
 	if err != nil {
-		return 0, false, invalid("Invalid value %s for parameter '%s' supplied: expected an integer", raw, key)
+		q.fail(invalid("Invalid value %s for parameter '%s' supplied: expected an integer", raw, key))
+		return 0, false
 	}
-	return v, true, nil
+	return v, true
+}
+
+// list decodes an optional JSON array parameter into out.
+func (q *request) list(key string, out any) {
+	raw, ok := q.body[key]
+	if q.err != nil || !ok {
+		return
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		q.fail(invalid("%s: %v", key, err))
+	}
 }
 
 type kv struct {
@@ -417,27 +454,31 @@ type kv struct {
 	Value *string `json:"value"`
 }
 
-func kvs(body map[string]json.RawMessage, key string) ([]kv, *apiError) {
-	raw, ok := body[key]
-	if !ok {
-		return nil, nil
+// kvs is an optional list of {key, value} pairs with valid keys.
+func (q *request) kvs(key string) []kv {
+	raw, ok := q.body[key]
+	if q.err != nil || !ok {
+		return nil
 	}
 	var out []kv
 	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, invalid("Invalid value for parameter '%s': %v", key, err)
+		q.fail(invalid("Invalid value for parameter '%s': %v", key, err))
+		return nil
 	}
 	for _, x := range out {
-		if x.Key == nil || *x.Key == "" {
-			return nil, invalid("Missing value for required parameter '%s[].key'.", key)
+		switch {
+		case x.Key == nil || *x.Key == "":
+			q.fail(invalid("Missing value for required parameter '%s[].key'.", key))
+		case x.Value == nil:
+			q.fail(invalid("Missing value for required parameter '%s[].value'.", key))
+		default:
+			q.fail(validName(*x.Key))
 		}
-		if x.Value == nil {
-			return nil, invalid("Missing value for required parameter '%s[].value'.", key)
-		}
-		if err := validName(*x.Key); err != nil {
-			return nil, err
+		if q.err != nil {
+			return nil
 		}
 	}
-	return out, nil
+	return out
 }
 
 var nameRe = regexp.MustCompile(`^[\p{L}\p{N}_\-./ :]+$`)
@@ -460,21 +501,21 @@ func validName(k string) *apiError {
 	return nil
 }
 
-func (s *Server) runOf(body map[string]json.RawMessage) (*run, *apiError) {
-	id, err := str(body, "run_id", false)
-	if err != nil {
-		return nil, err
-	}
-	if id == "" {
-		if id, err = str(body, "run_uuid", true); err != nil {
-			return nil, invalid("Missing value for required parameter 'run_id'.")
+func (s *Server) runOf(q *request) *run {
+	id := q.str("run_id")
+	if id == "" && q.err == nil {
+		if id = q.required("run_uuid"); q.err != nil {
+			q.err = invalid("Missing value for required parameter 'run_id'.")
 		}
+	}
+	if q.err != nil {
+		return nil
 	}
 	r, ok := s.runs[id]
 	if !ok {
-		return nil, notFound("Run with id=%s not found", id)
+		q.fail(notFound("Run with id=%s not found", id))
 	}
-	return r, nil
+	return r
 }
 
 // --- experiments ------------------------------------------------------------
@@ -483,10 +524,10 @@ func (e *experiment) json() map[string]any {
 	return map[string]any{"experiment_id": e.id, "name": e.name, "artifact_location": e.artifactLocation, "lifecycle_stage": "active"}
 }
 
-func (s *Server) getExperimentByName(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	name, err := str(b, "experiment_name", true)
-	if err != nil {
-		return nil, err
+func (s *Server) getExperimentByName(q *request) (any, *apiError) {
+	name := q.required("experiment_name")
+	if q.err != nil {
+		return nil, q.err
 	}
 	for _, e := range s.exps {
 		if e.name == name {
@@ -496,10 +537,10 @@ func (s *Server) getExperimentByName(_ *http.Request, b map[string]json.RawMessa
 	return nil, notFound("Could not find experiment with name '%s'", name)
 }
 
-func (s *Server) getExperiment(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	id, err := str(b, "experiment_id", true)
-	if err != nil {
-		return nil, err
+func (s *Server) getExperiment(q *request) (any, *apiError) {
+	id := q.required("experiment_id")
+	if q.err != nil {
+		return nil, q.err
 	}
 	e, ok := s.exps[id]
 	if !ok {
@@ -508,10 +549,10 @@ func (s *Server) getExperiment(_ *http.Request, b map[string]json.RawMessage) (a
 	return map[string]any{"experiment": e.json()}, nil
 }
 
-func (s *Server) createExperiment(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	name, err := str(b, "name", true)
-	if err != nil {
-		return nil, err
+func (s *Server) createExperiment(q *request) (any, *apiError) {
+	name := q.required("name")
+	if q.err != nil {
+		return nil, q.err
 	}
 	for _, e := range s.exps {
 		if e.name == name {
@@ -524,7 +565,7 @@ func (s *Server) createExperiment(_ *http.Request, b map[string]json.RawMessage)
 	return map[string]any{"experiment_id": id}, nil
 }
 
-func (s *Server) searchExperiments(_ *http.Request, _ map[string]json.RawMessage) (any, *apiError) {
+func (s *Server) searchExperiments(*request) (any, *apiError) {
 	var out []map[string]any
 	for _, e := range s.exps {
 		out = append(out, e.json())
@@ -535,29 +576,20 @@ func (s *Server) searchExperiments(_ *http.Request, _ map[string]json.RawMessage
 
 // --- runs -------------------------------------------------------------------
 
-func (s *Server) createRun(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	expID, err := str(b, "experiment_id", false)
-	if err != nil {
-		return nil, err
-	}
-	if expID == "" {
-		expID = "0"
+func (s *Server) createRun(q *request) (any, *apiError) {
+	expID := cmp.Or(q.str("experiment_id"), "0")
+	if q.err != nil {
+		return nil, q.err
 	}
 	e, ok := s.exps[expID]
 	if !ok {
 		return nil, notFound("No Experiment with id=%s exists", expID)
 	}
-	start, _, err := integer(b, "start_time")
-	if err != nil {
-		return nil, err
-	}
-	tags, err := kvs(b, "tags")
-	if err != nil {
-		return nil, err
-	}
-	name, err := str(b, "run_name", false)
-	if err != nil {
-		return nil, err
+	start, _ := q.integer("start_time")
+	tags := q.kvs("tags")
+	name := q.str("run_name")
+	if q.err != nil {
+		return nil, q.err
 	}
 	s.nextRun++
 	id := fmt.Sprintf("%032x", s.nextRun*7919+0xabc000)
@@ -565,12 +597,7 @@ func (s *Server) createRun(_ *http.Request, b map[string]json.RawMessage) (any, 
 	for _, t := range tags {
 		r.tags[*t.Key] = *t.Value
 	}
-	if name == "" {
-		name = r.tags[tracker.TagRunName]
-	}
-	if name == "" {
-		name = "run-" + strconv.Itoa(s.nextRun)
-	}
+	name = cmp.Or(name, r.tags[tracker.TagRunName], "run-"+strconv.Itoa(s.nextRun))
 	r.tags[tracker.TagRunName] = name
 	r.info = tracker.RunInfo{ID: id, ExperimentID: expID, Name: name, Status: tracker.StatusRunning, StartTime: start,
 		ArtifactURI: e.artifactLocation + "/" + id + "/artifacts", LifecycleStage: "active"}
@@ -578,27 +605,24 @@ func (s *Server) createRun(_ *http.Request, b map[string]json.RawMessage) (any, 
 	return map[string]any{"run": s.runJSON(r)}, nil
 }
 
-func (s *Server) updateRun(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	r, err := s.runOf(b)
-	if err != nil {
-		return nil, err
+func (s *Server) updateRun(q *request) (any, *apiError) {
+	r := s.runOf(q)
+	st := tracker.RunStatus(q.str("status"))
+	if st != "" && !st.Valid() {
+		q.fail(invalid("Invalid value \"%s\" for parameter 'status'", st))
 	}
-	st, err := str(b, "status", false)
-	if err != nil {
-		return nil, err
+	end, hasEnd := q.integer("end_time")
+	name := q.str("run_name")
+	if q.err != nil {
+		return nil, q.err
 	}
 	if st != "" {
-		if !tracker.RunStatus(st).Valid() {
-			return nil, invalid("Invalid value \"%s\" for parameter 'status'", st)
-		}
-		r.info.Status = tracker.RunStatus(st)
+		r.info.Status = st
 	}
-	if end, ok, err := integer(b, "end_time"); err != nil {
-		return nil, err
-	} else if ok {
+	if hasEnd {
 		r.info.EndTime = end
 	}
-	if name, _ := str(b, "run_name", false); name != "" {
+	if name != "" {
 		r.info.Name = name
 		r.tags[tracker.TagRunName] = name
 	}
@@ -677,10 +701,10 @@ func (s *Server) runJSON(r *run) map[string]any {
 	return out
 }
 
-func (s *Server) getRun(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	r, err := s.runOf(b)
-	if err != nil {
-		return nil, err
+func (s *Server) getRun(q *request) (any, *apiError) {
+	r := s.runOf(q)
+	if q.err != nil {
+		return nil, q.err
 	}
 	return map[string]any{"run": s.runJSON(r)}, nil
 }
@@ -697,28 +721,21 @@ func (r *run) snapshot() tracker.Run {
 	return out
 }
 
-func (s *Server) searchRuns(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	var ids []string
-	if raw, ok := b["experiment_ids"]; ok {
-		if err := json.Unmarshal(raw, &ids); err != nil {
-			return nil, invalid("experiment_ids: %v", err)
-		}
-	}
-	filter, err := str(b, "filter", false)
-	if err != nil {
-		return nil, err
+func (s *Server) searchRuns(q *request) (any, *apiError) {
+	var ids, order []string
+	q.list("experiment_ids", &ids)
+	filter := q.str("filter")
+	if q.err != nil {
+		return nil, q.err
 	}
 	f, perr := tracker.ParseFilter(filter)
 	if perr != nil {
 		return nil, invalid("Invalid filter '%s': %v", filter, perr)
 	}
-	var order []string
-	if raw, ok := b["order_by"]; ok {
-		json.Unmarshal(raw, &order)
-	}
-	max, _, err := integer(b, "max_results")
-	if err != nil {
-		return nil, err
+	q.list("order_by", &order)
+	max, _ := q.integer("max_results")
+	if q.err != nil {
+		return nil, q.err
 	}
 	if max == 0 {
 		max = 1000
@@ -726,11 +743,10 @@ func (s *Server) searchRuns(_ *http.Request, b map[string]json.RawMessage) (any,
 	if max > 50000 {
 		return nil, invalid("Invalid value for parameter 'max_results' supplied. It must be at most 50000, but got value %d", max)
 	}
-	tok, _ := str(b, "page_token", false)
-	offset, _ := strconv.Atoi(tok)
+	offset, _ := strconv.Atoi(q.str("page_token"))
 	var runs []tracker.Run
 	for _, r := range s.runs {
-		if len(ids) > 0 && !contains(ids, r.info.ExperimentID) {
+		if len(ids) > 0 && !slices.Contains(ids, r.info.ExperimentID) {
 			continue
 		}
 		snap := r.snapshot()
@@ -755,15 +771,6 @@ func (s *Server) searchRuns(_ *http.Request, b map[string]json.RawMessage) (any,
 	return out, nil
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if x == y {
-			return true
-		}
-	}
-	return false
-}
-
 type wireMetric struct {
 	Key       *string         `json:"key"`
 	Value     json.RawMessage `json:"value"`
@@ -771,24 +778,14 @@ type wireMetric struct {
 	Step      json.RawMessage `json:"step"`
 }
 
-func (s *Server) logBatch(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	r, err := s.runOf(b)
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) logBatch(q *request) (any, *apiError) {
+	r := s.runOf(q)
 	var metrics []wireMetric
-	if raw, ok := b["metrics"]; ok {
-		if e := json.Unmarshal(raw, &metrics); e != nil {
-			return nil, invalid("metrics: %v", e)
-		}
-	}
-	params, err := kvs(b, "params")
-	if err != nil {
-		return nil, err
-	}
-	tags, err := kvs(b, "tags")
-	if err != nil {
-		return nil, err
+	q.list("metrics", &metrics)
+	params := q.kvs("params")
+	tags := q.kvs("tags")
+	if q.err != nil {
+		return nil, q.err
 	}
 	switch {
 	case len(metrics) > 1000:
@@ -867,11 +864,8 @@ func parseDouble(raw json.RawMessage) (float64, bool) {
 	return v, err == nil
 }
 
-func (s *Server) logInputs(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	r, err := s.runOf(b)
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) logInputs(q *request) (any, *apiError) {
+	r := s.runOf(q)
 	var ins []struct {
 		Tags    []kv `json:"tags"`
 		Dataset *struct {
@@ -883,10 +877,9 @@ func (s *Server) logInputs(_ *http.Request, b map[string]json.RawMessage) (any, 
 			Profile    string `json:"profile"`
 		} `json:"dataset"`
 	}
-	if raw, ok := b["datasets"]; ok {
-		if e := json.Unmarshal(raw, &ins); e != nil {
-			return nil, invalid("datasets: %v", e)
-		}
+	q.list("datasets", &ins)
+	if q.err != nil {
+		return nil, q.err
 	}
 	for _, in := range ins {
 		if in.Dataset == nil || in.Dataset.Name == "" || in.Dataset.Digest == "" || in.Dataset.SourceType == "" || in.Dataset.Source == "" {
@@ -952,14 +945,11 @@ func validDataset(name, digest, source, schema, profile string) *apiError {
 	return nil
 }
 
-func (s *Server) metricHistory(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	r, err := s.runOf(b)
-	if err != nil {
-		return nil, err
-	}
-	key, err := str(b, "metric_key", true)
-	if err != nil {
-		return nil, err
+func (s *Server) metricHistory(q *request) (any, *apiError) {
+	r := s.runOf(q)
+	key := q.required("metric_key")
+	if q.err != nil {
+		return nil, q.err
 	}
 	var out []map[string]any
 	for _, m := range r.metrics {
@@ -1014,25 +1004,19 @@ func (s *Server) runArtifactRoot(r *run) string {
 	return strings.TrimPrefix(r.info.ArtifactURI, "mlflow-artifacts:/")
 }
 
-func (s *Server) listArtifacts(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	r, err := s.runOf(b)
-	if err != nil {
-		return nil, err
+func (s *Server) listArtifacts(q *request) (any, *apiError) {
+	r := s.runOf(q)
+	dir := strings.Trim(q.str("path"), "/")
+	if q.err != nil {
+		return nil, q.err
 	}
-	dir, _ := str(b, "path", false)
-	dir = strings.Trim(dir, "/")
 	prefix := s.runArtifactRoot(r) + "/"
 	if dir != "" {
 		prefix += dir + "/"
 	}
 	seen := map[string]bool{}
 	var files []map[string]any
-	keys := make([]string, 0, len(s.artifacts))
-	for k := range s.artifacts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(s.artifacts)) {
 		rest, ok := strings.CutPrefix(k, prefix)
 		if !ok {
 			continue
@@ -1061,10 +1045,10 @@ func (s *Server) listArtifacts(_ *http.Request, b map[string]json.RawMessage) (a
 
 // --- registry ---------------------------------------------------------------
 
-func (s *Server) createModel(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	name, err := str(b, "name", true)
-	if err != nil {
-		return nil, err
+func (s *Server) createModel(q *request) (any, *apiError) {
+	name := q.required("name")
+	if q.err != nil {
+		return nil, q.err
 	}
 	if _, ok := s.models[name]; ok {
 		return nil, &apiError{400, "RESOURCE_ALREADY_EXISTS", fmt.Sprintf("Registered Model (name=%s) already exists.", name)}
@@ -1073,22 +1057,22 @@ func (s *Server) createModel(_ *http.Request, b map[string]json.RawMessage) (any
 	return map[string]any{"registered_model": map[string]any{"name": name}}, nil
 }
 
-func (s *Server) model(b map[string]json.RawMessage) (*registeredModel, *apiError) {
-	name, err := str(b, "name", true)
-	if err != nil {
-		return nil, err
+func (s *Server) model(q *request) *registeredModel {
+	name := q.required("name")
+	if q.err != nil {
+		return nil
 	}
 	m, ok := s.models[name]
 	if !ok {
-		return nil, notFound("Registered Model with name=%s not found", name)
+		q.fail(notFound("Registered Model with name=%s not found", name))
 	}
-	return m, nil
+	return m
 }
 
-func (s *Server) getModel(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	m, err := s.model(b)
-	if err != nil {
-		return nil, err
+func (s *Server) getModel(q *request) (any, *apiError) {
+	m := s.model(q)
+	if q.err != nil {
+		return nil, q.err
 	}
 	return map[string]any{"registered_model": map[string]any{"name": m.name}}, nil
 }
@@ -1116,50 +1100,40 @@ func (s *Server) versionJSON(m *registeredModel, v *modelVersion) map[string]any
 	return out
 }
 
-func (s *Server) versionOf(b map[string]json.RawMessage) (*modelVersion, *apiError) {
-	m, err := s.model(b)
-	if err != nil {
-		return nil, err
-	}
-	ver, err := str(b, "version", true)
-	if err != nil {
-		return nil, err
+func (s *Server) versionOf(q *request) (*registeredModel, *modelVersion) {
+	m := s.model(q)
+	ver := q.required("version")
+	if q.err != nil {
+		return nil, nil
 	}
 	v := m.find(ver)
 	if v == nil {
-		return nil, notFound("Model Version (name=%s, version=%s) not found", m.name, ver)
+		q.fail(notFound("Model Version (name=%s, version=%s) not found", m.name, ver))
 	}
-	return v, nil
+	return m, v
 }
 
-func (s *Server) updateVersion(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	v, err := s.versionOf(b)
-	if err != nil {
-		return nil, err
+func (s *Server) updateVersion(q *request) (any, *apiError) {
+	_, v := s.versionOf(q)
+	d := q.str("description")
+	if q.err != nil {
+		return nil, q.err
 	}
-	if d, err := str(b, "description", false); err != nil {
-		return nil, err
-	} else if d != "" {
+	if d != "" {
 		v.Description = d
 	}
 	return map[string]any{}, nil
 }
 
-func (s *Server) setVersionTag(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	v, err := s.versionOf(b)
-	if err != nil {
-		return nil, err
+func (s *Server) setVersionTag(q *request) (any, *apiError) {
+	_, v := s.versionOf(q)
+	k := q.required("key")
+	if k != "" {
+		q.fail(validName(k))
 	}
-	k, err := str(b, "key", true)
-	if err != nil {
-		return nil, err
-	}
-	if e := validName(k); e != nil {
-		return nil, e
-	}
-	val, err := str(b, "value", false)
-	if err != nil {
-		return nil, err
+	val := q.str("value")
+	if q.err != nil {
+		return nil, q.err
 	}
 	if len(val) > 5000 {
 		return nil, invalid("Model version tag value had length %d, which exceeded length limit of 5000", len(val))
@@ -1171,18 +1145,12 @@ func (s *Server) setVersionTag(_ *http.Request, b map[string]json.RawMessage) (a
 	return map[string]any{}, nil
 }
 
-func (s *Server) createVersion(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	m, err := s.model(b)
-	if err != nil {
-		return nil, err
-	}
-	source, err := str(b, "source", true)
-	if err != nil {
-		return nil, err
-	}
-	runID, err := str(b, "run_id", false)
-	if err != nil {
-		return nil, err
+func (s *Server) createVersion(q *request) (any, *apiError) {
+	m := s.model(q)
+	source := q.required("source")
+	runID := q.str("run_id")
+	if q.err != nil {
+		return nil, q.err
 	}
 	if runID != "" {
 		r, ok := s.runs[runID]
@@ -1207,34 +1175,29 @@ func (m *registeredModel) find(version string) *modelVersion {
 	return nil
 }
 
-func (s *Server) getVersion(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	m, err := s.model(b)
-	if err != nil {
-		return nil, err
-	}
-	ver, err := str(b, "version", true)
-	if err != nil {
-		return nil, err
-	}
-	v := m.find(ver)
-	if v == nil {
-		return nil, notFound("Model Version (name=%s, version=%s) not found", m.name, ver)
+func (s *Server) getVersion(q *request) (any, *apiError) {
+	m, v := s.versionOf(q)
+	if q.err != nil {
+		return nil, q.err
 	}
 	return map[string]any{"model_version": s.versionJSON(m, v)}, nil
 }
 
-func (s *Server) downloadURI(r *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	out, err := s.getVersion(r, b)
-	if err != nil {
-		return nil, err
+func (s *Server) downloadURI(q *request) (any, *apiError) {
+	_, v := s.versionOf(q)
+	if q.err != nil {
+		return nil, q.err
 	}
-	return map[string]any{"artifact_uri": out.(map[string]any)["model_version"].(map[string]any)["source"]}, nil
+	return map[string]any{"artifact_uri": v.Source}, nil
 }
 
 var versionFilterRe = regexp.MustCompile(`^\s*(name|run_id|source)\s*=\s*'([^']*)'\s*$`)
 
-func (s *Server) searchVersions(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	filter, _ := str(b, "filter", false)
+func (s *Server) searchVersions(q *request) (any, *apiError) {
+	filter := q.str("filter")
+	if q.err != nil {
+		return nil, q.err
+	}
 	want := map[string]string{}
 	if strings.TrimSpace(filter) != "" {
 		for _, part := range regexp.MustCompile(`(?i)\s+and\s+`).Split(filter, -1) {
@@ -1246,12 +1209,7 @@ func (s *Server) searchVersions(_ *http.Request, b map[string]json.RawMessage) (
 		}
 	}
 	var out []map[string]any
-	names := make([]string, 0, len(s.models))
-	for n := range s.models {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(s.models)) {
 		m := s.models[n]
 		for _, v := range m.versions {
 			if w, ok := want["name"]; ok && w != m.name {
@@ -1272,18 +1230,12 @@ func (s *Server) searchVersions(_ *http.Request, b map[string]json.RawMessage) (
 	return map[string]any{"model_versions": out}, nil
 }
 
-func (s *Server) setAlias(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	m, err := s.model(b)
-	if err != nil {
-		return nil, err
-	}
-	alias, err := str(b, "alias", true)
-	if err != nil {
-		return nil, err
-	}
-	ver, err := str(b, "version", true)
-	if err != nil {
-		return nil, err
+func (s *Server) setAlias(q *request) (any, *apiError) {
+	m := s.model(q)
+	alias := q.required("alias")
+	ver := q.required("version")
+	if q.err != nil {
+		return nil, q.err
 	}
 	switch {
 	case !aliasRe.MatchString(alias) || len(alias) > 255:
@@ -1305,14 +1257,11 @@ var (
 	aliasVersionRe = regexp.MustCompile(`^[vV]\d+$`)
 )
 
-func (s *Server) getAlias(_ *http.Request, b map[string]json.RawMessage) (any, *apiError) {
-	m, err := s.model(b)
-	if err != nil {
-		return nil, err
-	}
-	alias, err := str(b, "alias", true)
-	if err != nil {
-		return nil, err
+func (s *Server) getAlias(q *request) (any, *apiError) {
+	m := s.model(q)
+	alias := q.required("alias")
+	if q.err != nil {
+		return nil, q.err
 	}
 	ver, ok := m.aliases[alias]
 	if !ok {
