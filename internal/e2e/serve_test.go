@@ -22,7 +22,6 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/harness"
-	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/train/dataset"
 	"github.com/flywheel-ml/flywheel/train/features"
 )
@@ -317,10 +316,10 @@ func psiSummary(psi map[string]float64, names []string) string {
 // openDB opens a prediction database (after serve stopped) for queries.
 func openDB(t testing.TB, path string) *database.DB {
 	t.Helper()
-	st, err := predlog.Open(context.Background(), path, 5*time.Second)
+	db, err := database.Open(context.Background(), path, database.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	return st.DB()
+	t.Cleanup(func() { db.Close() })
+	return db
 }

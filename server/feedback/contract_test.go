@@ -89,17 +89,12 @@ func testReplicas(t *testing.T, newURL func(testing.TB) string) {
 		}()
 	}
 	wg.Wait()
-	var labels int
-	var absErr float64
-	if err := rs[0].db.DB().QueryRowContext(ctx, `SELECT COUNT(*), SUM(ABS(value - prediction)) FROM labels`).Scan(&labels, &absErr); err != nil {
-		t.Fatal(err)
+	stats, err := rs[0].db.LabelStats(ctx)
+	if err != nil || len(stats) != 1 || stats[0].Labels != n {
+		t.Fatalf("label totals %+v (%v), want %d labels of ridership 2", stats, err, n)
 	}
-	if labels != n {
-		t.Fatalf("labels stored = %d, want %d", labels, n)
-	}
-	var revisions int
-	if err := rs[0].db.DB().QueryRowContext(ctx, `SELECT revisions FROM labels WHERE id = ?`, "p-0").Scan(&revisions); err != nil || revisions < 2 {
-		t.Errorf("p-0 revisions = %d, %v", revisions, err)
+	if l, err := rs[0].db.Label(ctx, "p-0"); err != nil || l.Revisions < 2 {
+		t.Errorf("p-0 revisions = %d, %v", l.Revisions, err)
 	}
 	var counted float64
 	for _, r := range rs {
@@ -117,7 +112,7 @@ func testReplicas(t *testing.T, newURL func(testing.TB) string) {
 	if counted != float64(n+updates) {
 		t.Errorf("replicas counted %v labels, want %d (%d stored + %d updates)", counted, n+updates, n, updates)
 	}
-	if absErr != 2*(n-1)+7 {
+	if absErr := stats[0].AbsErr; absErr != 2*(n-1)+7 {
 		t.Errorf("stored absolute error = %v, want %d", absErr, 2*(n-1)+7)
 	}
 }

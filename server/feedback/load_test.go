@@ -31,7 +31,8 @@ func TestLoadPredictionsWithFeedback(t *testing.T) {
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	db, err := predlog.Open(ctx, filepath.Join(t.TempDir(), "flywheel.db"), 5*time.Second)
+	dbURL := filepath.Join(t.TempDir(), "flywheel.db")
+	db, err := predlog.Open(ctx, dbURL, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestLoadPredictionsWithFeedback(t *testing.T) {
 		t.Fatalf("%d feedback requests failed", n)
 	}
 	var labels, joinedRows int
-	db.DB().QueryRow(`SELECT COUNT(*), COUNT(prediction) FROM labels`).Scan(&labels, &joinedRows)
+	sqlDB(t, dbURL).QueryRow(`SELECT COUNT(*), COUNT(prediction) FROM labels`).Scan(&labels, &joinedRows)
 	if labels != total || joinedRows != total {
 		t.Fatalf("%d labels (%d joined to a prediction), want %d", labels, joinedRows, total)
 	}

@@ -13,7 +13,6 @@ package feedback
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +27,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 )
@@ -192,16 +190,6 @@ func truncate(s string) string {
 	return s
 }
 
-// joined is a label with what it copies from its prediction.
-type joined struct {
-	model       string
-	version     sql.NullInt64
-	predictedAt sql.NullInt64
-	features    string
-	parameters  sql.NullString
-	prediction  sql.NullFloat64
-}
-
 // Add stores labels and returns one result per label, in order. Valid
 // labels are committed in one transaction before Add returns; invalid ones
 // (bad fields, unknown id without features and model, model mismatch) get
@@ -251,64 +239,57 @@ func (s *Store) Add(ctx context.Context, labels []Label) ([]Result, error) {
 		label, pred    float64
 		classification bool
 	}
-	var count []counted
-	now := s.now().UnixMicro()
-	err := s.db.Write(ctx, func(tx *database.Tx) error {
-		for i := range labels {
-			l := &labels[i]
-			if results[i].Status == StatusError { // failed validation
-				continue
-			}
-			j, err := join(l, preds)
-			if err != nil {
-				results[i].Status, results[i].Error = StatusError, err.Error()
-				continue
-			}
-			version := 0
-			if j.version.Valid {
-				version = int(j.version.Int64)
-			}
-			if err := Plausible(s.cards(j.model, version), *l.Value); err != nil {
-				results[i].Status, results[i].Error = StatusError, err.Error()
-				continue
-			}
-			var old float64
-			err = tx.QueryRowContext(ctx, `SELECT value FROM labels WHERE id = ?`, l.ID).Scan(&old)
-			exists := err == nil
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("storing labels: %w", err)
-			}
-			if exists && old == *l.Value {
-				results[i].Status = StatusUnchanged
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO labels
-				(id, model, version, value, labelled_at, predicted_at, features, parameters, prediction)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-				ON CONFLICT (id) DO UPDATE SET model = excluded.model, version = excluded.version,
-					value = excluded.value, labelled_at = excluded.labelled_at, predicted_at = excluded.predicted_at,
-					features = excluded.features, parameters = excluded.parameters, prediction = excluded.prediction,
-					revisions = labels.revisions + 1`,
-				l.ID, j.model, j.version, *l.Value, now, j.predictedAt, j.features, j.parameters, j.prediction); err != nil {
-				return fmt.Errorf("storing label %q: %w", l.ID, err)
-			}
-			results[i].Status = StatusCreated
-			if exists {
-				results[i].Status = StatusUpdated
-			}
-			if j.prediction.Valid && j.version.Valid {
-				c := s.cards(j.model, int(j.version.Int64))
-				count = append(count, counted{
-					model: j.model, version: strconv.FormatInt(j.version.Int64, 10),
-					label: *l.Value, pred: j.prediction.Float64,
-					classification: c != nil && c.Task == "classification",
-				})
-			}
+	// Validate, join and check every label first; the valid ones are
+	// stored together, in order.
+	var (
+		put   []predlog.Label
+		index []int // put[k] is labels[index[k]]
+	)
+	labelledAt := s.now()
+	for i := range labels {
+		l := &labels[i]
+		if results[i].Status == StatusError { // failed validation
+			continue
 		}
-		return nil
-	})
+		row, err := join(l, preds)
+		if err != nil {
+			results[i].Status, results[i].Error = StatusError, err.Error()
+			continue
+		}
+		if err := Plausible(s.cards(row.Model, row.Version), *l.Value); err != nil {
+			results[i].Status, results[i].Error = StatusError, err.Error()
+			continue
+		}
+		row.LabelledAt = labelledAt
+		put, index = append(put, row), append(index, i)
+	}
+	if len(put) == 0 {
+		return results, nil
+	}
+	changes, err := s.db.PutLabels(ctx, put)
 	if err != nil {
 		return nil, fmt.Errorf("storing labels: %w", err)
+	}
+	var count []counted
+	for k, ch := range changes {
+		i, row := index[k], &put[k]
+		switch ch {
+		case predlog.LabelUnchanged:
+			results[i].Status = StatusUnchanged
+			continue
+		case predlog.LabelUpdated:
+			results[i].Status = StatusUpdated
+		default:
+			results[i].Status = StatusCreated
+		}
+		if row.Prediction != nil && row.Version != 0 {
+			c := s.cards(row.Model, row.Version)
+			count = append(count, counted{
+				model: row.Model, version: strconv.Itoa(row.Version),
+				label: row.Value, pred: *row.Prediction,
+				classification: c != nil && c.Task == "classification",
+			})
+		}
 	}
 	for _, c := range count {
 		s.m.observe(c.model, c.version, c.label, c.pred, c.classification)
@@ -384,54 +365,45 @@ func Plausible(c *modelrepo.Card, v float64) error {
 
 // join takes the model, version, features and prediction of a label from
 // its logged prediction, or from the label itself when none was logged.
-func join(l *Label, preds map[string]predlog.Record) (joined, error) {
+func join(l *Label, preds map[string]predlog.Record) (predlog.Label, error) {
+	row := predlog.Label{ID: l.ID, Value: *l.Value}
 	if r, ok := preds[l.ID]; ok {
 		if l.Model != "" && l.Model != r.Model {
-			return joined{}, fmt.Errorf("model %q does not match the logged prediction's model %q", l.Model, r.Model)
+			return predlog.Label{}, fmt.Errorf("model %q does not match the logged prediction's model %q", l.Model, r.Model)
 		}
-		j := joined{model: r.Model, version: sql.NullInt64{Int64: int64(r.Version), Valid: true},
-			predictedAt: sql.NullInt64{Int64: r.PredictedAt.UnixMicro(), Valid: true}}
+		row.Model, row.Version, row.PredictedAt = r.Model, r.Version, r.PredictedAt
 		features := r.Features
 		if len(features) == 0 {
 			features = l.Features
 		}
 		b, err := json.Marshal(orEmpty(features))
 		if err != nil {
-			return joined{}, err
+			return predlog.Label{}, err
 		}
-		j.features = string(b)
+		row.Features = b
 		if len(r.Parameters) > 0 {
-			b, err := json.Marshal(r.Parameters)
-			if err != nil {
-				return joined{}, err
+			if row.Parameters, err = json.Marshal(r.Parameters); err != nil {
+				return predlog.Label{}, err
 			}
-			j.parameters = sql.NullString{String: string(b), Valid: true}
 		}
-		if r.Prediction != nil {
-			j.prediction = sql.NullFloat64{Float64: *r.Prediction, Valid: true}
-		}
-		return j, nil
+		row.Prediction = r.Prediction
+		return row, nil
 	}
 	if len(l.Features) == 0 || l.Model == "" {
-		return joined{}, fmt.Errorf("unknown prediction id %q (not logged, sampled out or pruned): send model and features with the label", truncate(l.ID))
+		return predlog.Label{}, fmt.Errorf("unknown prediction id %q (not logged, sampled out or pruned): send model and features with the label", truncate(l.ID))
 	}
-	j := joined{model: l.Model}
-	if l.Version > 0 {
-		j.version = sql.NullInt64{Int64: int64(l.Version), Valid: true}
-	}
+	row.Model, row.Version = l.Model, l.Version
 	b, err := json.Marshal(l.Features)
 	if err != nil {
-		return joined{}, err
+		return predlog.Label{}, err
 	}
-	j.features = string(b)
+	row.Features = b
 	if len(l.Parameters) > 0 {
-		b, err := json.Marshal(l.Parameters)
-		if err != nil {
-			return joined{}, fmt.Errorf("parameters: %w", err)
+		if row.Parameters, err = json.Marshal(l.Parameters); err != nil {
+			return predlog.Label{}, fmt.Errorf("parameters: %w", err)
 		}
-		j.parameters = sql.NullString{String: string(b), Valid: true}
 	}
-	return j, nil
+	return row, nil
 }
 
 func orEmpty(m map[string]float64) map[string]float64 {
@@ -469,8 +441,7 @@ func (s *Store) Export(ctx context.Context, model string, since time.Time, w io.
 // Rows starts an export: the query runs now, so a failing database is
 // reported before anything is streamed; the caller must Close the result.
 func (s *Store) Rows(ctx context.Context, model string, since time.Time) (*Rows, error) {
-	rows, err := s.db.DB().QueryContext(ctx, `SELECT id, model, version, predicted_at, labelled_at, features, value, prediction, parameters
-		FROM labels WHERE model = ? AND labelled_at >= ? ORDER BY labelled_at, id`, model, since.UnixMicro())
+	rows, err := s.db.Labels(ctx, model, since)
 	if err != nil {
 		return nil, fmt.Errorf("exporting labels: %w", err)
 	}
@@ -479,7 +450,7 @@ func (s *Store) Rows(ctx context.Context, model string, since time.Time) (*Rows,
 
 // Rows is an export in progress.
 type Rows struct {
-	rows *sql.Rows
+	rows *predlog.LabelRows
 }
 
 // Close releases the query.
@@ -490,32 +461,18 @@ func (r *Rows) Encode(w io.Writer) (int, error) {
 	enc := json.NewEncoder(w)
 	n := 0
 	for r.rows.Next() {
-		var (
-			row             Row
-			version, predAt sql.NullInt64
-			labelledAt      int64
-			features        string
-			params          sql.NullString
-			prediction      sql.NullFloat64
-		)
-		if err := r.rows.Scan(&row.ID, &row.Model, &version, &predAt, &labelledAt, &features, &row.Label, &prediction, &params); err != nil {
-			return n, fmt.Errorf("exporting labels: %w", err)
+		l := r.rows.Label()
+		row := Row{ID: l.ID, Model: l.Model, LabelledAt: l.LabelledAt, Features: l.Features, Label: l.Value,
+			Prediction: l.Prediction, Parameters: l.Parameters}
+		if l.Version != 0 {
+			v := int64(l.Version)
+			row.Version = &v
 		}
-		if version.Valid {
-			row.Version = &version.Int64
+		if !l.PredictedAt.IsZero() {
+			row.PredictedAt = &l.PredictedAt
 		}
-		if predAt.Valid {
-			t := time.UnixMicro(predAt.Int64).UTC()
-			row.PredictedAt = &t
-		}
-		row.LabelledAt = time.UnixMicro(labelledAt).UTC()
-		row.Features = json.RawMessage(features)
-		if prediction.Valid {
-			row.Prediction = &prediction.Float64
-		}
-		row.Parameters = json.RawMessage("{}")
-		if params.Valid && params.String != "" {
-			row.Parameters = json.RawMessage(params.String)
+		if row.Parameters == nil {
+			row.Parameters = json.RawMessage("{}")
 		}
 		if err := enc.Encode(&row); err != nil {
 			return n, fmt.Errorf("writing export: %w", err)
@@ -572,44 +529,28 @@ func (s *Store) Get(ctx context.Context, id string) (Prediction, error) {
 	if err != nil && !errors.Is(err, predlog.ErrNotFound) {
 		return Prediction{}, err
 	}
-	var (
-		value                float64
-		labelledAt           int64
-		revisions            int
-		model                string
-		version, predictedAt sql.NullInt64
-		features             string
-		params               sql.NullString
-		prediction           sql.NullFloat64
-	)
-	lerr := s.db.DB().QueryRowContext(ctx, `SELECT value, labelled_at, revisions, model, version, predicted_at, features, parameters, prediction
-		FROM labels WHERE id = ?`, id).Scan(&value, &labelledAt, &revisions, &model, &version, &predictedAt, &features, &params, &prediction)
+	l, lerr := s.db.Label(ctx, id)
 	switch {
 	case lerr == nil:
-		p.Label = &LabelInfo{Value: value, LabelledAt: time.UnixMicro(labelledAt).UTC(), Revisions: revisions}
+		p.Label = &LabelInfo{Value: l.Value, LabelledAt: l.LabelledAt, Revisions: l.Revisions}
 		if !p.Logged { // pruned or never logged: answer from the label's copy
-			p.ID, p.Model, p.Version = id, model, int(version.Int64)
-			if predictedAt.Valid {
-				p.PredictedAt = time.UnixMicro(predictedAt.Int64).UTC()
-			}
-			if err := json.Unmarshal([]byte(features), &p.Features); err != nil {
+			p.ID, p.Model, p.Version, p.PredictedAt = id, l.Model, l.Version, l.PredictedAt
+			if err := json.Unmarshal(l.Features, &p.Features); err != nil {
 				return Prediction{}, fmt.Errorf("decoding label features: %w", err)
 			}
-			if params.Valid {
-				if err := json.Unmarshal([]byte(params.String), &p.Parameters); err != nil {
+			if l.Parameters != nil {
+				if err := json.Unmarshal(l.Parameters, &p.Parameters); err != nil {
 					return Prediction{}, fmt.Errorf("decoding label parameters: %w", err)
 				}
 			}
-			if prediction.Valid {
-				p.Prediction = &prediction.Float64
-			}
+			p.Prediction = l.Prediction
 		}
-	case errors.Is(lerr, sql.ErrNoRows):
+	case errors.Is(lerr, predlog.ErrNoLabel):
 		if !p.Logged {
 			return Prediction{}, ErrNotFound
 		}
 	default:
-		return Prediction{}, fmt.Errorf("reading label %q: %w", id, lerr)
+		return Prediction{}, lerr
 	}
 	if c := s.cards(p.Model, p.Version); c != nil {
 		p.Lineage = &Lineage{

@@ -14,11 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 )
 
 type env struct {
+	url   string
 	db    *predlog.Store
 	log   *predlog.Log
 	store *Store
@@ -56,7 +58,7 @@ func newEnv(t *testing.T) *env {
 func newEnvURL(t *testing.T, url string) *env {
 	t.Helper()
 	db, l, reg := runLog(t, url, time.Hour)
-	e := &env{db: db, log: l, reg: reg, now: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)}
+	e := &env{url: url, db: db, log: l, reg: reg, now: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)}
 	var err error
 	e.store, err = New(Options{DB: db, Log: l, Cards: cards, Registerer: reg, Now: func() time.Time { return e.now }})
 	if err != nil {
@@ -88,6 +90,18 @@ func runLog(t *testing.T, url string, flush time.Duration) (*predlog.Store, *pre
 	go func() { l.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; db.Close() })
 	return db, l, reg
+}
+
+// sqlDB opens the database at url directly, for what the stores do not
+// offer (a test's look behind them); closed when the test ends.
+func sqlDB(t *testing.T, url string) *database.DB {
+	t.Helper()
+	db, err := database.Open(context.Background(), url, database.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func (e *env) predict(id, model string, version int, pred float64, params map[string]any) {
@@ -161,10 +175,8 @@ func testAddJoinsAndCounts(t *testing.T, newURL func(testing.TB) string) {
 			t.Fatalf("%s: labels %g abs %g sq %g, want %g %g %g", st.name, labels, abs, sq, st.count, st.abs, st.sq)
 		}
 	}
-	var revisions int
-	e.db.DB().QueryRow(`SELECT revisions FROM labels WHERE id = 'replay-2016-08-01'`).Scan(&revisions)
-	if revisions != 2 {
-		t.Errorf("revisions = %d, want 2", revisions)
+	if l, err := e.db.Label(ctx, "replay-2016-08-01"); err != nil || l.Revisions != 2 {
+		t.Errorf("revisions = %d (%v), want 2", l.Revisions, err)
 	}
 	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(`
 # HELP flywheel_model_error_threshold Highest acceptable live error of a model version, from its model card's thresholds.
@@ -272,7 +284,7 @@ func testGetWithLineage(t *testing.T, newURL func(testing.TB) string) {
 		t.Fatal(err)
 	}
 	// Retention removes the prediction; the label keeps its copy.
-	if _, err := e.db.DB().Exec(`DELETE FROM predictions`); err != nil {
+	if _, err := sqlDB(t, e.url).Exec(`DELETE FROM predictions`); err != nil {
 		t.Fatal(err)
 	}
 	p, err = e.store.Get(ctx, "p1")

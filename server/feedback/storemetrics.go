@@ -92,22 +92,13 @@ func (m *StoreMetrics) Collect(ch chan<- prometheus.Metric) {
 
 // Query computes the totals per model version from the labels table.
 func (m *StoreMetrics) Query(ctx context.Context) ([]storeRow, error) {
-	rs, err := m.db.DB().QueryContext(ctx, `SELECT model, version, COUNT(*), SUM(ABS(value - prediction)),
-			SUM((value - prediction) * (value - prediction))
-		FROM labels WHERE prediction IS NOT NULL AND version IS NOT NULL GROUP BY model, version ORDER BY model, version`)
+	stats, err := m.db.LabelStats(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer rs.Close()
-	var out []storeRow
-	for rs.Next() {
-		var r storeRow
-		var v int64
-		if err := rs.Scan(&r.model, &v, &r.n, &r.absErr, &r.squaredErr); err != nil {
-			return nil, err
-		}
-		r.version = strconv.FormatInt(v, 10)
-		out = append(out, r)
+	out := make([]storeRow, len(stats))
+	for i, st := range stats {
+		out[i] = storeRow{model: st.Model, version: strconv.Itoa(st.Version), n: st.Labels, absErr: st.AbsErr, squaredErr: st.SquaredErr}
 	}
-	return out, rs.Err()
+	return out, nil
 }

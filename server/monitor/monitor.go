@@ -170,7 +170,7 @@ func New(ctx context.Context, o Options) (*Monitor, error) {
 	if err != nil {
 		return fail(err)
 	}
-	logger.Info("prediction log open", "component", "predlog", "db", m.db.DB().Name, "dialect", m.db.DB().Dialect, "sample_rate", cfg.Predlog.SampleRate,
+	logger.Info("prediction log open", "component", "predlog", "db", m.db.Name(), "dialect", m.db.Dialect(), "sample_rate", cfg.Predlog.SampleRate,
 		"queue", cfg.Predlog.QueueSize, "max_age", cfg.Predlog.MaxAge, "max_rows", cfg.Predlog.MaxRows)
 	return m, nil
 }

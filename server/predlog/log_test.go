@@ -33,6 +33,9 @@ func TestStoreContract(t *testing.T) {
 		{Name: "PackedValues", Test: testPackedValues},
 		{Name: "FeatureSetsShared", Test: testFeatureSetsShared},
 		{Name: "RecordRowsFP32", Test: testRecordRowsFP32},
+		{Name: "PutLabels", Test: testPutLabels},
+		{Name: "LabelsExport", Test: testLabelsExport},
+		{Name: "PutLabelsConcurrently", Test: testPutLabelsConcurrently},
 	})
 }
 
@@ -100,15 +103,15 @@ func TestOpenMigrates(t *testing.T) {
 			t.Fatalf("schema version %d (%v), want %d", v, err, len(migrations))
 		}
 		var mode string
-		if err := s.DB().QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		if err := s.db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
 			t.Fatalf("journal_mode %q (%v), want wal", mode, err)
 		}
 		var busy int
-		if err := s.DB().QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy); err != nil || busy != 1000 {
+		if err := s.db.QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy); err != nil || busy != 1000 {
 			t.Fatalf("busy_timeout %d (%v), want 1000", busy, err)
 		}
 		if i == 1 {
-			if _, err := s.DB().ExecContext(ctx, `INSERT INTO schema_migrations VALUES (99, 'future')`); err != nil {
+			if _, err := s.db.ExecContext(ctx, `INSERT INTO schema_migrations VALUES (99, 'future')`); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -488,7 +491,7 @@ func testPackedValues(t *testing.T, newURL func(testing.TB) string) {
 				t.Fatal(err)
 			}
 			var n int
-			if err := s.DB().QueryRow(`SELECT length(feature_values) FROM predictions WHERE id = ?`, tt.name).Scan(&n); err != nil || n != tt.size {
+			if err := s.db.QueryRow(`SELECT length(feature_values) FROM predictions WHERE id = ?`, tt.name).Scan(&n); err != nil || n != tt.size {
 				t.Errorf("feature_values holds %d bytes (%v), want %d", n, err, tt.size)
 			}
 			r, err := s.Get(ctx, tt.name)
@@ -501,7 +504,7 @@ func testPackedValues(t *testing.T, newURL func(testing.TB) string) {
 		})
 	}
 	var sets int
-	s.DB().QueryRow(`SELECT COUNT(*) FROM feature_sets`).Scan(&sets)
+	s.db.QueryRow(`SELECT COUNT(*) FROM feature_sets`).Scan(&sets)
 	if sets != 2 {
 		t.Errorf("%d feature sets stored, want 2 (a,b and a)", sets)
 	}
@@ -531,7 +534,7 @@ func testFeatureSetsShared(t *testing.T, newURL func(testing.TB) string) {
 			t.Fatal(err)
 		}
 		var sets int
-		s.DB().QueryRow(`SELECT COUNT(*) FROM feature_sets`).Scan(&sets)
+		s.db.QueryRow(`SELECT COUNT(*) FROM feature_sets`).Scan(&sets)
 		if sets != 2 {
 			t.Errorf("round %d: %d feature sets, want 2", round, sets)
 		}
@@ -547,7 +550,7 @@ func testFeatureSetsShared(t *testing.T, newURL func(testing.TB) string) {
 func TestReadsSchemaV1Rows(t *testing.T) {
 	s := openStore(t)
 	ctx := context.Background()
-	if _, err := s.DB().ExecContext(ctx, `INSERT INTO predictions (id, predicted_at, model, version, parameters, features, outputs, prediction)
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO predictions (id, predicted_at, model, version, parameters, features, outputs, prediction)
 		VALUES ('old', 1, 'm', 1, '{"date":"2016-08-01"}', '{"a":1.37,"b":2}', '[0.5,0.25]', 0.5)`); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,8 @@
 // written asynchronously, off the request path, by a bounded queue and a
 // batching flusher, to an embedded SQLite file or to a PostgreSQL database
 // shared by every serve replica. The same database holds the feedback labels
-// (package feedback) so labelled rows can be joined and exported.
+// (package feedback; the label queries are in labels.go) so labelled rows
+// can be joined and exported.
 package predlog
 
 import (
@@ -215,8 +216,12 @@ func Open(ctx context.Context, u string, busyTimeout time.Duration) (*Store, err
 	return s, nil
 }
 
-// DB returns the database handle, for the feedback store.
-func (s *Store) DB() *database.DB { return s.db }
+// Name is the database's name for logs: the SQLite path, or the URL
+// without its password.
+func (s *Store) Name() string { return s.db.Name }
+
+// Dialect is the database's SQL dialect.
+func (s *Store) Dialect() database.Dialect { return s.db.Dialect }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
@@ -448,32 +453,6 @@ func (s *Store) remember(names []string, id int64) {
 // once the row cap was reached); chunks keep both flat and let the
 // prediction writer interleave.
 const pruneChunk = 5000
-
-// PruneLabels deletes the feedback labels received before cutoff, in
-// chunks, and returns how many went.
-func (s *Store) PruneLabels(ctx context.Context, cutoff time.Time) (int64, error) {
-	var deleted int64
-	rowid := "rowid" // PostgreSQL: ctid
-	if s.db.Dialect == database.Postgres {
-		rowid = "ctid"
-	}
-	for {
-		var n int64
-		err := s.Write(ctx, func(tx *database.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM labels WHERE `+rowid+` IN (SELECT `+rowid+` FROM labels WHERE labelled_at < ? LIMIT ?)`,
-				cutoff.UnixMicro(), pruneChunk)
-			if err != nil {
-				return fmt.Errorf("pruning labels: %w", err)
-			}
-			n, _ = res.RowsAffected()
-			return nil
-		})
-		deleted += n
-		if err != nil || n < pruneChunk {
-			return deleted, err
-		}
-	}
-}
 
 // prune applies retention: predictions older than maxAge and beyond the
 // newest maxRows are deleted (0 disables either rule), in transactions of at
