@@ -150,21 +150,12 @@ func (c *Client) do(ctx context.Context, method, rawPath string, query url.Value
 	u := *c.base
 	u.Path = c.base.Path + rawPath
 	u.RawQuery = query.Encode()
-	var rb any
-	if body != nil {
-		rb = body
-	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, method, u.String(), rb)
-	if err != nil {
-		return fmt.Errorf("mlflow %s %s: %w", method, rawPath, err)
-	}
+	h := http.Header{"Accept": {"application/json"}}
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		h.Set("Content-Type", contentType)
 	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "flywheel-tracker")
 	op := method + " " + rawPath
-	resp, err := c.send(ctx, req, op)
+	resp, err := c.call(ctx, method, u, op, body, h)
 	if err != nil {
 		return err
 	}
@@ -172,9 +163,6 @@ func (c *Client) do(ctx context.Context, method, rawPath string, query url.Value
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return &tracker.Error{Kind: tracker.ErrUnavailable, Op: "mlflow " + op, Message: "reading response: " + err.Error()}
-	}
-	if resp.StatusCode/100 != 2 {
-		return decodeError(op, resp, data)
 	}
 	if out == nil {
 		return nil
@@ -190,6 +178,32 @@ func (c *Client) do(ctx context.Context, method, rawPath string, query url.Value
 		return &tracker.Error{Kind: tracker.ErrInvalid, Op: "mlflow " + op, Status: resp.StatusCode, Message: "decoding response: " + err.Error()}
 	}
 	return nil
+}
+
+// call sends one request with retries and returns a 2xx answer (the caller
+// closes its body); any other answer is decoded into a *tracker.Error. op
+// names the call in errors.
+func (c *Client) call(ctx context.Context, method string, u url.URL, op string, body []byte, h http.Header) (*http.Response, error) {
+	var rb any // a nil []byte would still be a (empty) body
+	if body != nil {
+		rb = body
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, u.String(), rb)
+	if err != nil {
+		return nil, fmt.Errorf("mlflow %s: %w", op, err)
+	}
+	maps.Copy(req.Header, h)
+	req.Header.Set("User-Agent", "flywheel-tracker")
+	resp, err := c.send(ctx, req, op)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, decodeError(op, resp, data)
+	}
+	return resp, nil
 }
 
 // decodeError turns {"error_code","message"} (or an HTML page) into a
@@ -250,10 +264,19 @@ func (c *Client) postJSON(ctx context.Context, endpoint string, in, out any) err
 
 // GetExperimentByName returns the experiment or ErrNotFound.
 func (c *Client) GetExperimentByName(ctx context.Context, name string) (tracker.Experiment, error) {
+	return c.getExperiment(ctx, "experiments/get-by-name", url.Values{"experiment_name": {name}})
+}
+
+// GetExperiment returns the experiment with id, or ErrNotFound.
+func (c *Client) GetExperiment(ctx context.Context, id string) (tracker.Experiment, error) {
+	return c.getExperiment(ctx, "experiments/get", url.Values{"experiment_id": {id}})
+}
+
+func (c *Client) getExperiment(ctx context.Context, endpoint string, q url.Values) (tracker.Experiment, error) {
 	var out struct {
 		Experiment wireExperiment `json:"experiment"`
 	}
-	if err := c.getJSON(ctx, "experiments/get-by-name", url.Values{"experiment_name": {name}}, &out); err != nil {
+	if err := c.getJSON(ctx, endpoint, q, &out); err != nil {
 		return tracker.Experiment{}, err
 	}
 	return out.Experiment.experiment(), nil
@@ -265,17 +288,6 @@ func (e wireExperiment) experiment() tracker.Experiment {
 		x.Tags[t.Key] = t.Value
 	}
 	return x
-}
-
-// GetExperiment returns the experiment with id, or ErrNotFound.
-func (c *Client) GetExperiment(ctx context.Context, id string) (tracker.Experiment, error) {
-	var out struct {
-		Experiment wireExperiment `json:"experiment"`
-	}
-	if err := c.getJSON(ctx, "experiments/get", url.Values{"experiment_id": {id}}, &out); err != nil {
-		return tracker.Experiment{}, err
-	}
-	return out.Experiment.experiment(), nil
 }
 
 // GetOrCreateExperiment looks the experiment up by name and creates it when
@@ -521,15 +533,9 @@ func getPages[W any](ctx context.Context, c *Client, endpoint string, q url.Valu
 // or mlflow-artifacts://host/<...>) plus a relative path onto the proxied
 // artifact API path.
 func (c *Client) artifactPath(ctx context.Context, runID, rel string) (string, error) {
-	c.mu.Lock()
-	uri, ok := c.artifactURIs[runID]
-	c.mu.Unlock()
-	if !ok {
-		r, err := c.GetRun(ctx, runID)
-		if err != nil {
-			return "", err
-		}
-		uri = r.Info.ArtifactURI
+	uri, err := c.artifactURI(ctx, runID)
+	if err != nil {
+		return "", err
 	}
 	return ArtifactAPIPath(uri, rel)
 }
@@ -559,6 +565,22 @@ func escapePath(p string) string {
 		parts[i] = url.PathEscape(s)
 	}
 	return strings.Join(parts, "/")
+}
+
+// artifactURI is the run's artifact root: remembered from StartRun or
+// GetRun, else fetched.
+func (c *Client) artifactURI(ctx context.Context, runID string) (string, error) {
+	c.mu.Lock()
+	uri, ok := c.artifactURIs[runID]
+	c.mu.Unlock()
+	if ok {
+		return uri, nil
+	}
+	r, err := c.GetRun(ctx, runID) // remembers it
+	if err != nil {
+		return "", err
+	}
+	return r.Info.ArtifactURI, nil
 }
 
 func (c *Client) rememberArtifactURI(runID, uri string) {
@@ -594,27 +616,16 @@ func (c *Client) doRaw(ctx context.Context, method, escapedPath string, body []b
 		return err
 	}
 	u.Path = p
-	var rb any
+	h := http.Header{}
 	if body != nil {
-		rb = body
-	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, method, u.String(), rb)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Type", "application/octet-stream")
 	}
 	op := method + " " + p
-	resp, err := c.send(ctx, req, op)
+	resp, err := c.call(ctx, method, u, op, body, h)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return decodeError(op, resp, data)
-	}
 	if out != nil {
 		if _, err := io.Copy(out, resp.Body); err != nil {
 			return &tracker.Error{Kind: tracker.ErrUnavailable, Op: "mlflow " + op, Message: err.Error()}
@@ -623,17 +634,23 @@ func (c *Client) doRaw(ctx context.Context, method, escapedPath string, body []b
 	return nil
 }
 
+// download reads the artifact API path p into memory: the caller gets a
+// whole file or an error, never a body cut off mid-read.
+func (c *Client) download(ctx context.Context, p string) (io.ReadCloser, error) {
+	var buf bytes.Buffer
+	if err := c.doRaw(ctx, http.MethodGet, p, nil, &buf); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(&buf), nil
+}
+
 // OpenArtifact downloads an artifact through the proxied artifact API.
 func (c *Client) OpenArtifact(ctx context.Context, runID, rel string) (io.ReadCloser, error) {
 	p, err := c.artifactPath(ctx, runID, rel)
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	if err := c.doRaw(ctx, http.MethodGet, p, nil, &buf); err != nil {
-		return nil, err
-	}
-	return io.NopCloser(&buf), nil
+	return c.download(ctx, p)
 }
 
 // GetModelVersionDownloadURI is the artifact URI MLflow stores a version's
@@ -658,11 +675,7 @@ func (c *Client) OpenArtifactURI(ctx context.Context, uri, rel string) (io.ReadC
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	if err := c.doRaw(ctx, http.MethodGet, p, nil, &buf); err != nil {
-		return nil, err
-	}
-	return io.NopCloser(&buf), nil
+	return c.download(ctx, p)
 }
 
 // ListArtifacts lists one directory level (a missing path is empty).
@@ -701,9 +714,7 @@ func (c *Client) CreateRegisteredModel(ctx context.Context, name string) error {
 
 // GetModelVersion returns one version with its description and tags.
 func (c *Client) GetModelVersion(ctx context.Context, name, version string) (tracker.ModelVersion, error) {
-	var out struct {
-		ModelVersion wireModelVersion `json:"model_version"`
-	}
+	var out modelVersionReply
 	if err := c.getJSON(ctx, "model-versions/get", url.Values{"name": {name}, "version": {version}}, &out); err != nil {
 		return tracker.ModelVersion{}, err
 	}
@@ -733,23 +744,15 @@ func (c *Client) AnnotateModelVersion(ctx context.Context, name, version string,
 // run's artifact_uri joined with the path. Not retried after an ambiguous
 // failure (it would create two versions).
 func (c *Client) CreateModelVersion(ctx context.Context, name, runID, artifactPath string) (tracker.ModelVersion, error) {
-	c.mu.Lock()
-	uri, ok := c.artifactURIs[runID]
-	c.mu.Unlock()
-	if !ok {
-		r, err := c.GetRun(ctx, runID)
-		if err != nil {
-			return tracker.ModelVersion{}, err
-		}
-		uri = r.Info.ArtifactURI
+	uri, err := c.artifactURI(ctx, runID)
+	if err != nil {
+		return tracker.ModelVersion{}, err
 	}
 	source := strings.TrimRight(uri, "/")
 	if p := strings.Trim(artifactPath, "/"); p != "" {
 		source += "/" + p
 	}
-	var out struct {
-		ModelVersion wireModelVersion `json:"model_version"`
-	}
+	var out modelVersionReply
 	if err := c.postJSON(notIdempotent(ctx), "model-versions/create", map[string]any{"name": name, "source": source, "run_id": runID}, &out); err != nil {
 		return tracker.ModelVersion{}, err
 	}
@@ -778,9 +781,7 @@ func (c *Client) SetAlias(ctx context.Context, name, alias, version string) erro
 // GetModelVersionByAlias resolves an alias. MLflow answers an unknown alias
 // with 400 INVALID_PARAMETER_VALUE; it is reported as ErrNotFound.
 func (c *Client) GetModelVersionByAlias(ctx context.Context, name, alias string) (tracker.ModelVersion, error) {
-	var out struct {
-		ModelVersion wireModelVersion `json:"model_version"`
-	}
+	var out modelVersionReply
 	err := c.getJSON(ctx, "registered-models/alias", url.Values{"name": {name}, "alias": {alias}}, &out)
 	var te *tracker.Error
 	if errors.As(err, &te) && te.Code == "INVALID_PARAMETER_VALUE" && strings.Contains(strings.ToLower(te.Message), "alias") {

@@ -162,6 +162,11 @@ type wireRun struct {
 	} `json:"inputs"`
 }
 
+// modelVersionReply is the answer of the calls that return one version.
+type modelVersionReply struct {
+	ModelVersion wireModelVersion `json:"model_version"`
+}
+
 type wireModelVersion struct {
 	Name    string     `json:"name"`
 	Version flexString `json:"version"`
