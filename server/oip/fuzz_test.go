@@ -15,7 +15,17 @@ import (
 // *DecodeError, and every success must fill the model's shapes.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`))
-	d := Decoder{
+	d := fuzzDecoder()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := d.Decode(body)
+		checkDecoded(t, d, r, err)
+	})
+}
+
+// fuzzDecoder is the decoder the fuzz targets feed: inputs of three
+// datatypes, at most 1<<16 elements.
+func fuzzDecoder() Decoder {
+	return Decoder{
 		Inputs: []tensor.Spec{
 			{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}},
 			{Name: "s", DataType: tensor.Bytes, Shape: []int64{-1}},
@@ -24,25 +34,25 @@ func FuzzDecode(f *testing.F) {
 		Outputs:     []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1}}},
 		MaxElements: 1 << 16,
 	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		r, err := d.Decode(body)
-		if err != nil {
-			var de *DecodeError
-			if !errors.As(err, &de) {
-				t.Fatalf("error %v (%T) is not a DecodeError", err, err)
-			}
-			return
+}
+
+// checkDecoded fails t unless err is a *DecodeError or r fills d's inputs:
+// each input of its declared datatype, with as many elements as its shape.
+func checkDecoded(t *testing.T, d Decoder, r *Request, err error) {
+	t.Helper()
+	if err != nil {
+		var de *DecodeError
+		if !errors.As(err, &de) {
+			t.Fatalf("error %v (%T) is not a DecodeError", err, err)
 		}
-		for i, in := range r.Inputs {
-			n, ok := tensor.Elements(in.Shape, 1<<16)
-			if !ok || int64(in.Len()) != n {
-				t.Fatalf("input %d: %d elements for shape %v", i, in.Len(), in.Shape)
-			}
-			if in.DataType != d.Inputs[i].DataType {
-				t.Fatalf("input %d datatype %s", i, in.DataType)
-			}
+		return
+	}
+	for i, in := range r.Inputs {
+		n, ok := tensor.Elements(in.Shape, d.MaxElements)
+		if !ok || int64(in.Len()) != n || in.DataType != d.Inputs[i].DataType {
+			t.Fatalf("input %d: %s with %d elements for shape %v", i, in.DataType, in.Len(), in.Shape)
 		}
-	})
+	}
 }
 
 // FuzzDecodeFast holds the fast path to the general decoder: whatever the
@@ -112,30 +122,10 @@ func FuzzDecodeBinary(f *testing.F) {
 	head := `{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}},{"name":"i","shape":[2],"datatype":"INT8","data":[1,2]}]}`
 	f.Add(append([]byte(head), 0, 0, 128, 63, 0, 0, 0, 64, 2, 0, 0, 0, 'h', 'i'), len(head))
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`), 70)
-	d := Decoder{
-		Inputs: []tensor.Spec{
-			{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, 2}},
-			{Name: "s", DataType: tensor.Bytes, Shape: []int64{-1}},
-			{Name: "i", DataType: tensor.Int8, Shape: []int64{-1}},
-		},
-		Outputs:     []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1}}},
-		MaxElements: 1 << 16,
-	}
+	d := fuzzDecoder()
 	f.Fuzz(func(t *testing.T, body []byte, headerLength int) {
 		r, err := d.DecodeBinary(body, strconv.Itoa(headerLength))
-		if err != nil {
-			var de *DecodeError
-			if !errors.As(err, &de) {
-				t.Fatalf("error %v (%T) is not a DecodeError", err, err)
-			}
-			return
-		}
-		for i, in := range r.Inputs {
-			n, ok := tensor.Elements(in.Shape, 1<<16)
-			if !ok || int64(in.Len()) != n || in.DataType != d.Inputs[i].DataType {
-				t.Fatalf("input %d: %s with %d elements for shape %v", i, in.DataType, in.Len(), in.Shape)
-			}
-		}
+		checkDecoded(t, d, r, err)
 	})
 }
 
