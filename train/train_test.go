@@ -15,11 +15,9 @@ import (
 	"testing"
 	"time"
 
-	ortgo "github.com/yalue/onnxruntime_go"
-
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
-	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/train/dataset"
+	"github.com/flywheel-ml/flywheel/train/export/exporttest"
 	"github.com/flywheel-ml/flywheel/train/features"
 )
 
@@ -112,13 +110,10 @@ func TestMetricsOnTheTimeSplit(t *testing.T) {
 
 func TestONNXRuntimeParity(t *testing.T) {
 	d, results := fitted(t)
-	if _, _, err := ort.Setup(""); err != nil {
-		t.Fatal(err)
-	}
 	for _, algo := range Algorithms() {
 		t.Run(algo, func(t *testing.T) {
 			r := results[algo]
-			got := runORT(t, r.ONNX, d.Test)
+			got := exporttest.Predict(t, r.ONNX, featureRows(d.Test))
 			var maxDiff float64
 			for i, e := range d.Test {
 				want := r.Model.Predict(e.Features)
@@ -132,42 +127,13 @@ func TestONNXRuntimeParity(t *testing.T) {
 	}
 }
 
-// runORT runs the whole split through ONNX Runtime in one batch.
-func runORT(t *testing.T, model []byte, ex []Example) []float32 {
-	t.Helper()
-	opts, err := ortgo.NewSessionOptions()
-	if err != nil {
-		t.Fatal(err)
+// featureRows is the feature matrix of ex.
+func featureRows(ex []Example) [][]float64 {
+	X := make([][]float64, len(ex))
+	for i, e := range ex {
+		X[i] = e.Features
 	}
-	defer opts.Destroy()
-	_ = opts.SetIntraOpNumThreads(1)
-	_ = opts.SetInterOpNumThreads(1)
-	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{"features"}, []string{"prediction"}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Destroy()
-	F := len(ex[0].Features)
-	flat := make([]float32, 0, len(ex)*F)
-	for _, e := range ex {
-		for _, v := range e.Features {
-			flat = append(flat, float32(v))
-		}
-	}
-	in, err := ortgo.NewTensor(ortgo.NewShape(int64(len(ex)), int64(F)), flat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Destroy()
-	out, err := ortgo.NewEmptyTensor[float32](ortgo.NewShape(int64(len(ex)), 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Destroy()
-	if err := s.Run([]ortgo.Value{in}, []ortgo.Value{out}); err != nil {
-		t.Fatal(err)
-	}
-	return append([]float32(nil), out.GetData()...)
+	return X
 }
 
 // TestONNXChecker validates every exported model with the ONNX project's own
@@ -456,10 +422,7 @@ func TestCommittedModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := ort.Setup(""); err != nil {
-		t.Fatal(err)
-	}
-	got := runORT(t, b, d.Test)
+	got := exporttest.Predict(t, b, featureRows(d.Test))
 	var ae float64
 	for i, e := range d.Test {
 		ae += math.Abs(float64(got[i]) - e.Target)

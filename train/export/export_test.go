@@ -7,10 +7,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	ortgo "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/flywheel-ml/flywheel/server/ort"
+	"github.com/flywheel-ml/flywheel/train/export/exporttest"
 	"github.com/flywheel-ml/flywheel/train/export/onnxpb"
 	"github.com/flywheel-ml/flywheel/train/gbdt"
 	"github.com/flywheel-ml/flywheel/train/mlp"
@@ -40,9 +39,6 @@ func target(x []float64) float64 {
 }
 
 func TestParityWithONNXRuntime(t *testing.T) {
-	if _, _, err := ort.Setup(""); err != nil {
-		t.Fatal(err)
-	}
 	X := rows(400)
 	y := make([]float64, len(X))
 	for i, x := range X[:400] {
@@ -105,7 +101,7 @@ func TestParityWithONNXRuntime(t *testing.T) {
 				back.GetGraph().GetInput()[0].GetName() != InputName || back.GetGraph().GetOutput()[0].GetName() != OutputName {
 				t.Fatalf("model header %v", back.GetOpsetImport())
 			}
-			got := run(t, b, X)
+			got := exporttest.Predict(t, b, X)
 			// FP32 inference: 1e-3 absolute, or relative for the extreme rows
 			var maxDiff float64
 			for i, x := range X {
@@ -119,7 +115,7 @@ func TestParityWithONNXRuntime(t *testing.T) {
 			t.Logf("max |onnxruntime − go| / max(1, |go|) = %.3g over %d rows", maxDiff, len(X))
 		})
 	}
-	if got := run(t, mustMarshal(t, hand), [][]float64{{0, 0.5, 0, 0}, {0, float64(math.Nextafter32(0.5, 1)), 0, 0}}); got[0] != 0 || got[1] != 2 {
+	if got := exporttest.Predict(t, mustMarshal(t, hand), [][]float64{{0, 0.5, 0, 0}, {0, float64(math.Nextafter32(0.5, 1)), 0, 0}}); got[0] != 0 || got[1] != 2 {
 		t.Fatalf("threshold tie: %v, want [0 2]", got)
 	}
 	if _, err := GBDT(&gbdt.Model{}, Options{}); err == nil {
@@ -137,33 +133,4 @@ func mustMarshal(t *testing.T, m *gbdt.Model) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func run(t *testing.T, model []byte, X [][]float64) []float32 {
-	t.Helper()
-	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{InputName}, []string{OutputName}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Destroy()
-	flat := make([]float32, 0, len(X)*len(X[0]))
-	for _, x := range X {
-		for _, v := range x {
-			flat = append(flat, float32(v))
-		}
-	}
-	in, err := ortgo.NewTensor(ortgo.NewShape(int64(len(X)), int64(len(X[0]))), flat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Destroy()
-	out, err := ortgo.NewEmptyTensor[float32](ortgo.NewShape(int64(len(X)), 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Destroy()
-	if err := s.Run([]ortgo.Value{in}, []ortgo.Value{out}); err != nil {
-		t.Fatal(err)
-	}
-	return append([]float32(nil), out.GetData()...)
 }
