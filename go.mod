@@ -19,6 +19,7 @@ require (
 	github.com/valyala/fasthttp v1.51.0
 	github.com/x448/float16 v0.8.4
 	github.com/yalue/onnxruntime_go v1.27.0
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.22.0
 	gonum.org/v1/gonum v0.17.0
 	google.golang.org/protobuf v1.36.12

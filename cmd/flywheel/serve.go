@@ -251,17 +251,23 @@ func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, std
 		defer stopPprof()
 	}
 
-	// One run group: the HTTP server, the repository watcher, the registry
-	// follower and the monitor (drift, prediction log); the first to fail,
-	// or ctx, starts the one shutdown path, in order: readiness drops, HTTP
-	// drains, then the watcher and the follower stop and the prediction log
-	// writes what is queued; last, sessions and the database close.
+	// One run group: the HTTP server, the repository (watcher and the
+	// versions' batchers), the registry follower and the monitor (drift,
+	// prediction log); the first to fail, or ctx, starts the one shutdown
+	// path, in order: readiness drops, HTTP drains, the watcher and the
+	// follower stop and the batchers drain (the repository's Run returns),
+	// the prediction log writes what is queued (the monitor's Run returns);
+	// last, the database and the sessions close.
 	g, gctx := errgroup.WithContext(ctx)
-	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWatch()
-	g.Go(func() error { return mon.Run(watchCtx) })
+	repoCtx, stopRepo := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRepo()
+	monCtx, stopMon := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMon()
+	repoDone := make(chan struct{})
+	g.Go(func() error { return mon.Run(monCtx) })
 	g.Go(func() error {
-		if err := repo.Run(watchCtx); err != nil {
+		defer close(repoDone)
+		if err := repo.Run(repoCtx); err != nil {
 			return fmt.Errorf("model repository watcher: %w", err)
 		}
 		return nil
@@ -269,7 +275,7 @@ func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, std
 	if follower != nil {
 		follower.SetRepository(repo)
 		g.Go(func() error {
-			if err := follower.Run(watchCtx); err != nil {
+			if err := follower.Run(repoCtx); err != nil {
 				return fmt.Errorf("registry follower: %w", err)
 			}
 			return nil
@@ -300,7 +306,9 @@ func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, std
 		if err := srv.Drain(sctx, delay); err != nil {
 			logger.Warn("HTTP shutdown did not drain in time", "component", "api", "err", err)
 		}
-		stopWatch() // the watcher, the registry follower and the monitor
+		stopRepo() // the watcher, the registry follower and the batchers
+		<-repoDone
+		stopMon() // the prediction log writes what the batchers answered
 		return nil
 	})
 	srv.SetReady(true)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/server/testmodel"
@@ -54,12 +56,19 @@ func TestServeStartupErrors(t *testing.T) {
 }
 
 // TestServeEmptyFolderAndGracefulShutdown starts serve on an empty folder
-// (a warning, not an error), publishes a model, serves it, then cancels the
-// context as SIGTERM does: readiness drops, requests drain, sessions close.
+// (a warning, not an error), publishes a batched model, serves it, then
+// cancels the context as SIGTERM does: readiness drops, requests drain, the
+// batchers drain, the prediction log is written, sessions close, and no
+// goroutine of serve is left.
 func TestServeEmptyFolderAndGracefulShutdown(t *testing.T) {
 	if _, _, err := ort.Setup(""); err != nil {
 		t.Fatal(err)
 	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		// fasthttp's: one clock per process, and a pool cleaner that sees
+		// the server's stop only after its idle sleep (10 s).
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"))
 	root := t.TempDir()
 	db := filepath.Join(t.TempDir(), "var", "flywheel.db")
 	ln := listen(t)
@@ -81,6 +90,7 @@ func TestServeEmptyFolderAndGracefulShutdown(t *testing.T) {
 	// Publish a model: hidden temporary folder renamed into place.
 	tmp := filepath.Join(root, "mlp", ".tmp-1")
 	os.MkdirAll(tmp, 0o755)
+	os.WriteFile(filepath.Join(root, "mlp", "config.yaml"), []byte("dynamic_batching: {max_batch_size: 8, dispatch: workers}\n"), 0o644)
 	os.WriteFile(filepath.Join(tmp, "model.onnx"), testmodel.MLPSmall(), 0o644)
 	os.Rename(tmp, filepath.Join(root, "mlp", "1"))
 	waitHTTP(t, url+"/v2/models/mlp/ready", 200)

@@ -10,10 +10,11 @@ import (
 
 // BatchWrap returns an Options.Wrap that puts a batch.Batcher in front of
 // the session of every version whose config.yaml has a dynamic_batching
-// block; other versions keep the session itself. The batcher's workers run
-// until the version retires (the repository closes the wrapper, which
-// drains the queue, before the session). clients, when not nil, is
-// batch.Options.Clients (the HTTP server's open connections).
+// block; other versions keep the session itself. The batcher is a Worker:
+// the repository runs it under its Run until the version retires (it closes
+// the wrapper and waits for the queue to drain, before the session) or Run
+// ends. clients, when not nil, is batch.Options.Clients (the HTTP server's
+// open connections).
 func BatchWrap(logger *slog.Logger, clients func() int) func(string, int64, ModelConfig, Runner) Runner {
 	if logger == nil {
 		logger = nopLogger()
@@ -28,12 +29,12 @@ func BatchWrap(logger *slog.Logger, clients func() int) func(string, int64, Mode
 			logger.Error("dynamic batching disabled", "component", "batch", "model", model, "version", version, "err", err)
 			return r
 		}
-		go b.Run(context.Background())
 		return batchedRunner{b}
 	}
 }
 
-// batchedRunner adapts a batch.Batcher to Runner, TimedRunner and io.Closer.
+// batchedRunner adapts a batch.Batcher to Runner, TimedRunner, Worker and
+// io.Closer.
 type batchedRunner struct{ b *batch.Batcher }
 
 func (a batchedRunner) Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
@@ -46,9 +47,11 @@ func (a batchedRunner) RunTimed(ctx context.Context, in []tensor.Tensor) ([]tens
 	return res.Outputs, Timing{Queue: res.Queue, Compute: res.Compute, Executions: res.Executions}, err
 }
 
-// Close stops intake and returns once every queued request has run.
+// Work runs the batcher until ctx is done or Close, then drains its queue.
+func (a batchedRunner) Work(ctx context.Context) error { return a.b.Run(ctx) }
+
+// Close stops intake; Work returns once every queued request has run.
 func (a batchedRunner) Close() error {
 	a.b.Close()
-	a.b.Wait()
 	return nil
 }

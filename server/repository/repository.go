@@ -140,6 +140,8 @@ type Repository struct {
 	watchMu sync.Mutex // guards watcher and watched
 	watcher *fsnotify.Watcher
 	watched map[string]bool
+
+	workers workers // the versions' Work goroutines (workers.go)
 }
 
 // watch adds file system watches for folders as soon as a scan finds them,
@@ -184,6 +186,8 @@ type entry struct {
 	loaded  Loaded
 	runner  Runner // loaded, or its wrapper
 	wrapped bool
+	worker  Worker // runner, when it has goroutines of its own
+	repo    *Repository
 	card    *modelrepo.Card
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -198,6 +202,9 @@ func (e *entry) close() {
 			if err := c.Close(); err != nil {
 				e.log.Warn("closing runner", "model", e.model, "version", e.version, "err", err)
 			}
+		}
+		if e.worker != nil {
+			e.repo.stopWork(e)
 		}
 		if err := e.loaded.Close(); err != nil {
 			e.log.Warn("closing session", "model", e.model, "version", e.version, "err", err)
@@ -583,7 +590,12 @@ func (r *Repository) loadVersion(ctx context.Context, name string, v int64, cfg 
 	if r.wrap != nil {
 		runner = r.wrap(name, v, cfg, l)
 	}
-	return &entry{model: name, version: v, loaded: l, runner: runner, wrapped: r.wrap != nil, card: c, log: r.log, at: time.Now()}, nil
+	e = &entry{model: name, version: v, loaded: l, runner: runner, wrapped: r.wrap != nil, card: c, log: r.log, at: time.Now(), repo: r}
+	if w, ok := runner.(Worker); ok && e.wrapped {
+		e.worker = w
+		r.startWork(e)
+	}
+	return e, nil
 }
 
 func checkCard(c *modelrepo.Card, inputs []tensor.Spec) error {
@@ -816,8 +828,11 @@ func (r *Repository) Rescan() {
 
 // Run watches the repository with fsnotify and rescans after changes and
 // every RescanInterval, until ctx is done. A failed watch degrades to the
-// periodic rescan.
+// periodic rescan. It also runs the versions' workers (see Worker) under
+// ctx: when ctx is done they drain, and Run returns once they have.
 func (r *Repository) Run(ctx context.Context) error {
+	r.runWork(ctx)
+	defer r.waitWork()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		r.log.Warn("file system events unavailable, relying on periodic rescans", "err", err)
