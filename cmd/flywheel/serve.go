@@ -89,7 +89,7 @@ func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, std
 	fs.String(&f.registryCache, "registry-cache", "", "var/registry-models", "with models:/ references: the local folder the registry's versions are downloaded into (kept across restarts)")
 	fs.Duration(&f.registryPoll, "registry-poll", "", 10*time.Second, "with models:/ references: how often the aliases are polled")
 	f.tracking.registerServer(fs, "MLflow tracking server URL the models:/ references are resolved at (e.g. http://127.0.0.1:5000)")
-	fs.String(&f.listen, "listen", "", ":8080", "HTTP listen address")
+	fs.String(&f.listen, "listen", "", ":8080", "HTTP listen address"+listenHelp)
 	fs.String(&f.ortLib, "ort-lib", ort.EnvVar, "", "path to libonnxruntime.so.1 (default: lib/ in the working directory or the project root)")
 	fs.String(&f.adminToken, "admin-token", "", "", "bearer token required by repository load/unload and the feedback export (empty: they are disabled unless --insecure-admin)")
 	fs.String(&f.adminTokenFile, "admin-token-file", "", "", "file holding the admin token (instead of --admin-token)")
@@ -236,9 +236,9 @@ func runServeOn(ctx context.Context, args []string, ln net.Listener, stdout, std
 	openConns.srv.Store(srv)
 
 	if ln == nil {
-		l, err := net.Listen("tcp", f.listen)
+		l, err := openListener("--listen", f.listen)
 		if err != nil {
-			return fmt.Errorf("listening on --listen %s: %w", f.listen, err)
+			return err
 		}
 		ln = l
 	}

@@ -59,7 +59,7 @@ type trainerFlags struct {
 func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs := newFlagSet("trainer", "Run the retraining service: Alertmanager webhook, manual retraining, a durable SQLite job queue\nand the pipeline snapshot → train → evaluate → gate → track → publish → confirm.")
 	d := pipeline.DefaultConfig()
-	fs.String(&f.listen, "listen", "", ":8090", "address to listen on")
+	fs.String(&f.listen, "listen", "", ":8090", "address to listen on"+listenHelp)
 	fs.String(&f.token, "token", "", "", "bearer token required on POST /v1/alerts and /v1/retrain")
 	fs.String(&f.tokenFile, "token-file", "", "", "file holding the bearer token (instead of --token)")
 	fs.String(&f.db, "db", "", "data/trainer/jobs.db", "SQLite job store (one trainer)")
@@ -389,9 +389,9 @@ func runTrainerOn(ctx context.Context, args []string, ln net.Listener, stdout, s
 		return err
 	}
 	if ln == nil {
-		if ln, err = net.Listen("tcp", f.listen); err != nil {
+		if ln, err = openListener("--listen", f.listen); err != nil {
 			app.close()
-			return fmt.Errorf("--listen %s: %w", f.listen, err)
+			return err
 		}
 	}
 	app.logger.Info("listening", "address", ln.Addr().String(), "routes", strings.Join(app.service.Routes(), ", "))

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/train/external"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline/pipelinetest"
@@ -285,11 +284,20 @@ func TestTrainerKilledMidJob(t *testing.T) {
 			}
 		}
 	})
-	addr := harness.FreeAddr(t) // a child process cannot be handed a listener
-	base := "http://" + addr
+	// The test holds the listening socket and hands it to each trainer
+	// process as fd 3 (--listen fd:3): the port stays the same across the
+	// kill and the restart, and is never found free and reused.
+	ln := listen(t)
+	sock, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	base := "http://" + ln.Addr().String()
 	start := func(name string) (*exec.Cmd, *syncBuffer) {
 		var logs syncBuffer
-		cmd := exec.Command(bin, append([]string{"trainer"}, f.args(addr, "/bin/sh "+script)...)...)
+		cmd := exec.Command(bin, append([]string{"trainer"}, f.args("fd:3", "/bin/sh "+script)...)...)
+		cmd.ExtraFiles = []*os.File{sock}
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		cmd.Env = append(os.Environ(), "FLYWHEEL_TOKEN=") // flags win; keep env clean
 		if err := cmd.Start(); err != nil {
