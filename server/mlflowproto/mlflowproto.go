@@ -19,6 +19,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/server/oip"
 	"github.com/flywheel-ml/flywheel/server/tensor"
+	"github.com/flywheel-ml/flywheel/server/tensorjson"
 )
 
 // Request is the body of POST /invocations; exactly one field is set.
@@ -317,7 +318,7 @@ func Encode(outputs []tensor.Tensor) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = oip.AppendString(b, t.Name)
+			b = tensorjson.AppendString(b, t.Name)
 			b = append(b, ':')
 			if b, err = appendNested(b, t); err != nil {
 				break

@@ -4,11 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"strconv"
-	"unicode/utf8"
 
 	"github.com/flywheel-ml/flywheel/server/binarydata"
 	"github.com/flywheel-ml/flywheel/server/tensor"
+	"github.com/flywheel-ml/flywheel/server/tensorjson"
 )
 
 // Response is what EncodeResponse writes.
@@ -25,14 +24,14 @@ type Response struct {
 // are written as null. SEQUENCE and MAP outputs carry their JSON values.
 func AppendResponse(b []byte, r Response) ([]byte, error) {
 	b = append(b, `{"model_name":`...)
-	b = AppendString(b, r.Model)
+	b = tensorjson.AppendString(b, r.Model)
 	if r.Version != "" {
 		b = append(b, `,"model_version":`...)
-		b = AppendString(b, r.Version)
+		b = tensorjson.AppendString(b, r.Version)
 	}
 	if r.ID != "" {
 		b = append(b, `,"id":`...)
-		b = AppendString(b, r.ID)
+		b = tensorjson.AppendString(b, r.ID)
 	}
 	if len(r.Parameters) > 0 {
 		p, err := json.Marshal(r.Parameters)
@@ -48,17 +47,12 @@ func AppendResponse(b []byte, r Response) ([]byte, error) {
 			b = append(b, ',')
 		}
 		b = append(b, `{"name":`...)
-		b = AppendString(b, t.Name)
+		b = tensorjson.AppendString(b, t.Name)
 		b = append(b, `,"datatype":`...)
-		b = AppendString(b, string(t.DataType))
-		b = append(b, `,"shape":[`...)
-		for j, d := range t.Shape {
-			if j > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, d, 10)
-		}
-		b = append(b, `],"data":`...)
+		b = tensorjson.AppendString(b, string(t.DataType))
+		b = append(b, `,"shape":`...)
+		b = tensorjson.AppendShape(b, t.Shape)
+		b = append(b, `,"data":`...)
 		var err error
 		if b, err = AppendData(b, t.Data); err != nil {
 			return nil, fmt.Errorf("encoding output %q: %w", t.Name, err)
@@ -68,61 +62,12 @@ func AppendResponse(b []byte, r Response) ([]byte, error) {
 	return append(b, "]}"...), nil
 }
 
-// AppendData appends a typed data slice as a flat JSON array.
+// AppendData appends data as JSON: a typed slice as a flat array
+// (tensorjson.AppendData), any other value — the JSON values of SEQUENCE
+// and MAP outputs — marshalled with non-finite floats as null.
 func AppendData(b []byte, data any) ([]byte, error) {
-	switch d := data.(type) {
-	case []float32:
-		b = append(b, '[')
-		for i, v := range d {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendFloat(b, float64(v), 32)
-		}
-		return append(b, ']'), nil
-	case []float64:
-		b = append(b, '[')
-		for i, v := range d {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendFloat(b, v, 64)
-		}
-		return append(b, ']'), nil
-	case []int64:
-		return appendInts(b, d), nil
-	case []int32:
-		return appendInts(b, d), nil
-	case []int16:
-		return appendInts(b, d), nil
-	case []int8:
-		return appendInts(b, d), nil
-	case []uint8:
-		return appendUints(b, d), nil
-	case []uint16:
-		return appendUints(b, d), nil
-	case []uint32:
-		return appendUints(b, d), nil
-	case []uint64:
-		return appendUints(b, d), nil
-	case []bool:
-		b = append(b, '[')
-		for i, v := range d {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendBool(b, v)
-		}
-		return append(b, ']'), nil
-	case []string:
-		b = append(b, '[')
-		for i, v := range d {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = AppendString(b, v)
-		}
-		return append(b, ']'), nil
+	if out, err := tensorjson.AppendData(b, data); err == nil {
+		return out, nil
 	}
 	j, err := json.Marshal(cleanJSON(data))
 	if err != nil {
@@ -155,71 +100,10 @@ func cleanJSON(v any) any {
 		}
 		return out
 	case []float32, []float64:
-		r, _ := AppendData(nil, x)
+		r, _ := tensorjson.AppendData(nil, x)
 		return json.RawMessage(r)
 	}
 	return v
-}
-
-func appendFloat(b []byte, v float64, bits int) []byte {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return append(b, "null"...)
-	}
-	return strconv.AppendFloat(b, v, 'g', -1, bits)
-}
-
-func appendInts[T int8 | int16 | int32 | int64](b []byte, d []T) []byte {
-	b = append(b, '[')
-	for i, v := range d {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, int64(v), 10)
-	}
-	return append(b, ']')
-}
-
-func appendUints[T uint8 | uint16 | uint32 | uint64](b []byte, d []T) []byte {
-	b = append(b, '[')
-	for i, v := range d {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendUint(b, uint64(v), 10)
-	}
-	return append(b, ']')
-}
-
-const hex = "0123456789abcdef"
-
-// AppendString appends s as a JSON string.
-func AppendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20 || c == '<' || c == '>' || c == '&':
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else if r == '\u2028' || r == '\u2029' {
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
 }
 
 // Select returns the outputs to answer with, in the order the request names

@@ -28,83 +28,63 @@ func PutBuffer(b *Buffer) {
 	buffers.Put(b)
 }
 
-// AppendData appends data (a typed slice, see the package doc) to dst as a
-// flat JSON array. A []uint16 is written as UINT16 integers; FP16 bit
-// patterns go through AppendFloat16Data (or AppendTensor with "FP16"). Floats use the shortest representation that reads back
-// as the same value at their precision, formatted as encoding/json does;
-// non-finite floats become "NaN", "Infinity", "-Infinity".
+// AppendData appends data (a typed slice, see the package doc; FP16 and
+// BF16 as []float32) to dst as a flat JSON array; any other type is an
+// error and dst is returned unchanged. Floats use the shortest
+// representation that reads back as the same value at their precision,
+// formatted as encoding/json does; non-finite floats become null.
 func AppendData(dst []byte, data any) ([]byte, error) {
-	dst = append(dst, '[')
 	switch s := data.(type) {
 	case []float32:
-		for i, v := range s {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendFloat(dst, float64(v), 32)
-		}
+		return appendArray(dst, s, appendFloat32), nil
 	case []float64:
-		for i, v := range s {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendFloat(dst, v, 64)
-		}
+		return appendArray(dst, s, appendFloat64), nil
 	case []int8:
-		dst = appendInts(dst, s)
+		return appendArray(dst, s, appendInt), nil
 	case []int16:
-		dst = appendInts(dst, s)
+		return appendArray(dst, s, appendInt), nil
 	case []int32:
-		dst = appendInts(dst, s)
+		return appendArray(dst, s, appendInt), nil
 	case []int64:
-		dst = appendInts(dst, s)
+		return appendArray(dst, s, appendInt), nil
 	case []uint8:
-		dst = appendUints(dst, s)
+		return appendArray(dst, s, appendUint), nil
 	case []uint16:
-		dst = appendUints(dst, s)
+		return appendArray(dst, s, appendUint), nil
 	case []uint32:
-		dst = appendUints(dst, s)
+		return appendArray(dst, s, appendUint), nil
 	case []uint64:
-		dst = appendUints(dst, s)
+		return appendArray(dst, s, appendUint), nil
 	case []bool:
-		for i, v := range s {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = strconv.AppendBool(dst, v)
-		}
+		return appendArray(dst, s, strconv.AppendBool), nil
 	case []string:
-		for i, v := range s {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = AppendString(dst, v)
-		}
-	default:
-		return dst, fmt.Errorf("tensorjson: cannot encode data of type %T", data)
+		return appendArray(dst, s, AppendString), nil
 	}
-	return append(dst, ']'), nil
+	return dst, fmt.Errorf("tensorjson: cannot encode data of type %T", data)
 }
 
-func appendInts[T int8 | int16 | int32 | int64](dst []byte, s []T) []byte {
+// appendArray appends s as a JSON array, each element written by elem.
+func appendArray[T any](dst []byte, s []T, elem func([]byte, T) []byte) []byte {
+	dst = append(dst, '[')
 	for i, v := range s {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = strconv.AppendInt(dst, int64(v), 10)
+		dst = elem(dst, v)
 	}
-	return dst
+	return append(dst, ']')
 }
 
-func appendUints[T uint8 | uint16 | uint32 | uint64](dst []byte, s []T) []byte {
-	for i, v := range s {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = strconv.AppendUint(dst, uint64(v), 10)
-	}
-	return dst
+func appendInt[T int8 | int16 | int32 | int64](dst []byte, v T) []byte {
+	return strconv.AppendInt(dst, int64(v), 10)
 }
+
+func appendUint[T uint8 | uint16 | uint32 | uint64](dst []byte, v T) []byte {
+	return strconv.AppendUint(dst, uint64(v), 10)
+}
+
+func appendFloat32(dst []byte, v float32) []byte { return appendFloat(dst, float64(v), 32) }
+func appendFloat64(dst []byte, v float64) []byte { return appendFloat(dst, v, 64) }
 
 // appendFloat formats like encoding/json (floatEncoder.encode): shortest
 // 'f' form, 'e' form for very large or small magnitudes with a trimmed
@@ -151,26 +131,20 @@ func AppendTensor(dst []byte, name, datatype string, shape []int64, data any) ([
 
 // AppendShape appends shape as a JSON array of integers.
 func AppendShape(dst []byte, shape []int64) []byte {
-	dst = append(dst, '[')
-	for i, d := range shape {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = strconv.AppendInt(dst, d, 10)
-	}
-	return append(dst, ']')
+	return appendArray(dst, shape, appendInt)
 }
 
 const hexDigits = "0123456789abcdef"
 
-// AppendString appends s as a JSON string, escaping like encoding/json
-// (without HTML escaping); invalid UTF-8 becomes U+FFFD.
+// AppendString appends s as a JSON string, escaped as json.Marshal does:
+// HTML-safe (<, > and & as \u003c, \u003e, \u0026); invalid UTF-8 becomes
+// U+FFFD.
 func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
 				i++
 				continue
 			}
