@@ -318,7 +318,7 @@ func TestLoadPredictionsWithFeedbackThroughServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	var labels, joined, predictions int
-	db := openDB(t, serve.DB)
+	db := harness.OpenDB(t, serve.DB) // serve has stopped
 	db.QueryRow(`SELECT COUNT(*), COUNT(prediction) FROM labels WHERE id LIKE 'load-%'`).Scan(&labels, &joined)
 	db.QueryRow(`SELECT COUNT(*) FROM predictions WHERE id LIKE 'load-%'`).Scan(&predictions)
 	if labels != total || joined != total || predictions != total {

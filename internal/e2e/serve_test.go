@@ -20,7 +20,6 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/train/dataset"
 	"github.com/flywheel-ml/flywheel/train/features"
@@ -311,15 +310,4 @@ func psiSummary(psi map[string]float64, names []string) string {
 		parts = append(parts, fmt.Sprintf("%s=%.2f", n, psi[n]))
 	}
 	return strings.Join(parts, " ")
-}
-
-// openDB opens a prediction database (after serve stopped) for queries.
-func openDB(t testing.TB, path string) *database.DB {
-	t.Helper()
-	db, err := database.Open(context.Background(), path, database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }

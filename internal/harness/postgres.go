@@ -18,6 +18,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+
+	"github.com/flywheel-ml/flywheel/internal/database"
 )
 
 // PostgresBinDir holds Debian's PostgreSQL 15 server binaries (package
@@ -211,4 +213,17 @@ func RunContract(t *testing.T, cases []ContractCase) {
 			}
 		})
 	}
+}
+
+// OpenDB opens the database at url (a SQLite path or a PostgreSQL URL)
+// directly, for what a test checks behind the stores; it closes when the
+// test ends.
+func OpenDB(t testing.TB, url string) *database.DB {
+	t.Helper()
+	db, err := database.Open(context.Background(), url, database.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

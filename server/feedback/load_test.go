@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 )
 
@@ -97,7 +98,7 @@ func TestLoadPredictionsWithFeedback(t *testing.T) {
 		t.Fatalf("%d feedback requests failed", n)
 	}
 	var labels, joinedRows int
-	sqlDB(t, dbURL).QueryRow(`SELECT COUNT(*), COUNT(prediction) FROM labels`).Scan(&labels, &joinedRows)
+	harness.OpenDB(t, dbURL).QueryRow(`SELECT COUNT(*), COUNT(prediction) FROM labels`).Scan(&labels, &joinedRows)
 	if labels != total || joinedRows != total {
 		t.Fatalf("%d labels (%d joined to a prediction), want %d", labels, joinedRows, total)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/flywheel-ml/flywheel/internal/database"
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 )
@@ -90,18 +90,6 @@ func runLog(t *testing.T, url string, flush time.Duration) (*predlog.Store, *pre
 	go func() { l.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; db.Close() })
 	return db, l, reg
-}
-
-// sqlDB opens the database at url directly, for what the stores do not
-// offer (a test's look behind them); closed when the test ends.
-func sqlDB(t *testing.T, url string) *database.DB {
-	t.Helper()
-	db, err := database.Open(context.Background(), url, database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
 
 func (e *env) predict(id, model string, version int, pred float64, params map[string]any) {
@@ -284,7 +272,7 @@ func testGetWithLineage(t *testing.T, newURL func(testing.TB) string) {
 		t.Fatal(err)
 	}
 	// Retention removes the prediction; the label keeps its copy.
-	if _, err := sqlDB(t, e.url).Exec(`DELETE FROM predictions`); err != nil {
+	if _, err := harness.OpenDB(t, e.url).Exec(`DELETE FROM predictions`); err != nil {
 		t.Fatal(err)
 	}
 	p, err = e.store.Get(ctx, "p1")
