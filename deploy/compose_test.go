@@ -278,6 +278,23 @@ func TestComposeVolumes(t *testing.T) {
 // Tokens are compose secrets (files), never inline environment values.
 func TestComposeSecrets(t *testing.T) {
 	p := composeProject(t, nil)
+	checkSecrets(t, p)
+	// serve's admin token and the trainer's webhook token are distinct.
+	serveTok := secretAt(p.Services["serve"], env(p.Services["serve"], "FLYWHEEL_ADMIN_TOKEN_FILE"))
+	trainerTok := secretAt(p.Services["trainer"], env(p.Services["trainer"], "FLYWHEEL_TOKEN_FILE"))
+	if serveTok == "" || trainerTok == "" || serveTok == trainerTok {
+		t.Errorf("serve admin token secret %q and trainer token secret %q must both be set and differ", serveTok, trainerTok)
+	}
+	if gf := env(p.Services["grafana"], "GF_SECURITY_ADMIN_PASSWORD__FILE"); secretAt(p.Services["grafana"], gf) == "" {
+		t.Errorf("grafana admin password is not read from a secret file (GF_SECURITY_ADMIN_PASSWORD__FILE=%q)", gf)
+	}
+}
+
+// checkSecrets: every secret is a git-ignored file, every service uses
+// declared secrets only, and every secret-like variable is a …_FILE naming
+// a secret mounted in that service.
+func checkSecrets(t *testing.T, p *types.Project) {
+	t.Helper()
 	root := repoRoot(t)
 	for name, sec := range p.Secrets {
 		if sec.File == "" || sec.Environment != "" || sec.Content != "" {
@@ -318,15 +335,6 @@ func TestComposeSecrets(t *testing.T) {
 				t.Errorf("%s: %s=%s is not a mounted secret (mounted: %v)", name, k, *v, keys(targets))
 			}
 		}
-	}
-	// serve's admin token and the trainer's webhook token are distinct.
-	serveTok := secretAt(p.Services["serve"], env(p.Services["serve"], "FLYWHEEL_ADMIN_TOKEN_FILE"))
-	trainerTok := secretAt(p.Services["trainer"], env(p.Services["trainer"], "FLYWHEEL_TOKEN_FILE"))
-	if serveTok == "" || trainerTok == "" || serveTok == trainerTok {
-		t.Errorf("serve admin token secret %q and trainer token secret %q must both be set and differ", serveTok, trainerTok)
-	}
-	if gf := env(p.Services["grafana"], "GF_SECURITY_ADMIN_PASSWORD__FILE"); secretAt(p.Services["grafana"], gf) == "" {
-		t.Errorf("grafana admin password is not read from a secret file (GF_SECURITY_ADMIN_PASSWORD__FILE=%q)", gf)
 	}
 }
 
@@ -481,7 +489,14 @@ func TestComposeMatchesPrometheus(t *testing.T) {
 // Alertmanager: every webhook URL is a compose service and port and a real
 // trainer route, and its bearer-token file is the trainer's token secret.
 func TestComposeMatchesAlertmanager(t *testing.T) {
-	p := composeProject(t, nil)
+	checkAlertmanager(t, composeProject(t, nil), "trainer")
+}
+
+// checkAlertmanager: every webhook of monitoring/alertmanager.yml is a
+// service and port of p, a trainer route when it is the trainer, and its
+// bearer token file the token secret of every trainer process (trainers).
+func checkAlertmanager(t *testing.T, p *types.Project, trainers ...string) {
+	t.Helper()
 	am := p.Services["alertmanager"]
 	cfgPath := flagValue(am.Command, "--config.file")
 	if src := mountedFrom(t, am, cfgPath); src != "monitoring/alertmanager.yml" {
@@ -505,7 +520,6 @@ func TestComposeMatchesAlertmanager(t *testing.T) {
 	if err := yaml.Unmarshal(readFile(t, "monitoring/alertmanager.yml"), &cfg); err != nil {
 		t.Fatalf("monitoring/alertmanager.yml: %v", err)
 	}
-	trainerToken := secretAt(p.Services["trainer"], env(p.Services["trainer"], "FLYWHEEL_TOKEN_FILE"))
 	var hooks int
 	for _, r := range cfg.Receivers {
 		for _, wh := range r.WebhookConfigs {
@@ -534,8 +548,11 @@ func TestComposeMatchesAlertmanager(t *testing.T) {
 			if !path.IsAbs(file) {
 				file = path.Join(path.Dir(cfgPath), file)
 			}
-			if got := secretAt(am, file); got == "" || got != trainerToken {
-				t.Errorf("receiver %s: credentials_file %s is secret %q in alertmanager, the trainer reads secret %q", r.Name, file, got, trainerToken)
+			for _, tr := range trainers {
+				trainerToken := secretAt(p.Services[tr], env(p.Services[tr], "FLYWHEEL_TOKEN_FILE"))
+				if got := secretAt(am, file); got == "" || got != trainerToken {
+					t.Errorf("receiver %s: credentials_file %s is secret %q in alertmanager, %s reads secret %q", r.Name, file, got, tr, trainerToken)
+				}
 			}
 		}
 	}

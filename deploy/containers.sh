@@ -16,7 +16,8 @@
 #   bridge and no iptables rules: every container uses the host's network and
 #   binds 127.0.0.1; stops it on exit, whatever happened (trap), and fails if
 #   anything of it is left running;
-# - makes the local base images (deploy/images/*.Dockerfile) from a cached
+# - makes the local images (deploy/images/*.Dockerfile: the build's bases,
+#   Prometheus, Alertmanager, MLflow, PostgreSQL, HAProxy) from a cached
 #   `debootstrap --variant=minbase bookworm` tarball, each tagged by a hash
 #   of its inputs, so a second run builds nothing.
 # Engine log: var/containers/dockerd.log. Details: docs/deploy.md.
@@ -252,12 +253,15 @@ images() {
 	local_image prometheus "$(echo "$debian" | key "$df/prometheus.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian" >"$WORK/ref-prometheus" & pids+=($!)
 	local_image alertmanager "$(echo "$debian" | key "$df/alertmanager.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian" >"$WORK/ref-alertmanager" & pids+=($!)
 	local_image mlflow "$(echo "$debian" | key "$df/mlflow.Dockerfile" "$mlflowsrc"/install.sh "$mlflowsrc"/*.tar.gz -)" "$mlflowsrc" "BASE_IMAGE=$debian" >"$WORK/ref-mlflow" & pids+=($!)
+	local_image postgres "$(echo "$debian" | key "$df/postgres.Dockerfile" "$df/postgres-entrypoint.sh" -)" "$df" "BASE_IMAGE=$debian" >"$WORK/ref-postgres" & pids+=($!)
+	local_image haproxy "$(echo "$debian" | key "$df/haproxy.Dockerfile" -)" "$empty" "BASE_IMAGE=$debian" >"$WORK/ref-haproxy" & pids+=($!)
 	local failed=0 pid
 	for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 	[ "$failed" = 0 ] || { echo "containers.sh: a local image failed to build (logs: $WORK/image-*.log)" >&2; return 1; }
-	local golang node prometheus alertmanager mlflow
+	local golang node prometheus alertmanager mlflow postgres haproxy
 	golang=$(cat "$WORK/ref-golang") node=$(cat "$WORK/ref-node") prometheus=$(cat "$WORK/ref-prometheus")
 	alertmanager=$(cat "$WORK/ref-alertmanager") mlflow=$(cat "$WORK/ref-mlflow")
+	postgres=$(cat "$WORK/ref-postgres") haproxy=$(cat "$WORK/ref-haproxy")
 	cat >"$WORK/images.env" <<-EOF
 		FLYWHEEL_LOCAL_RUNTIME_IMAGE=$debian
 		FLYWHEEL_LOCAL_GO_IMAGE=$golang
@@ -265,6 +269,8 @@ images() {
 		FLYWHEEL_LOCAL_PROMETHEUS_IMAGE=$prometheus
 		FLYWHEEL_LOCAL_ALERTMANAGER_IMAGE=$alertmanager
 		FLYWHEEL_LOCAL_MLFLOW_IMAGE=$mlflow
+		FLYWHEEL_LOCAL_POSTGRES_IMAGE=$postgres
+		FLYWHEEL_LOCAL_HAPROXY_IMAGE=$haproxy
 	EOF
 	set -a; . "$WORK/images.env"; set +a
 }

@@ -7,7 +7,10 @@ ACTIONLINT_VERSION := v1.7.11
 TOOLS_BIN  := $(CURDIR)/bin/tools
 ACTIONLINT := $(TOOLS_BIN)/actionlint-$(ACTIONLINT_VERSION)
 IMAGE      ?= ghcr.io/flywheel-ml/flywheel:dev
-SHIP_SECRETS := deploy/secrets/admin-token deploy/secrets/grafana-admin-password monitoring/secrets/trainer-token
+POSTGRES_PASSWORD_SECRET := deploy/secrets/postgres-password
+DATABASE_URL_SECRET := deploy/secrets/database-url
+SHIP_SECRETS := deploy/secrets/admin-token deploy/secrets/grafana-admin-password $(POSTGRES_PASSWORD_SECRET) \
+                monitoring/secrets/trainer-token
 
 .PHONY: test-ship actionlint image secrets
 test-ship: $(ACTIONLINT) ## lint .github/workflows with actionlint (deploy/ tests run in test-go)
@@ -30,10 +33,17 @@ image: ## build the container image (needs Docker with BuildKit)
 # Token files for docker compose, random, created only when missing (rotate:
 # delete one and run again). Directories 0700; files 0644 so the containers'
 # non-root users (flywheel 10001, Alertmanager nobody, Grafana 472) can read
-# the bind-mounted secret.
-secrets: ## create missing compose token files (deploy/secrets, monitoring/secrets)
+# the bind-mounted secret. The scaled stack's database URL
+# (docker-compose.postgres.yml) holds the PostgreSQL password and is
+# rewritten when it does not match it (PostgreSQL keeps the password it was
+# initialised with: rotating it needs ALTER ROLE, or a new postgres volume).
+secrets: ## create missing compose token files (deploy/secrets, monitoring/secrets) and the database URL
 	@set -euo pipefail; for f in $(SHIP_SECRETS); do \
 	  mkdir -p $$(dirname $$f); chmod 0700 $$(dirname $$f); \
 	  if [ ! -s $$f ]; then head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $$f; echo "wrote $$f"; fi; \
 	  chmod 0644 $$f; \
-	done
+	done; \
+	url="postgres://flywheel:$$(cat $(POSTGRES_PASSWORD_SECRET))@postgres:5432/flywheel?sslmode=disable"; \
+	if [ "$$(cat $(DATABASE_URL_SECRET) 2>/dev/null)" != "$$url" ]; then \
+	  printf '%s' "$$url" > $(DATABASE_URL_SECRET); echo "wrote $(DATABASE_URL_SECRET)"; fi; \
+	chmod 0644 $(DATABASE_URL_SECRET)
