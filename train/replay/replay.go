@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flywheel-ml/flywheel/server/oip"
 )
 
 // DateLayout is the format of dates in datasets, ids and parameters.
@@ -344,11 +346,7 @@ func (r *Replayer) inputName(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("model metadata: %w", err)
 	}
 	defer resp.Body.Close()
-	var meta struct {
-		Inputs []struct {
-			Name string `json:"name"`
-		} `json:"inputs"`
-	}
+	var meta oip.ModelMetadata
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("model metadata of %s: %s", r.cfg.Model, resp.Status)
 	}
@@ -360,28 +358,6 @@ func (r *Replayer) inputName(ctx context.Context) (string, error) {
 
 func (r *Replayer) url(path string) string { return strings.TrimRight(r.cfg.ServeURL, "/") + path }
 
-type inferRequest struct {
-	ID         string            `json:"id"`
-	Parameters map[string]any    `json:"parameters"`
-	Inputs     []inferRequestInp `json:"inputs"`
-}
-
-type inferRequestInp struct {
-	Name     string    `json:"name"`
-	Shape    []int     `json:"shape"`
-	DataType string    `json:"datatype"`
-	Data     []float64 `json:"data"`
-}
-
-type inferResponse struct {
-	ModelVersion string `json:"model_version"`
-	ID           string `json:"id"`
-	Outputs      []struct {
-		Name string          `json:"name"`
-		Data json.RawMessage `json:"data"`
-	} `json:"outputs"`
-}
-
 // infer sends one day and returns the first output value and the version.
 func (r *Replayer) infer(ctx context.Context, input string, d Record) (float64, string, error) {
 	x, err := r.features(d.Values, d.Date)
@@ -389,8 +365,9 @@ func (r *Replayer) infer(ctx context.Context, input string, d Record) (float64, 
 		return 0, "", fmt.Errorf("features: %w", err)
 	}
 	ds := d.Date.Format(DateLayout)
-	body, _ := json.Marshal(inferRequest{ID: "replay-" + ds, Parameters: map[string]any{"date": ds},
-		Inputs: []inferRequestInp{{Name: input, Shape: []int{1, len(x)}, DataType: "FP32", Data: x}}})
+	data, _ := json.Marshal(x)
+	body, _ := json.Marshal(oip.InferenceRequest{ID: "replay-" + ds, Parameters: map[string]any{"date": ds},
+		Inputs: []oip.RequestInput{{Name: input, Shape: []int64{1, int64(len(x))}, Datatype: "FP32", Data: data}}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url("/v2/models/"+url.PathEscape(r.cfg.Model)+"/infer"), bytes.NewReader(body))
 	if err != nil {
 		return 0, "", err
@@ -405,7 +382,7 @@ func (r *Replayer) infer(ctx context.Context, input string, d Record) (float64, 
 	if resp.StatusCode != http.StatusOK {
 		return 0, "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
-	var out inferResponse
+	var out oip.InferenceResponse
 	if err := json.Unmarshal(b, &out); err != nil {
 		return 0, "", fmt.Errorf("decoding response: %w", err)
 	}
@@ -422,12 +399,8 @@ func (r *Replayer) infer(ctx context.Context, input string, d Record) (float64, 
 	return vals[0], out.ModelVersion, nil
 }
 
-// flatten reads OIP data, flat or nested, as numbers.
-func flatten(raw json.RawMessage) []float64 {
-	var v any
-	if json.Unmarshal(raw, &v) != nil {
-		return nil
-	}
+// flatten reads OIP data (decoded JSON), flat or nested, as numbers.
+func flatten(v any) []float64 {
 	var out []float64
 	var walk func(any)
 	walk = func(v any) {

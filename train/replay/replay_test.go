@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flywheel-ml/flywheel/server/oip"
 )
 
 // standIn answers OIP metadata and infer (prediction = sum of the features,
@@ -33,8 +35,13 @@ func (s *standIn) handler() http.Handler {
 		w.Write([]byte(`{"name":"m","versions":["1"],"platform":"onnxruntime_onnx","inputs":[{"name":"x","datatype":"FP32","shape":[-1,3]}]}`))
 	})
 	mux.HandleFunc("POST /v2/models/m/infer", func(w http.ResponseWriter, r *http.Request) {
-		var req inferRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Inputs) != 1 || req.Inputs[0].Name != "x" || req.Inputs[0].Shape[1] != len(req.Inputs[0].Data) {
+		var req oip.InferenceRequest
+		var x []float64
+		err := json.NewDecoder(r.Body).Decode(&req)
+		if err == nil && len(req.Inputs) == 1 {
+			err = json.Unmarshal(req.Inputs[0].Data, &x)
+		}
+		if err != nil || len(req.Inputs) != 1 || req.Inputs[0].Name != "x" || req.Inputs[0].Shape[1] != int64(len(x)) {
 			w.WriteHeader(400)
 			fmt.Fprintf(w, `{"error":"bad request %v"}`, err)
 			return
@@ -50,7 +57,7 @@ func (s *standIn) handler() http.Handler {
 			return
 		}
 		sum := 0.0
-		for _, v := range req.Inputs[0].Data {
+		for _, v := range x {
 			sum += v
 		}
 		v := "1"
