@@ -64,33 +64,21 @@ func decimal(tok []byte) (neg bool, m uint64, e10 int, ok bool) {
 	return neg, m, e10, true
 }
 
-func fastF32(tok []byte) (float32, bool) {
-	neg, m, e, ok := decimal(tok)
-	if !ok || m >= 1<<24 || e < -10 || e > 10 {
-		return 0, false
-	}
-	f := float32(m)
-	if e < 0 {
-		f /= pow10f32[-e]
-	} else {
-		f *= pow10f32[e]
-	}
-	if neg {
-		f = -f
-	}
-	return f, true
-}
+func fastF32(tok []byte) (float32, bool) { return fastFloat(tok, 24, pow10f32[:]) }
+func fastF64(tok []byte) (float64, bool) { return fastFloat(tok, 53, pow10f64[:]) }
 
-func fastF64(tok []byte) (float64, bool) {
+// fastFloat is Clinger's fast path for a float type with a mantissa of
+// mantBits bits whose exact powers of ten are pow10.
+func fastFloat[F float32 | float64](tok []byte, mantBits int, pow10 []F) (F, bool) {
 	neg, m, e, ok := decimal(tok)
-	if !ok || m >= 1<<53 || e < -22 || e > 22 {
+	if !ok || m >= 1<<mantBits || e < -(len(pow10)-1) || e > len(pow10)-1 {
 		return 0, false
 	}
-	f := float64(m)
+	f := F(m)
 	if e < 0 {
-		f /= pow10f64[-e]
+		f /= pow10[-e]
 	} else {
-		f *= pow10f64[e]
+		f *= pow10[e]
 	}
 	if neg {
 		f = -f
