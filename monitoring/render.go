@@ -97,14 +97,10 @@ const TrainerWebhook = "http://trainer:8090/v1/alerts"
 type AlertmanagerOptions struct {
 	// TrainerURL replaces the trainer's webhook URL when set.
 	TrainerURL string
-	// GroupWait and GroupInterval replace every route's timers when non-zero.
-	GroupWait, GroupInterval time.Duration
+	// GroupWait, GroupInterval and RepeatInterval replace every route's
+	// timers when non-zero.
+	GroupWait, GroupInterval, RepeatInterval time.Duration
 }
-
-var (
-	groupWaitLine     = regexp.MustCompile(`(?m)^(\s*)group_wait:\s*\S+\s*$`)
-	groupIntervalLine = regexp.MustCompile(`(?m)^(\s*)group_interval:\s*\S+\s*$`)
-)
 
 // RenderAlertmanager returns a copy of src (alertmanager.yml) changed as
 // opts says. The trainer token stays at secrets/trainer-token relative to
@@ -117,12 +113,9 @@ func RenderAlertmanager(src []byte, opts AlertmanagerOptions) ([]byte, error) {
 		}
 		out = bytes.ReplaceAll(out, []byte(TrainerWebhook), []byte(opts.TrainerURL))
 	}
-	if opts.GroupWait > 0 {
-		out = groupWaitLine.ReplaceAll(out, []byte("${1}group_wait: "+model.Duration(opts.GroupWait).String()))
-	}
-	if opts.GroupInterval > 0 {
-		out = groupIntervalLine.ReplaceAll(out, []byte("${1}group_interval: "+model.Duration(opts.GroupInterval).String()))
-	}
+	out = setDuration(out, "group_wait", opts.GroupWait)
+	out = setDuration(out, "group_interval", opts.GroupInterval)
+	out = setDuration(out, "repeat_interval", opts.RepeatInterval)
 	return out, nil
 }
 
@@ -139,11 +132,6 @@ type PrometheusOptions struct {
 	ScrapeInterval, EvaluationInterval time.Duration
 }
 
-var (
-	scrapeIntervalLine = regexp.MustCompile(`(?m)^(\s*)scrape_interval:\s*\S+\s*$`)
-	evalIntervalLine   = regexp.MustCompile(`(?m)^(\s*)evaluation_interval:\s*\S+\s*$`)
-)
-
 // RenderPrometheus returns a copy of src (prometheus.yml) changed as opts
 // says; rule files stay relative to wherever the copy is written.
 func RenderPrometheus(src []byte, opts PrometheusOptions) ([]byte, error) {
@@ -159,11 +147,17 @@ func RenderPrometheus(src []byte, opts PrometheusOptions) ([]byte, error) {
 		}
 		out = bytes.ReplaceAll(out, []byte(r.from), []byte(fmt.Sprintf("%q", r.to)))
 	}
-	if opts.ScrapeInterval > 0 {
-		out = scrapeIntervalLine.ReplaceAll(out, []byte("${1}scrape_interval: "+model.Duration(opts.ScrapeInterval).String()))
-	}
-	if opts.EvaluationInterval > 0 {
-		out = evalIntervalLine.ReplaceAll(out, []byte("${1}evaluation_interval: "+model.Duration(opts.EvaluationInterval).String()))
-	}
+	out = setDuration(out, "scrape_interval", opts.ScrapeInterval)
+	out = setDuration(out, "evaluation_interval", opts.EvaluationInterval)
 	return out, nil
+}
+
+// setDuration sets every `key: …` line of the YAML src to d, keeping its
+// indentation; d ≤ 0 leaves src as it is.
+func setDuration(src []byte, key string, d time.Duration) []byte {
+	if d <= 0 {
+		return src
+	}
+	line := regexp.MustCompile(`(?m)^(\s*)` + regexp.QuoteMeta(key) + `:\s*\S+\s*$`)
+	return line.ReplaceAll(src, []byte("${1}"+key+": "+model.Duration(d).String()))
 }

@@ -99,13 +99,19 @@ func TestRenderPrometheus(t *testing.T) {
 	if b, err := exec.Command("promtool", "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, b)
 	}
-	am, err := RenderAlertmanager(Alertmanager, AlertmanagerOptions{TrainerURL: "http://127.0.0.1:4/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second})
+	am, err := RenderAlertmanager(Alertmanager, AlertmanagerOptions{TrainerURL: "http://127.0.0.1:4/v1/alerts",
+		GroupWait: time.Second, GroupInterval: 2 * time.Second, RepeatInterval: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"url: http://127.0.0.1:4/v1/alerts", "group_wait: 1s", "group_interval: 2s", "credentials_file: secrets/trainer-token"} {
+	for _, w := range []string{"url: http://127.0.0.1:4/v1/alerts", "group_wait: 1s", "group_interval: 2s", "repeat_interval: 3s", "credentials_file: secrets/trainer-token"} {
 		if !bytes.Contains(am, []byte(w)) {
 			t.Errorf("rendered alertmanager config lacks %s", w)
+		}
+	}
+	for _, w := range []string{"group_wait: 30s", "group_interval: 5m", "group_interval: 10m", "repeat_interval: 4h", "repeat_interval: 12h"} {
+		if bytes.Contains(am, []byte(w)) {
+			t.Errorf("rendered alertmanager config still has %s", w)
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "alertmanager.yml"), am, 0o644)

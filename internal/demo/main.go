@@ -25,7 +25,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -245,11 +244,11 @@ func run(ctx context.Context, o options) error {
 
 	amDir := filepath.Join(dir, "alertmanager")
 	amCfg, err := monitoring.RenderAlertmanager(monitoring.Alertmanager, monitoring.AlertmanagerOptions{
-		TrainerURL: "http://" + addrs["trainer"] + "/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second})
+		TrainerURL: "http://" + addrs["trainer"] + "/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second,
+		RepeatInterval: 10 * time.Second})
 	if err != nil {
 		return err
 	}
-	amCfg = regexp.MustCompile(`(?m)^(\s*)repeat_interval:\s*\S+\s*$`).ReplaceAll(amCfg, []byte("${1}repeat_interval: 10s"))
 	if err := writeFiles(amDir, map[string][]byte{"alertmanager.yml": amCfg, "secrets/trainer-token": []byte(trainerToken + "\n")}); err != nil {
 		return err
 	}

@@ -157,13 +157,12 @@ func startLoop(t *testing.T) *loop {
 		"--algorithm", "gbdt", "--holdout-days", "56", "--base-until", baseUntil, "--window-days", "1095",
 		"--cooldown", "30m", "--ready-wait", "60s")
 
+	// Re-send still-firing groups every 3s: the trainer must fold them.
 	am, err := monitoring.RenderAlertmanager(monitoring.Alertmanager, monitoring.AlertmanagerOptions{
-		TrainerURL: l.trainer.URL + "/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second})
+		TrainerURL: l.trainer.URL + "/v1/alerts", GroupWait: time.Second, GroupInterval: 2 * time.Second, RepeatInterval: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Re-send still-firing groups every 3s: the trainer must fold them.
-	am = regexp.MustCompile(`(?m)^(\s*)repeat_interval:\s*\S+\s*$`).ReplaceAll(am, []byte("${1}repeat_interval: 3s"))
 	l.am = harness.StartAlertmanager(t, harness.AlertmanagerOptions{Config: string(am),
 		Files: map[string]string{"secrets/trainer-token": loopToken + "\n"}})
 	rules, err := monitoring.RenderAlerts(monitoring.Alerts, monitoring.RenderOptions{For: 5 * time.Second,
