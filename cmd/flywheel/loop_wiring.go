@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -150,20 +151,9 @@ func replayFeatures(set string, rows []replay.Record) replay.FeatureFunc {
 	}
 	var names []string
 	if len(rows) > 0 {
-		for n := range rows[0].Values {
-			names = append(names, n)
-		}
-		slices.Sort(names)
+		names = slices.Sorted(maps.Keys(rows[0].Values))
 	}
 	return func(values map[string]float64, _ time.Time) ([]float64, error) {
-		x := make([]float64, len(names))
-		for i, n := range names {
-			v, ok := values[n]
-			if !ok {
-				return nil, fmt.Errorf("missing value for %q", n)
-			}
-			x[i] = v
-		}
-		return x, nil
+		return features.Ordered(values, names)
 	}
 }
