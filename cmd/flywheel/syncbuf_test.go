@@ -1,23 +1,6 @@
 package main
 
-import (
-	"bytes"
-	"sync"
-)
+import "github.com/flywheel-ml/flywheel/internal/harness"
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a command's log output for the tests.
+type syncBuffer = harness.SyncBuffer

@@ -65,24 +65,25 @@ type Process struct {
 
 	cmd   *exec.Cmd
 	group bool
-	logs  *logBuffer
+	logs  *SyncBuffer
 	done  chan struct{}
 	err   error
 }
 
-// logBuffer keeps the whole output (tests are short) safe for concurrent use.
-type logBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads, for a
+// process's or a component's whole output (tests are short).
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
+func (l *SyncBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *logBuffer) String() string {
+func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -108,7 +109,7 @@ func (p *Process) Exited() bool {
 // that stops the process and, when the test failed, prints its logs.
 func Start(t testing.TB, spec Spec) *Process {
 	t.Helper()
-	p := &Process{Name: spec.Name, Dir: spec.Dir, group: spec.StopGroup, logs: &logBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: spec.Name, Dir: spec.Dir, group: spec.StopGroup, logs: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(spec.Path, spec.Args...)
 	p.cmd.Dir = spec.Dir
 	p.cmd.Env = append(os.Environ(), spec.Env...)
