@@ -4,7 +4,7 @@
 TEST_TARGETS += test-containers
 
 .PHONY: test-containers containers-images containers-shell
-test-containers: ## build the image, compose up (serve, trainer, MLflow, Prometheus, Alertmanager), close the loop in containers, compose down -v
+test-containers: ## build the image, compose up (serve, trainer, MLflow, Prometheus, Alertmanager), close the loop in containers, the scaled stack on PostgreSQL, compose down -v
 	$(GO) vet -tags containers ./deploy/containertest
 	@start=$$(date +%s); rm -f var/containers/report.txt; \
 	deploy/containers.sh test; rc=$$?; \

@@ -85,25 +85,14 @@ func TestComposeStack(t *testing.T) {
 		_ = os.WriteFile(filepath.Join(s.root, "var", "containers", "report.txt"), []byte(out), 0o644)
 	})
 
-	// The image, built from the Dockerfile by buildx (BuildKit) with the
-	// local base images. Not `compose build`: Compose v5 hands builds to
-	// `buildx bake`, which refuses a host-network build unless the
-	// network.host entitlement is granted at a prompt, and compose passes
-	// no --allow for it; the arguments are the override's.
-	start := time.Now()
-	s.run(30*time.Minute, "buildx", "build", "--progress", "plain", "--network", "host", "--allow", "network.host",
-		"--build-arg", "GO_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_GO_IMAGE"),
-		"--build-arg", "NODE_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_NODE_IMAGE"),
-		"--build-arg", "RUNTIME_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_RUNTIME_IMAGE"),
-		"--build-arg", "VERSION=dev", "-t", flywheelImage, ".")
-	rep.add("image build: %.0fs", time.Since(start).Seconds())
+	buildImage(s, rep)
 	checkImage(t, s, rep)
 
 	// The committed model does not go stale by 2015, so, as the closed-loop
 	// test does (internal/e2e staleModel), v1 of the models volume becomes a
 	// model trained up to 2008 — trained by `flywheel train` in the cli
 	// container, which also seeds the volume from the image.
-	start = time.Now()
+	start := time.Now()
 	s.compose(10*time.Minute, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "cli", "-c", staleV1)
 	rep.add("stale v1 (trained up to 2008) in the models volume: %.0fs", time.Since(start).Seconds())
 
@@ -139,6 +128,22 @@ func TestComposeStack(t *testing.T) {
 	}
 }
 
+// buildImage builds the Flywheel image from the Dockerfile with buildx
+// (BuildKit) and the local base images. Not `compose build`: Compose v5
+// hands builds to `buildx bake`, which refuses a host-network build unless
+// the network.host entitlement is granted at a prompt, and compose passes
+// no --allow for it; the arguments are the override's.
+func buildImage(s *stack, rep *report) {
+	s.t.Helper()
+	start := time.Now()
+	s.run(30*time.Minute, "buildx", "build", "--progress", "plain", "--network", "host", "--allow", "network.host",
+		"--build-arg", "GO_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_GO_IMAGE"),
+		"--build-arg", "NODE_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_NODE_IMAGE"),
+		"--build-arg", "RUNTIME_IMAGE="+os.Getenv("FLYWHEEL_LOCAL_RUNTIME_IMAGE"),
+		"--build-arg", "VERSION=dev", "-t", flywheelImage, ".")
+	rep.add("image build: %.0fs", time.Since(start).Seconds())
+}
+
 // checkImage: non-root user, size reported, OCI labels.
 func checkImage(t *testing.T, s *stack, rep *report) {
 	t.Helper()
@@ -158,14 +163,14 @@ func checkImage(t *testing.T, s *stack, rep *report) {
 	rep.add("image %s: user %s, size %.0f MB (local Debian bookworm base; upstream debian:12-slim differs)", img, f[0], float64(size)/1e6)
 }
 
-// checkHealthy: the five services run and report healthy; Grafana is not started.
+// checkHealthy: the stack's services run and report healthy; Grafana is not started.
 func checkHealthy(t *testing.T, s *stack) {
 	t.Helper()
 	got := map[string]container{}
 	for _, c := range s.ps(false) {
 		got[c.Service] = c
 	}
-	for _, svc := range services {
+	for _, svc := range s.cfg.services {
 		c, ok := got[svc]
 		if !ok {
 			t.Errorf("service %s is not running", svc)

@@ -30,9 +30,21 @@ import (
 // Debian package and stays behind the grafana profile).
 var services = []string{"serve", "trainer", "mlflow", "prometheus", "alertmanager"}
 
-// stack is one compose project of docker-compose.yml + deploy/compose/local.yml.
+// stackConfig names a compose project: its files and the services `up` starts.
+type stackConfig struct {
+	project  string
+	files    []string // relative to the repository
+	services []string // each listens on 127.0.0.1:$FLYWHEEL_<SERVICE>_PORT
+}
+
+// oneMachine is docker-compose.yml + deploy/compose/local.yml.
+var oneMachine = stackConfig{project: "flywheel-test", files: []string{"docker-compose.yml", "deploy/compose/local.yml"}, services: services}
+
+// stack is one compose project of docker-compose.yml + deploy/compose/local.yml
+// (and the scaled stack's files, stackConfig).
 type stack struct {
 	t       *testing.T
+	cfg     stackConfig
 	root    string            // repository root
 	dir     string            // FLYWHEEL_TEST_CONFIG: tokens and rendered configs
 	project string            // compose project name
@@ -42,7 +54,14 @@ type stack struct {
 	tokens  map[string]string // admin, trainer
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackWith(t, oneMachine) }
+
+// portVar is the variable holding svc's port (FLYWHEEL_SERVE_A_PORT).
+func portVar(svc string) string {
+	return "FLYWHEEL_" + strings.ToUpper(strings.ReplaceAll(svc, "-", "_")) + "_PORT"
+}
+
+func newStackWith(t *testing.T, cfg stackConfig) *stack {
 	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -54,7 +73,7 @@ func newStack(t *testing.T) *stack {
 			t.Fatalf("%s is not set: run this test through deploy/containers.sh test (make test-containers)", v)
 		}
 	}
-	s := &stack{t: t, root: root, project: "flywheel-test", docker: envOr("FLYWHEEL_DOCKER", "docker"),
+	s := &stack{t: t, cfg: cfg, root: root, project: cfg.project, docker: envOr("FLYWHEEL_DOCKER", "docker"),
 		ports: map[string]int{}, env: map[string]string{}, tokens: map[string]string{}}
 	// The config directory is bind-mounted into containers whose users are
 	// not root (Prometheus and Alertmanager run as nobody): world-readable.
@@ -65,12 +84,12 @@ func newStack(t *testing.T) *stack {
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, svc := range services {
+	for _, svc := range cfg.services {
 		s.ports[svc] = freePort(t)
 	}
 	s.env["FLYWHEEL_TEST_CONFIG"] = s.dir
 	for svc, p := range s.ports {
-		s.env["FLYWHEEL_"+strings.ToUpper(svc)+"_PORT"] = strconv.Itoa(p)
+		s.env[portVar(svc)] = strconv.Itoa(p)
 	}
 	s.tokens["admin"], s.tokens["trainer"] = randomToken(t), randomToken(t)
 	s.writeConfigs()
@@ -121,8 +140,24 @@ func (s *stack) writeConfigs() {
 		t.Fatal(err)
 	}
 	rules = []byte(strings.ReplaceAll(string(rules), "[30m]", "[20s]"))
-	prom, err := monitoring.RenderPrometheus(monitoring.Prometheus, monitoring.PrometheusOptions{Serve: addr("serve"), Trainer: addr("trainer"),
-		Alertmanager: addr("alertmanager"), ScrapeInterval: time.Second, EvaluationInterval: time.Second})
+	src, opts := monitoring.Prometheus, monitoring.PrometheusOptions{Serve: addr("serve"), Trainer: addr("trainer"),
+		Alertmanager: addr("alertmanager"), ScrapeInterval: time.Second, EvaluationInterval: time.Second}
+	if _, scaled := s.ports["postgres"]; scaled {
+		// deploy/compose/prometheus-postgres.yml with every replica's port.
+		b, err := os.ReadFile(filepath.Join(s.root, "deploy", "compose", "prometheus-postgres.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []struct{ svc, port string }{{"serve-a", "8080"}, {"serve-b", "8080"}, {"trainer-a", "8090"}, {"trainer-b", "8090"}} {
+			target := fmt.Sprintf("%q", r.svc+":"+r.port)
+			if !bytes.Contains(b, []byte(target)) {
+				t.Fatalf("prometheus-postgres.yml has no target %s", target)
+			}
+			b = bytes.ReplaceAll(b, []byte(target), []byte(fmt.Sprintf("%q", addr(r.svc))))
+		}
+		src, opts.Serve, opts.Trainer = b, "", ""
+	}
+	prom, err := monitoring.RenderPrometheus(src, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +165,12 @@ func (s *stack) writeConfigs() {
 		"alertmanager.yml": am, "alerts.yml": rules, "prometheus.yml": prom,
 		"admin-token": []byte(s.tokens["admin"] + "\n"), "trainer-token": []byte(s.tokens["trainer"] + "\n"),
 		"grafana-admin-password": []byte(randomToken(t) + "\n"),
+	}
+	if _, scaled := s.ports["postgres"]; scaled {
+		// As make secrets writes them, with the test's loopback port.
+		s.tokens["postgres"] = randomToken(t)
+		files["postgres-password"] = []byte(s.tokens["postgres"])
+		files["database-url"] = []byte(s.databaseURL())
 	}
 	for name, b := range files {
 		// 0644 as `make secrets` writes them: compose bind-mounts secret
@@ -152,9 +193,18 @@ func (s *stack) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	return c
 }
 
+// databaseURL is the scaled stack's PostgreSQL on its loopback port.
+func (s *stack) databaseURL() string {
+	return fmt.Sprintf("postgres://flywheel:%s@127.0.0.1:%d/flywheel?sslmode=disable", s.tokens["postgres"], s.ports["postgres"])
+}
+
 // composeArgs prefixes args with the project's files and name.
 func (s *stack) composeArgs(args ...string) []string {
-	return append([]string{"compose", "-f", "docker-compose.yml", "-f", "deploy/compose/local.yml", "-p", s.project}, args...)
+	out := []string{"compose"}
+	for _, f := range s.cfg.files {
+		out = append(out, "-f", f)
+	}
+	return append(append(out, "-p", s.project), args...)
 }
 
 // run runs docker with args (limit: timeout) and returns its standard
