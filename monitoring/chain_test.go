@@ -18,18 +18,6 @@ import (
 	"github.com/flywheel-ml/flywheel/server/drift"
 )
 
-// waitFor polls fn every 200ms until it returns true or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, fn func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 type webhook struct {
 	Version  string `json:"version"`
 	Receiver string `json:"receiver"`
@@ -127,7 +115,7 @@ func TestAlertChain(t *testing.T) {
 	resp.Body.Close()
 
 	var firingAt time.Duration
-	waitFor(t, 60*time.Second, "FeatureDrift firing in Prometheus", func() bool {
+	harness.WaitUntil(t, "FeatureDrift firing in Prometheus", 60*time.Second, func() bool {
 		resp, err := client.Get("http://" + promAddr + "/api/v1/alerts")
 		if err != nil {
 			return false
@@ -152,7 +140,7 @@ func TestAlertChain(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, 30*time.Second, "FeatureDrift at the trainer's webhook", func() bool {
+	harness.WaitUntil(t, "FeatureDrift at the trainer's webhook", 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(received) > 0

@@ -105,13 +105,7 @@ func (l *loop) job(id string) jobs.Job {
 
 func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	harness.WaitUntil(t, what, limit, cond)
 }
 
 // writeLoopFiles writes a model repository holding the stale v1
