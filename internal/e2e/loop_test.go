@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -363,7 +361,10 @@ func TestClosedLoop(t *testing.T) {
 	if alertJobs != 1 {
 		t.Errorf("%d alert jobs, want 1", alertJobs)
 	}
-	a2s := trainerMetric(t, l.trainer.URL, "flywheel_trainer_alert_to_serving_seconds")
+	a2s, ok := values(scrape(t, l.trainer.URL), "flywheel_trainer_alert_to_serving_seconds", "")[""]
+	if !ok {
+		t.Errorf("trainer metrics lack flywheel_trainer_alert_to_serving_seconds")
+	}
 	checkDashboardPanels(t, l.prom.URL) // every Grafana panel shows data after this traffic
 
 	// The tracker holds the run, the dataset digest, the version and alias champion.
@@ -383,7 +384,7 @@ func TestClosedLoop(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "closed loop (replay %s..%s at %g days/s, alert for: %s; test %.0fs)\n", replayFrom, replayUntil, replaySpeed, alertFor, time.Since(began).Seconds())
 	fmt.Fprintf(&b, "  MTTD  drift onset → %s firing in Prometheus: %.1fs\n", alertName, mttd.Seconds())
-	fmt.Fprintf(&b, "  MTTR  firing → first response from v2: %.1fs (trainer alert_to_serving %ss)\n", mttr.Seconds(), a2s)
+	fmt.Fprintf(&b, "  MTTR  firing → first response from v2: %.1fs (trainer alert_to_serving %.1fs)\n", mttr.Seconds(), a2s)
 	fmt.Fprintf(&b, "  job %s (%d deliveries folded): ", j.ID, j.Deliveries)
 	for _, s := range j.Steps {
 		fmt.Fprintf(&b, "%s %.2fs  ", s.Name, s.Seconds)
@@ -460,40 +461,23 @@ func sameDaysMAE(t *testing.T, models string, recs []replay.Record, preds []repl
 	return v1 / float64(len(y)), v2 / float64(len(y)), len(y)
 }
 
-// serveFailures sums flywheel_inference_requests_total{outcome="failure"}.
+// serveFailures sums flywheel_inference_requests_total{outcome="failure"}
+// over every model version.
 func serveFailures(t *testing.T, serveURL string) float64 {
 	t.Helper()
-	resp, err := http.Get(serveURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var sum float64
-	for _, m := range regexp.MustCompile(`(?m)^flywheel_inference_requests_total\{[^}]*outcome="failure"[^}]*\} (\S+)$`).FindAllSubmatch(b, -1) {
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		sum += v
-	}
-	if !bytes.Contains(b, []byte(`flywheel_inference_requests_total{`)) {
+	mf := scrape(t, serveURL)["flywheel_inference_requests_total"]
+	if mf == nil {
 		t.Errorf("serve exposes no flywheel_inference_requests_total")
 	}
+	var sum float64
+	for _, m := range mf.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == "outcome" && lp.GetValue() == "failure" {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
 	return sum
-}
-
-func trainerMetric(t *testing.T, url, name string) string {
-	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(b)
-	if m == nil {
-		t.Errorf("trainer metrics lack %s", name)
-		return "?"
-	}
-	return string(m[1])
 }
 
 // checkTracker opens the trainer's SQLite tracker and checks the job's run.
