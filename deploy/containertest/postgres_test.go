@@ -21,6 +21,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/flywheel-ml/flywheel/internal/harness"
+	"github.com/flywheel-ml/flywheel/train/jobs"
 )
 
 // scaledStack is docker-compose.postgres.yml over the one-machine stack,
@@ -37,8 +38,9 @@ var scaledStack = stackConfig{
 // replicas behind HAProxy, two trainers behind HAProxy, Prometheus scraping
 // every replica; predictions through the load balancer, labels posted to
 // the replica that did not serve the prediction stored once in PostgreSQL,
-// a replica stopped without a failed request, and nothing left after
-// `compose down -v`.
+// a retrain alert through Alertmanager run by one trainer and its version
+// served by both replicas, a replica stopped without a failed request, and
+// nothing left after `compose down -v`.
 func TestComposePostgres(t *testing.T) {
 	began := time.Now()
 	s := newStackWith(t, scaledStack)
@@ -62,8 +64,13 @@ func TestComposePostgres(t *testing.T) {
 		}
 	})
 	buildImage(s, rep)
-
+	// A stale v1 (trained up to 2008) in the models volume, as the
+	// one-machine test does, so that the retrain below publishes v2.
 	start := time.Now()
+	s.compose(10*time.Minute, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "cli", "-c", staleV1)
+	rep.add("stale v1 in the models volume: %.0fs", time.Since(start).Seconds())
+
+	start = time.Now()
 	s.compose(10*time.Minute, "up", "-d", "--wait", "--wait-timeout", "300")
 	rep.add("compose up --wait (%d services healthy): %.0fs", len(s.cfg.services), time.Since(start).Seconds())
 	checkHealthy(t, s)
@@ -125,17 +132,6 @@ func TestComposePostgres(t *testing.T) {
 			labelledA, labelledB, want, cross.Labels, a, b)
 	}
 
-	// serve-a stops: HAProxy sends everything to serve-b, nothing fails.
-	s.compose(2*time.Minute, "stop", "serve-a")
-	after := replay(t, s, s.url("serve"), "2016-03-01", "2016-03-10")
-	rep.add("serve-a stopped: replay 2016-03-01..10 through the load balancer: %d requests, %d failed, %d labels", after.Sent, after.Failed, after.Labels)
-	if after.Failed != 0 || after.LabelsFailed != 0 || after.Labels != after.Sent {
-		t.Errorf("with serve-a stopped: %d requests, %d failed, %d labels, %d failed: %v", after.Sent, after.Failed, after.Labels, after.LabelsFailed, after.FirstFailures)
-	}
-	if code, _, _ := httpGet(ctx, s.url("serve")+"/lb/ready", "", nil); code != http.StatusOK {
-		t.Errorf("serve load balancer /lb/ready: %d with one replica up, want 200", code)
-	}
-
 	// Alertmanager → the trainer load balancer → a trainer: one retrain
 	// alert is one job in the shared queue, claimed by one of the trainers.
 	start = time.Now()
@@ -149,6 +145,45 @@ func TestComposePostgres(t *testing.T) {
 	rep.add("retrain alert posted to Alertmanager: %d job in PostgreSQL, claimed by %s %.1fs later", jobsN, owner, time.Since(start).Seconds())
 	if jobsN != 1 || (owner != "trainer-a" && owner != "trainer-b") {
 		t.Errorf("after one retrain alert: %d alert jobs, owner %q; want one, claimed by trainer-a or trainer-b", jobsN, owner)
+	}
+	// The job (snapshot from PostgreSQL, work in the container) publishes
+	// v2 into the shared models volume; both replicas serve it.
+	var job jobs.Job
+	waitUntil(t, "the alert's job to finish", 4*time.Minute, func() bool {
+		var js struct{ Jobs []jobs.Job }
+		if code, _, _ := httpGet(ctx, s.url("trainer")+"/v1/jobs", s.tokens["trainer"], &js); code != http.StatusOK {
+			return false
+		}
+		for _, j := range js.Jobs {
+			if j.Trigger == jobs.TriggerAlert && j.Final() {
+				job = j
+				return true
+			}
+		}
+		return false
+	})
+	rep.add("job %s: %s %.1fs after the alert %s", job.ID, job.State, time.Since(start).Seconds(), job.Reason)
+	if job.State != jobs.StateSucceeded {
+		t.Fatalf("alert job %s: %s: %s", job.ID, job.State, job.Reason)
+	}
+	for _, r := range []string{"serve-a", "serve-b"} {
+		waitUntil(t, r+" to serve version 2", time.Minute, func() bool {
+			var meta struct{ Versions []string }
+			code, _, _ := httpGet(ctx, s.url(r)+"/v2/models/ridership", "", &meta)
+			return code == http.StatusOK && slices.Contains(meta.Versions, "2")
+		})
+	}
+	rep.add("v2 served by serve-a and serve-b %.1fs after the alert", time.Since(start).Seconds())
+
+	// serve-a stops: HAProxy sends everything to serve-b, nothing fails.
+	s.compose(2*time.Minute, "stop", "serve-a")
+	after := replay(t, s, s.url("serve"), "2016-03-01", "2016-03-10")
+	rep.add("serve-a stopped: replay 2016-03-01..10 through the load balancer: %d requests, %d failed, %d labels", after.Sent, after.Failed, after.Labels)
+	if after.Failed != 0 || after.LabelsFailed != 0 || after.Labels != after.Sent {
+		t.Errorf("with serve-a stopped: %d requests, %d failed, %d labels, %d failed: %v", after.Sent, after.Failed, after.Labels, after.LabelsFailed, after.FirstFailures)
+	}
+	if code, _, _ := httpGet(ctx, s.url("serve")+"/lb/ready", "", nil); code != http.StatusOK {
+		t.Errorf("serve load balancer /lb/ready: %d with one replica up, want 200", code)
 	}
 
 	start = time.Now()
