@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 )
 
 // A trainer maps its per-iteration callback onto ActiveRun.Iteration and its
@@ -18,7 +18,7 @@ func ExampleStart() {
 	defer os.RemoveAll(dir)
 	// cmd/flywheel opens MLflow+fallback or SQLite from --tracking-uri / --tracking-db.
 	var t tracker.Tracker
-	t, err := sqlite.Open(ctx, sqlite.Options{Config: sqlite.Config{Path: filepath.Join(dir, "tracking.db")}})
+	t, err := localstore.Open(ctx, localstore.Options{Config: localstore.Config{URL: filepath.Join(dir, "tracking.db")}})
 	if err != nil {
 		panic(err)
 	}

@@ -1,7 +1,7 @@
 // Package tracker records experiment runs: experiments, runs with params,
 // metrics (with steps and timestamps), tags, dataset inputs and artifacts,
 // and a model registry with versions and aliases. It mirrors MLflow's
-// tracking entities so that every backend (tracker/mlflow, tracker/sqlite,
+// tracking entities so that every backend (tracker/mlflow, tracker/localstore,
 // tracker/fallback) holds the same data and runs can be replayed between them.
 package tracker
 

@@ -41,7 +41,7 @@ const (
 	ArtifactReport = "report.json"
 )
 
-// Tracking records a fit as a run of an experiment tracker (tracker/sqlite,
+// Tracking records a fit as a run of an experiment tracker (tracker/localstore,
 // tracker/mlflow or tracker/fallback).
 type Tracking struct {
 	Recorder tracker.Recorder

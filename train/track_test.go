@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 )
 
 func TestFitTracked(t *testing.T) {
@@ -42,7 +42,7 @@ func TestFitTracked(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			store, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: filepath.Join(dir, "t.db")}})
+			store, err := localstore.Open(context.Background(), localstore.Options{Config: localstore.Config{URL: filepath.Join(dir, "t.db")}})
 			if err != nil {
 				t.Fatal(err)
 			}

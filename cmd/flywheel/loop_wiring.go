@@ -4,7 +4,7 @@ package main
 // docs/loop-wiring.md):
 //   loopBase       → train/features (the numeric columns, calendar, yearly lags from the dataset)
 //   loopTrainer    → the built-in train.Fit, or --external-cmd
-//   loopTracker    → tracker/sqlite, or tracker/mlflow with the SQLite fallback
+//   loopTracker    → tracker/localstore, or tracker/mlflow with the local-store fallback
 //                    (a tracker.Recorder the pipeline uses directly)
 //   replayFeatures → train/features.Set.FromMap with the replayed rows' history
 
@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -130,11 +128,7 @@ func loopTracker(ctx context.Context, f trainerFlags, log *slog.Logger) (*tracki
 	if !f.track {
 		return nil, nil
 	}
-	if dir := filepath.Dir(f.tf.db); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("--tracking-db directory: %w", err)
-		}
-	}
+	f.tf.shared = f.database
 	return f.tf.open(ctx, log)
 }
 

@@ -15,8 +15,8 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 	"github.com/flywheel-ml/flywheel/train/dataset"
 	"github.com/flywheel-ml/flywheel/train/features"
 	"github.com/flywheel-ml/flywheel/train/jobs"
@@ -158,7 +158,7 @@ func TestTrainerBuiltinTracked(t *testing.T) {
 	tr.stop(t, 20*time.Second)
 
 	// The tracker (reopened: the trainer closed it) holds the run.
-	st, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: trackingDB}})
+	st, err := localstore.Open(context.Background(), localstore.Options{Config: localstore.Config{URL: trackingDB}})
 	if err != nil {
 		t.Fatal(err)
 	}

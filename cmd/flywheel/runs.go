@@ -15,7 +15,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/fallback"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 )
 
 const runsUsage = `Usage: flywheel runs <list|show|compare|sync> [flags] [RUN...]
@@ -131,6 +131,11 @@ func findRun(ctx context.Context, tr *tracking, reader tracker.Tracker, id strin
 }
 
 func lookupRun(ctx context.Context, tr *tracking, reader tracker.Tracker, id string) (tracker.Run, error) {
+	if tr.remote == nil {
+		if local, err := tr.local.Outbox().Resolve(ctx, id); err == nil {
+			id = local // an MLflow id of a run this store replayed
+		}
+	}
 	r, err := reader.GetRun(ctx, id)
 	if err == nil || tr.remote == nil {
 		return r, err
@@ -140,6 +145,9 @@ func lookupRun(ctx context.Context, tr *tracking, reader tracker.Tracker, id str
 		if serr == nil && len(runs) == 1 {
 			return runs[0], nil
 		}
+	}
+	if local, lerr := tr.local.Outbox().Resolve(ctx, id); lerr == nil {
+		id = local
 	}
 	if lr, lerr := tr.local.GetRun(ctx, id); lerr == nil {
 		return lr, nil
@@ -167,7 +175,11 @@ func runsList(ctx context.Context, w io.Writer, tr *tracking, reader tracker.Tra
 			return err
 		}
 		for _, r := range lrs {
-			sync[r.Info.ID] = r.SyncState
+			ob, err := tr.local.Outbox().Run(ctx, r.Info.ID)
+			if err != nil {
+				return err
+			}
+			sync[r.Info.ID] = ob.State
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -189,8 +201,8 @@ func runsList(ctx context.Context, w io.Writer, tr *tracking, reader tracker.Tra
 	if len(runs) == 0 {
 		fmt.Fprintln(w, "(no runs)")
 	}
-	if pending, _ := tr.local.RunsInState(ctx, sqlite.StateUnsynced); len(pending) > 0 {
-		fmt.Fprintf(w, "\n%d run(s) in %s are complete only locally (MLflow was unreachable, or rejected a write: `flywheel runs sync` replays them and reports MLflow's answer)\n", len(pending), tr.local.Path())
+	if pending, _ := tr.local.Outbox().RunsInState(ctx, localstore.StateUnsynced); len(pending) > 0 {
+		fmt.Fprintf(w, "\n%d run(s) in %s are complete only locally (MLflow was unreachable, or rejected a write: `flywheel runs sync` replays them and reports MLflow's answer)\n", len(pending), tr.local.Name())
 	}
 	return nil
 }
@@ -207,8 +219,8 @@ func runsShow(ctx context.Context, w io.Writer, tr *tracking, reader tracker.Tra
 	if lid := r.Tags[tracker.TagLocalRunID]; lid != "" && lid != r.Info.ID {
 		fmt.Fprintf(tw, "local run\t%s\n", lid)
 	}
-	if lr, err := tr.local.GetLocalRun(ctx, r.Info.ID); err == nil {
-		fmt.Fprintf(tw, "sync\t%s\n", lr.SyncState)
+	if ob, err := tr.local.Outbox().Run(ctx, r.Info.ID); err == nil {
+		fmt.Fprintf(tw, "sync\t%s\n", ob.State)
 	}
 	tw.Flush()
 	section := func(title string, rows [][2]string) {

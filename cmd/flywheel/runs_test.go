@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 )
 
 func clearTrackingEnv(t *testing.T) {
-	for _, k := range []string{"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "FLYWHEEL_TRACKING_DB"} {
+	for _, k := range []string{"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "FLYWHEEL_TRACKING_DB", database.EnvURL} {
 		t.Setenv(k, "")
 	}
 }
@@ -50,7 +51,7 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 func TestRunsSQLite(t *testing.T) {
 	clearTrackingEnv(t)
 	db := filepath.Join(t.TempDir(), "tracking.db")
-	s, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: db}})
+	s, err := localstore.Open(context.Background(), localstore.Options{Config: localstore.Config{URL: db}})
 	if err != nil {
 		t.Fatal(err)
 	}

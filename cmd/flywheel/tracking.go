@@ -4,27 +4,50 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/fallback"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 	"github.com/flywheel-ml/flywheel/tracker/mlflow"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 )
 
-// trackingFlags selects the experiment tracker: MLflow (with the SQLite
-// fallback) when a tracking URI is set, SQLite alone otherwise. Commands that
-// track runs (runs, train, trainer) register these flags.
+// trackingFlags selects the experiment tracker: MLflow (with the local
+// store as its fallback) when a tracking URI is set, the local store alone
+// otherwise. Commands that track runs (runs, train, trainer) register these
+// flags.
 type trackingFlags struct {
 	uri, token, username, password string
 	db                             string
-	timeout                        time.Duration
-	retries                        int
+	// shared is the command's shared database (the trainer's --database):
+	// a PostgreSQL one also holds the tracker's store unless --tracking-db
+	// says otherwise.
+	shared  string
+	timeout time.Duration
+	retries int
 }
 
 func (f *trackingFlags) register(fs *flagSet) {
-	f.registerServer(fs, "MLflow tracking server URL (e.g. http://127.0.0.1:5000); empty = track in the local SQLite database only")
-	fs.String(&f.db, "tracking-db", "", sqlite.DefaultConfig().Path, "SQLite tracking database (the store without MLflow, the fallback with it; artifacts go to <name>-artifacts/ beside it)")
+	f.registerServer(fs, "MLflow tracking server URL (e.g. http://127.0.0.1:5000); empty = track in the local store only")
+	fs.String(&f.db, "tracking-db", "", "", "the tracker's local store (the store without MLflow, the fallback with it): a SQLite file (artifacts in <name>-artifacts/ beside it), or postgres://user:password@host:5432/db shared by every process (artifacts in the database); default: the PostgreSQL database of --database or "+database.EnvURL+" if any, else "+localstore.DefaultConfig().URL)
+}
+
+// storeURL is the local store's database: --tracking-db, else a shared
+// PostgreSQL database (--database, then FLYWHEEL_DATABASE_URL), else the
+// default SQLite file. A shared SQLite file is never used: it holds
+// another store's schema.
+func (f *trackingFlags) storeURL() string {
+	if f.db != "" {
+		return f.db
+	}
+	for _, u := range []string{f.shared, os.Getenv(database.EnvURL)} {
+		if database.IsPostgres(u) {
+			return u
+		}
+	}
+	return localstore.DefaultConfig().URL
 }
 
 // registerServer registers the flags that reach the MLflow server only.
@@ -40,8 +63,8 @@ func (f *trackingFlags) registerServer(fs *flagSet, uriUsage string) {
 // tracking is an opened tracker.
 type tracking struct {
 	tracker.Tracker
-	kind   string // "mlflow" or "sqlite", as recorded in model cards
-	local  *sqlite.Store
+	kind   string // "mlflow", or the local store's dialect ("sqlite", "postgres"), as recorded in model cards
+	local  *localstore.Store
 	remote *mlflow.Client    // nil without a tracking URI
 	fb     *fallback.Tracker // nil without a tracking URI
 }
@@ -58,14 +81,14 @@ func (f *trackingFlags) mlflowConfig() mlflow.Config {
 }
 
 func (f *trackingFlags) open(ctx context.Context, log *slog.Logger) (*tracking, error) {
-	cfg := sqlite.DefaultConfig()
-	cfg.Path = f.db
-	local, err := sqlite.Open(ctx, sqlite.Options{Config: cfg, Logger: log})
+	cfg := localstore.DefaultConfig()
+	cfg.URL = f.storeURL()
+	local, err := localstore.Open(ctx, localstore.Options{Config: cfg, Logger: log})
 	if err != nil {
-		return nil, fmt.Errorf("--tracking-db=%q: %w", f.db, err)
+		return nil, fmt.Errorf("--tracking-db=%q: %w", database.Redact(cfg.URL), err)
 	}
 	if f.uri == "" {
-		return &tracking{Tracker: local, kind: "sqlite", local: local}, nil
+		return &tracking{Tracker: local, kind: string(local.Dialect()), local: local}, nil
 	}
 	remote, err := mlflow.New(mlflow.Options{Config: f.mlflowConfig(), Logger: log})
 	if err != nil {
@@ -93,7 +116,7 @@ func (t *tracking) runSyncer(ctx context.Context, interval time.Duration) error 
 
 // experimentName resolves an experiment id (MLflow's with a tracking URI,
 // the local store's without) to its name: runs are filed by name, so the
-// SQLite fallback and MLflow agree on the experiment.
+// local fallback and MLflow agree on the experiment.
 func (t *tracking) experimentName(ctx context.Context, id string) (string, error) {
 	if t.remote != nil {
 		e, err := t.remote.GetExperiment(ctx, id)

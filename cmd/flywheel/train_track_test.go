@@ -14,7 +14,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 	"github.com/flywheel-ml/flywheel/train"
 )
 
@@ -49,7 +49,7 @@ type trackedRun struct {
 func sqliteRun(t *testing.T, db, runID string) trackedRun {
 	t.Helper()
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, sqlite.Options{Config: sqlite.Config{Path: db}})
+	s, err := localstore.Open(ctx, localstore.Options{Config: localstore.Config{URL: db}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestTrainTrackingVariants(t *testing.T) {
 
 func searchAll(t *testing.T, db string) []tracker.Run {
 	t.Helper()
-	s, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: db}})
+	s, err := localstore.Open(context.Background(), localstore.Options{Config: localstore.Config{URL: db}})
 	if err != nil {
 		t.Fatal(err)
 	}

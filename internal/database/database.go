@@ -276,6 +276,16 @@ func (d *DB) Migrate(ctx context.Context, component string, m Migrations) error 
 		}
 		for v := have + 1; v <= len(list); v++ {
 			err := d.InTx(ctx, func(tx *Tx) error {
+				// Another process opening the same file may have applied it
+				// meanwhile (a write transaction on a file opened with
+				// _txlock=immediate holds the lock from its start).
+				var cur int
+				if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+					return err
+				}
+				if cur >= v {
+					return nil
+				}
 				if _, err := tx.ExecContext(ctx, list[v-1]); err != nil {
 					return err
 				}

@@ -21,7 +21,7 @@ import (
 	"github.com/flywheel-ml/flywheel/monitoring"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 	"github.com/flywheel-ml/flywheel/train/replay"
@@ -484,7 +484,7 @@ func serveFailures(t *testing.T, serveURL string) float64 {
 func checkTracker(t *testing.T, path, runID string, j jobs.Job) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Config: sqlite.Config{Path: path}})
+	st, err := localstore.Open(ctx, localstore.Options{Config: localstore.Config{URL: path}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,9 @@
 // Package fallback is the tracker used when an MLflow server is configured:
-// every write goes to the local SQLite store first and is mirrored to MLflow.
-// When MLflow is unreachable after the client's retries, the run continues
-// entirely in SQLite and is marked unsynced (never split without a record);
-// Sync replays unsynced runs idempotently — a run is found again by its
+// every write goes to the local store (tracker/localstore: SQLite or
+// PostgreSQL) first and is mirrored to MLflow. When MLflow is unreachable
+// after the client's retries, the run continues entirely in the local store
+// and its outbox entry says unsynced (never split without a record); Sync
+// replays unsynced runs idempotently — a run is found again by its
 // flywheel.local_run_id tag, and only what MLflow is missing is sent.
 package fallback
 
@@ -16,7 +17,7 @@ import (
 	"time"
 
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 )
 
 // Remote is the MLflow side (tracker/mlflow.Client).
@@ -29,12 +30,17 @@ type Remote interface {
 // Options builds a Tracker.
 type Options struct {
 	Remote Remote
-	Local  *sqlite.Store
+	Local  *localstore.Store
 	Logger *slog.Logger
 	// Cooldown is how long, after MLflow was found unreachable, new runs
-	// and registry calls skip it and go straight to SQLite (default 30s;
-	// Sync always tries).
+	// and registry calls skip it and go straight to the local store
+	// (default 30s; Sync always tries).
 	Cooldown time.Duration
+	// StartTimeout is how long a run may stay starting (StartRun waiting
+	// for MLflow) before a sync, in any process, takes it over as
+	// unsynced: its process died mid-start (default 10m; it must exceed
+	// the client's timeout × retries).
+	StartTimeout time.Duration
 }
 
 // Tracker mirrors a local store to MLflow. Run ids it returns are MLflow's
@@ -42,11 +48,12 @@ type Options struct {
 // Version numbers it returns are MLflow's when the version reached MLflow.
 type Tracker struct {
 	remote Remote
-	local  *sqlite.Store
+	local  *localstore.Store
+	outbox *localstore.Outbox
 	log    *slog.Logger
 
-	cooldown time.Duration
-	now      func() time.Time
+	cooldown, startTimeout time.Duration
+	now                    func() time.Time
 
 	mu        sync.Mutex
 	runs      map[string]*runState // local id → state
@@ -56,10 +63,6 @@ type Tracker struct {
 type runState struct {
 	remoteID string
 	mirrored bool
-	// starting is true while StartRun waits for MLflow: Sync leaves the
-	// run alone, or it would replay it as a second MLflow run and record
-	// that run's id in place of the one StartRun returns.
-	starting bool
 }
 
 var _ tracker.Tracker = (*Tracker)(nil)
@@ -77,8 +80,12 @@ func New(opts Options) (*Tracker, error) {
 	if cd == 0 {
 		cd = 30 * time.Second
 	}
-	return &Tracker{remote: opts.Remote, local: opts.Local, log: log.With("component", "tracker/fallback"),
-		runs: map[string]*runState{}, cooldown: cd, now: time.Now}, nil
+	st := opts.StartTimeout
+	if st == 0 {
+		st = 10 * time.Minute
+	}
+	return &Tracker{remote: opts.Remote, local: opts.Local, outbox: opts.Local.Outbox(), log: log.With("component", "tracker/fallback"),
+		runs: map[string]*runState{}, cooldown: cd, startTimeout: st, now: time.Now}, nil
 }
 
 // down reports whether MLflow failed recently.
@@ -106,7 +113,7 @@ func (t *Tracker) Close() error {
 }
 
 // Local is the underlying store.
-func (t *Tracker) Local() *sqlite.Store { return t.local }
+func (t *Tracker) Local() *localstore.Store { return t.local }
 
 func unavailable(err error) bool {
 	return errors.Is(err, tracker.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
@@ -123,14 +130,16 @@ func (t *Tracker) GetOrCreateExperiment(ctx context.Context, name string) (track
 	return t.local.GetOrCreateExperiment(ctx, name)
 }
 
-// StartRun records the run locally (unsynced), then creates it in MLflow
-// tagged with the local id; on success the run is mirrored.
+// StartRun records the run locally, in state starting: no sync, in this
+// process or another sharing the store, replays it while MLflow creates it
+// (it would become a second MLflow run). The MLflow run is tagged with the
+// local id; on success the run is mirrored, else unsynced.
 func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracker.RunOptions) (tracker.RunInfo, error) {
 	name, err := t.local.ExperimentName(ctx, experimentID)
 	if err != nil {
 		return tracker.RunInfo{}, err
 	}
-	localID := sqlite.NewRunID()
+	localID := localstore.NewRunID()
 	tags := map[string]string{}
 	for k, v := range opts.Tags {
 		tags[k] = v
@@ -140,23 +149,18 @@ func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracke
 	if opts.StartTime.IsZero() {
 		opts.StartTime = time.Now()
 	}
-	info, err := t.local.StartRunWithID(ctx, experimentID, localID, sqlite.StateUnsynced, opts)
+	info, err := t.local.StartRunWithID(ctx, experimentID, localID, localstore.StateStarting, opts)
 	if err != nil {
 		return tracker.RunInfo{}, err
 	}
-	st := &runState{starting: true}
+	st := &runState{}
 	t.mu.Lock()
 	t.runs[localID] = st
 	t.mu.Unlock()
-	defer func() {
-		t.mu.Lock()
-		st.starting = false
-		t.mu.Unlock()
-	}()
 	opts.Name = info.Name
 	if t.down() {
 		t.log.Warn("MLflow was unreachable moments ago: the run is tracked in the local store and replayed by `flywheel runs sync`", "local_run_id", localID)
-		return info, nil
+		return info, t.outbox.SetState(ctx, localID, localstore.StateStarting, localstore.StateUnsynced)
 	}
 	exp, err := t.remote.GetOrCreateExperiment(ctx, name)
 	var rinfo tracker.RunInfo
@@ -165,25 +169,30 @@ func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracke
 	}
 	switch {
 	case err == nil:
-		if err := t.local.SetRemoteID(ctx, localID, rinfo.ID); err != nil {
+		ok, err := t.outbox.Started(ctx, localID, rinfo.ID)
+		if err != nil {
 			return tracker.RunInfo{}, err
 		}
-		if err := t.local.SetSyncState(ctx, localID, sqlite.StateUnsynced, sqlite.StateMirrored); err != nil {
-			return tracker.RunInfo{}, err
+		if !ok {
+			t.log.Warn("MLflow created the run after the start timeout, when a sync had taken it over: the run continues in the local store",
+				"run_id", rinfo.ID, "local_run_id", localID, "start_timeout", t.startTimeout)
+			return info, nil
 		}
+		t.mu.Lock()
 		st.remoteID, st.mirrored = rinfo.ID, true
+		t.mu.Unlock()
 		t.log.Info("run started", "run_id", rinfo.ID, "local_run_id", localID, "backend", "mlflow")
 		return rinfo, nil
 	case unavailable(err):
 		t.markDown()
 		t.log.Warn("MLflow unreachable: the run continues in the local store and is replayed by `flywheel runs sync`",
 			"local_run_id", localID, "err", err)
-		return info, nil
+		return info, t.outbox.SetState(context.WithoutCancel(ctx), localID, localstore.StateStarting, localstore.StateUnsynced)
 	default:
 		// MLflow rejected the run (a 4xx): it is not retried by sync, which
 		// would meet the same answer; `runs sync --all` still uploads it.
 		t.local.EndRun(ctx, localID, tracker.StatusFailed, time.Time{})
-		if serr := t.local.SetSyncState(ctx, localID, sqlite.StateUnsynced, sqlite.StateLocal); serr != nil {
+		if serr := t.outbox.SetState(context.WithoutCancel(ctx), localID, localstore.StateStarting, localstore.StateLocal); serr != nil {
 			err = errors.Join(err, serr)
 		}
 		return tracker.RunInfo{}, fmt.Errorf("starting the run in MLflow: %w", err)
@@ -192,7 +201,7 @@ func (t *Tracker) StartRun(ctx context.Context, experimentID string, opts tracke
 
 // state resolves a run id and returns the local id and its mirror state.
 func (t *Tracker) state(ctx context.Context, runID string) (string, *runState, error) {
-	localID, err := t.local.Resolve(ctx, runID)
+	localID, err := t.outbox.Resolve(ctx, runID)
 	if err != nil {
 		return "", nil, err
 	}
@@ -202,11 +211,11 @@ func (t *Tracker) state(ctx context.Context, runID string) (string, *runState, e
 	if ok {
 		return localID, st, nil
 	}
-	lr, err := t.local.GetLocalRun(ctx, localID)
+	or, err := t.outbox.Run(ctx, localID)
 	if err != nil {
 		return "", nil, err
 	}
-	st = &runState{remoteID: lr.RemoteID, mirrored: lr.SyncState == sqlite.StateMirrored}
+	st = &runState{remoteID: or.RemoteID, mirrored: or.State == localstore.StateMirrored}
 	t.mu.Lock()
 	t.runs[localID] = st
 	t.mu.Unlock()
@@ -229,7 +238,7 @@ func (t *Tracker) mirror(ctx context.Context, localID string, st *runState, op s
 	t.mu.Lock()
 	st.mirrored = false
 	t.mu.Unlock()
-	if serr := t.local.SetSyncState(context.WithoutCancel(ctx), localID, "", sqlite.StateUnsynced); serr != nil {
+	if serr := t.outbox.SetState(context.WithoutCancel(ctx), localID, "", localstore.StateUnsynced); serr != nil {
 		return errors.Join(err, serr)
 	}
 	if unavailable(err) {
@@ -299,9 +308,17 @@ func (t *Tracker) EndRun(ctx context.Context, runID string, status tracker.RunSt
 	return t.mirror(ctx, localID, st, "end", func(rid string) error { return t.remote.EndRun(ctx, rid, status, end) })
 }
 
+// localID is the local id of a run known by its MLflow id, else id.
+func (t *Tracker) localID(ctx context.Context, id string) string {
+	if local, err := t.outbox.Resolve(ctx, id); err == nil {
+		return local
+	}
+	return id
+}
+
 // GetRun answers from the local store, or from MLflow for runs logged elsewhere.
 func (t *Tracker) GetRun(ctx context.Context, runID string) (tracker.Run, error) {
-	r, err := t.local.GetRun(ctx, runID)
+	r, err := t.local.GetRun(ctx, t.localID(ctx, runID))
 	if errors.Is(err, tracker.ErrNotFound) {
 		return t.remote.GetRun(ctx, runID)
 	}
@@ -315,7 +332,7 @@ func (t *Tracker) SearchRuns(ctx context.Context, q tracker.SearchQuery) ([]trac
 
 // MetricHistory answers locally, or from MLflow.
 func (t *Tracker) MetricHistory(ctx context.Context, runID, key string) ([]tracker.Metric, error) {
-	ms, err := t.local.MetricHistory(ctx, runID, key)
+	ms, err := t.local.MetricHistory(ctx, t.localID(ctx, runID), key)
 	if errors.Is(err, tracker.ErrNotFound) {
 		return t.remote.MetricHistory(ctx, runID, key)
 	}
@@ -324,7 +341,7 @@ func (t *Tracker) MetricHistory(ctx context.Context, runID, key string) ([]track
 
 // ListArtifacts answers locally, or from MLflow.
 func (t *Tracker) ListArtifacts(ctx context.Context, runID, path string) ([]tracker.FileInfo, error) {
-	fs, err := t.local.ListArtifacts(ctx, runID, path)
+	fs, err := t.local.ListArtifacts(ctx, t.localID(ctx, runID), path)
 	if errors.Is(err, tracker.ErrNotFound) {
 		return t.remote.ListArtifacts(ctx, runID, path)
 	}
@@ -333,7 +350,7 @@ func (t *Tracker) ListArtifacts(ctx context.Context, runID, path string) ([]trac
 
 // OpenArtifact answers locally, or from MLflow.
 func (t *Tracker) OpenArtifact(ctx context.Context, runID, path string) (io.ReadCloser, error) {
-	f, err := t.local.OpenArtifact(ctx, runID, path)
+	f, err := t.local.OpenArtifact(ctx, t.localID(ctx, runID), path)
 	if errors.Is(err, tracker.ErrNotFound) {
 		return t.remote.OpenArtifact(ctx, runID, path)
 	}
@@ -382,7 +399,7 @@ func (t *Tracker) CreateModelVersion(ctx context.Context, name, runID, artifactP
 			return err
 		}
 		out = rv
-		return t.local.SetRemoteVersion(ctx, name, lv.Version, rv.Version)
+		return t.outbox.SetRemoteVersion(ctx, name, lv.Version, rv.Version)
 	})
 	return out, err
 }
@@ -390,17 +407,17 @@ func (t *Tracker) CreateModelVersion(ctx context.Context, name, runID, artifactP
 // SetAlias sets the alias locally and in MLflow; an alias MLflow did not get
 // is replayed by Sync. version may be MLflow's or the local number.
 func (t *Tracker) SetAlias(ctx context.Context, name, alias, version string) error {
-	lv, err := t.local.LocalVersionFor(ctx, name, version)
+	lv, remote, err := t.outbox.LocalVersion(ctx, name, version)
 	if err != nil {
 		return err
 	}
-	if err := t.local.SetAliasPending(ctx, name, alias, lv.Version); err != nil {
+	if err := t.outbox.SetAlias(ctx, name, alias, lv.Version); err != nil {
 		return err
 	}
-	if lv.RemoteVersion == "" || t.down() {
+	if remote == "" || t.down() {
 		return nil
 	}
-	if err := t.remote.SetAlias(ctx, name, alias, lv.RemoteVersion); err != nil {
+	if err := t.remote.SetAlias(ctx, name, alias, remote); err != nil {
 		if unavailable(err) {
 			t.markDown()
 			t.log.Warn("MLflow unreachable: alias recorded locally for sync", "model", name, "alias", alias, "err", err)
@@ -408,7 +425,7 @@ func (t *Tracker) SetAlias(ctx context.Context, name, alias, version string) err
 		}
 		return err
 	}
-	return t.local.MarkAliasSynced(ctx, name, alias, lv.Version)
+	return t.outbox.MarkAliasSynced(ctx, name, alias, lv.Version)
 }
 
 var _ tracker.VersionAnnotator = (*Tracker)(nil)
@@ -417,23 +434,23 @@ var _ tracker.VersionAnnotator = (*Tracker)(nil)
 // them to MLflow when the version is there; Sync replays them otherwise.
 // version may be MLflow's or the local number.
 func (t *Tracker) AnnotateModelVersion(ctx context.Context, name, version string, a tracker.VersionAnnotation) error {
-	lv, err := t.local.LocalVersionFor(ctx, name, version)
+	lv, remote, err := t.outbox.LocalVersion(ctx, name, version)
 	if err != nil {
 		return err
 	}
 	if err := t.local.AnnotateModelVersion(ctx, name, lv.Version, a); err != nil {
 		return err
 	}
-	if lv.RemoteVersion == "" || t.down() {
+	if remote == "" || t.down() {
 		return nil
 	}
-	if err := t.remote.AnnotateModelVersion(ctx, name, lv.RemoteVersion, a); err != nil {
+	if err := t.remote.AnnotateModelVersion(ctx, name, remote, a); err != nil {
 		if unavailable(err) {
 			t.markDown()
-			t.log.Warn("MLflow unreachable: version tags recorded locally for sync", "model", name, "version", lv.RemoteVersion, "err", err)
+			t.log.Warn("MLflow unreachable: version tags recorded locally for sync", "model", name, "version", remote, "err", err)
 			return nil
 		}
-		return fmt.Errorf("model version %s of %q in MLflow: %w", lv.RemoteVersion, name, err)
+		return fmt.Errorf("model version %s of %q in MLflow: %w", remote, name, err)
 	}
 	return nil
 }

@@ -17,23 +17,43 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/fallback"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 	"github.com/flywheel-ml/flywheel/tracker/mlflow"
 	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
 )
 
 const testTimeout = time.Second // generous: a loaded CI machine must not time out healthy requests
 
 type env struct {
 	srv   *mlflowtest.Server
-	store *sqlite.Store
+	store *localstore.Store
 	tr    *fallback.Tracker
 	dir   string
 }
 
-func newEnv(t *testing.T) *env {
+// TestFallbackContract runs the fallback's suite with its local store on
+// both backends: SQLite files and databases on a real PostgreSQL server.
+func TestFallbackContract(t *testing.T) {
+	harness.RunContract(t, []harness.ContractCase{
+		{Name: "FaultScenarios", Test: testFaultScenarios},
+		{Name: "SyncKilledHalfway", Test: testSyncKilledHalfway},
+		{Name: "BackgroundSyncer", Test: testBackgroundSyncer},
+		{Name: "SyncAllUploadsLocalRuns", Test: testSyncAllUploadsLocalRuns},
+		{Name: "Cooldown", Test: testCooldown},
+		{Name: "WriteDuringAndAfterSync", Test: testWriteDuringAndAfterSync},
+		{Name: "SyncWhileDown", Test: testSyncWhileDown},
+		{Name: "SyncDuringSlowStart", Test: testSyncDuringSlowStart},
+		{Name: "OtherProcessSyncsDuringSlowStart", Test: testOtherProcessSyncsDuringSlowStart},
+		{Name: "StaleStartTakenOver", Test: testStaleStartTakenOver},
+	})
+}
+
+// newEnv starts an MLflow imitation and a fallback tracker whose local
+// store is the database at url.
+func newEnv(t *testing.T, url string) *env {
 	t.Helper()
 	srv, err := mlflowtest.New()
 	if err != nil {
@@ -41,10 +61,23 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
-	store, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: filepath.Join(dir, "tracking.db")}})
+	store := openStore(t, url, dir)
+	tr := newTracker(t, srv, store, fallback.Options{})
+	return &env{srv: srv, store: store, tr: tr, dir: dir}
+}
+
+func openStore(t *testing.T, url, dir string) *localstore.Store {
+	t.Helper()
+	store, err := localstore.Open(context.Background(), localstore.Options{Config: localstore.Config{URL: url, ArtifactDir: filepath.Join(dir, "artifacts")}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return store
+}
+
+// newTracker is a fallback tracker over store reaching srv (one process).
+func newTracker(t *testing.T, srv *mlflowtest.Server, store *localstore.Store, opts fallback.Options) *fallback.Tracker {
+	t.Helper()
 	cfg := mlflow.DefaultConfig()
 	cfg.TrackingURI = srv.URL
 	cfg.Timeout = testTimeout
@@ -55,13 +88,16 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := fallback.New(fallback.Options{Remote: cl, Local: store})
+	opts.Remote, opts.Local = cl, store
+	tr, err := fallback.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
-	return &env{srv: srv, store: store, tr: tr, dir: dir}
+	return tr
 }
+
+var testSource = tracker.Source{User: "ci", Name: "flywheel train", Type: "LOCAL", GitCommit: "abc123"}
 
 // phase is a hook between steps of the workload.
 type phase func(step string)
@@ -155,11 +191,15 @@ func verifyExact(t *testing.T, e *env) {
 		if !ok {
 			t.Fatalf("local run %s missing in MLflow", lr.Info.ID)
 		}
-		if lr.SyncState != sqlite.StateSynced && lr.SyncState != sqlite.StateMirrored {
-			t.Errorf("run %s: sync state %s", lr.Info.ID, lr.SyncState)
+		ob, err := e.store.Outbox().Run(ctx, lr.Info.ID)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if lr.RemoteID != r.Info.ID {
-			t.Errorf("run %s: remote id %q recorded, MLflow has %q", lr.Info.ID, lr.RemoteID, r.Info.ID)
+		if ob.State != localstore.StateSynced && ob.State != localstore.StateMirrored {
+			t.Errorf("run %s: sync state %s", lr.Info.ID, ob.State)
+		}
+		if ob.RemoteID != r.Info.ID {
+			t.Errorf("run %s: remote id %q recorded, MLflow has %q", lr.Info.ID, ob.RemoteID, r.Info.ID)
 		}
 		if r.Info.Status != lr.Info.Status || r.Info.EndTime != lr.Info.EndTime || r.Info.StartTime != lr.Info.StartTime || r.Info.Name != lr.Info.Name {
 			t.Errorf("run info: MLflow %+v, local %+v", r.Info, lr.Info)
@@ -213,7 +253,7 @@ func verifyExact(t *testing.T, e *env) {
 			if len(found) != 1 {
 				t.Fatalf("model %s: %d MLflow versions from run %s, want 1", lv.Name, len(found), r.Info.ID)
 			}
-			if found[0].Version != lv.RemoteVersion || found[0].Source != r.Info.ArtifactURI+"/"+lv.ArtifactPath {
+			if rv, _ := e.store.Outbox().RemoteVersion(ctx, lv.Name, lv.Version); found[0].Version != rv || found[0].Source != r.Info.ArtifactURI+"/"+lv.ArtifactPath {
 				t.Errorf("model version: MLflow %+v, local %+v", found[0], lv)
 			}
 			for _, a := range lv.Aliases {
@@ -231,10 +271,20 @@ func verifyExact(t *testing.T, e *env) {
 	if got := len(e.srv.ModelVersions("ridership")); got != mvs {
 		t.Errorf("MLflow holds %d versions of ridership, local %d", got, mvs)
 	}
-	pending, _ := e.store.PendingAliases(ctx)
+	pending, _ := e.store.Outbox().PendingAliases(ctx)
 	if len(pending) != 0 {
 		t.Errorf("pending aliases after sync: %v", pending)
 	}
+}
+
+// localID is the local id of a run the fallback named by its MLflow id.
+func localID(t *testing.T, e *env, id string) string {
+	t.Helper()
+	local, err := e.store.Outbox().Resolve(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return local
 }
 
 func equalMaps(a, b map[string]string) bool {
@@ -276,7 +326,7 @@ func nth(path string, from, to int, f mlflowtest.Fault) mlflowtest.FaultFunc {
 	}
 }
 
-func TestFaultScenarios(t *testing.T) {
+func testFaultScenarios(t *testing.T, newURL func(testing.TB) string) {
 	slow := mlflowtest.Fault{Kind: mlflowtest.SlowAfter, Delay: 2 * testTimeout}
 	tests := []struct {
 		name string
@@ -341,7 +391,7 @@ func TestFaultScenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
+			e := newEnv(t, newURL(t))
 			e.srv.SetFault(tc.fault)
 			var hook phase
 			if tc.hook != nil {
@@ -350,12 +400,16 @@ func TestFaultScenarios(t *testing.T) {
 			run := workload(t, e, "train-1", hook)
 			e.srv.SetFault(nil)
 			ctx := context.Background()
-			lr, err := e.store.GetLocalRun(ctx, run.ID())
+			lr, err := e.store.GetLocalRun(ctx, localID(t, e, run.ID()))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := lr.SyncState == sqlite.StateUnsynced; got != tc.wantLocal {
-				t.Fatalf("run sync state %s, want unsynced=%v", lr.SyncState, tc.wantLocal)
+			ob, err := e.store.Outbox().Run(ctx, lr.Info.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ob.State == localstore.StateUnsynced; got != tc.wantLocal {
+				t.Fatalf("run sync state %s, want unsynced=%v", ob.State, tc.wantLocal)
 			}
 			// Every run's full data is in SQLite regardless of MLflow.
 			if len(lr.Params) != 151 || len(lr.Metrics) != 5 || len(lr.Datasets) != 1 {
@@ -382,13 +436,13 @@ func TestFaultScenarios(t *testing.T) {
 	}
 }
 
-// TestSyncKilledHalfway interrupts the sync at every point it talks to
+// testSyncKilledHalfway interrupts the sync at every point it talks to
 // MLflow, then syncs again: the server ends with exactly the data.
-func TestSyncKilledHalfway(t *testing.T) {
+func testSyncKilledHalfway(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	for _, cut := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 24, 26, 28, 30} {
 		t.Run(fmt.Sprintf("after %d requests", cut), func(t *testing.T) {
-			e := newEnv(t)
+			e := newEnv(t, newURL(t))
 			e.srv.Stop()
 			workload(t, e, "train-a", nil)
 			workload(t, e, "train-b", nil)
@@ -421,10 +475,10 @@ func TestSyncKilledHalfway(t *testing.T) {
 	}
 }
 
-// TestBackgroundSyncer replays a run logged while MLflow was down once it
+// testBackgroundSyncer replays a run logged while MLflow was down once it
 // comes back, and stops with its context.
-func TestBackgroundSyncer(t *testing.T) {
-	e := newEnv(t)
+func testBackgroundSyncer(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnv(t, newURL(t))
 	e.srv.Stop()
 	workload(t, e, "train-bg", nil)
 	if err := e.srv.Start(); err != nil {
@@ -455,9 +509,9 @@ func TestBackgroundSyncer(t *testing.T) {
 	verifyExact(t, e)
 }
 
-// TestSyncAllUploadsLocalRuns uploads runs recorded with SQLite alone.
-func TestSyncAllUploadsLocalRuns(t *testing.T) {
-	e := newEnv(t)
+// testSyncAllUploadsLocalRuns uploads runs recorded with SQLite alone.
+func testSyncAllUploadsLocalRuns(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnv(t, newURL(t))
 	ctx := context.Background()
 	run, err := tracker.Start(ctx, e.store, "ridership", tracker.RunOptions{Name: "sqlite-only"})
 	if err != nil {
@@ -479,10 +533,10 @@ func TestSyncAllUploadsLocalRuns(t *testing.T) {
 	}
 }
 
-// TestCooldown: after MLflow failed, the next run goes straight to SQLite
+// testCooldown: after MLflow failed, the next run goes straight to SQLite
 // instead of waiting for retries again; sync replays both.
-func TestCooldown(t *testing.T) {
-	e := newEnv(t)
+func testCooldown(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnv(t, newURL(t))
 	var requests atomic.Int32
 	e.srv.SetFault(func(int, *http.Request) mlflowtest.Fault {
 		requests.Add(1)
@@ -504,11 +558,11 @@ func TestCooldown(t *testing.T) {
 	verifyExact(t, e)
 }
 
-// TestWriteDuringAndAfterSync: data written to a run while it is being
+// testWriteDuringAndAfterSync: data written to a run while it is being
 // replayed, or after it was synced, is replayed by the next sync.
-func TestWriteDuringAndAfterSync(t *testing.T) {
+func testWriteDuringAndAfterSync(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := newEnv(t, newURL(t))
 	e.srv.Stop()
 	run := workload(t, e, "late-writes", nil)
 	if err := e.srv.Start(); err != nil {
@@ -541,8 +595,8 @@ func TestWriteDuringAndAfterSync(t *testing.T) {
 	if err := e.tr.LogBatch(ctx, run.ID(), nil, nil, []tracker.Tag{{Key: "note", Value: "after sync"}}); err != nil {
 		t.Fatal(err)
 	}
-	if lr, _ := e.store.GetLocalRun(ctx, run.ID()); lr.SyncState != sqlite.StateUnsynced {
-		t.Fatalf("state %s after a late write", lr.SyncState)
+	if ob, _ := e.store.Outbox().Run(ctx, localID(t, e, run.ID())); ob.State != localstore.StateUnsynced {
+		t.Fatalf("state %s after a late write", ob.State)
 	}
 	if _, err := e.tr.Sync(ctx, fallback.SyncOptions{}); err != nil {
 		t.Fatal(err)
@@ -550,11 +604,11 @@ func TestWriteDuringAndAfterSync(t *testing.T) {
 	verifyExact(t, e)
 }
 
-// TestSyncWhileDown: a sync while MLflow is still down fails fast, loses
+// testSyncWhileDown: a sync while MLflow is still down fails fast, loses
 // nothing and the runs stay unsynced.
-func TestSyncWhileDown(t *testing.T) {
+func testSyncWhileDown(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := newEnv(t, newURL(t))
 	e.srv.Stop()
 	a := workload(t, e, "a", nil)
 	b := workload(t, e, "b", nil)
@@ -563,8 +617,8 @@ func TestSyncWhileDown(t *testing.T) {
 		t.Fatalf("sync while down: %+v %v (want it to stop after the first run)", rep, err)
 	}
 	for _, id := range []string{a.ID(), b.ID()} {
-		if lr, _ := e.store.GetLocalRun(ctx, id); lr.SyncState != sqlite.StateUnsynced {
-			t.Errorf("run %s: %s", id, lr.SyncState)
+		if ob, _ := e.store.Outbox().Run(ctx, localID(t, e, id)); ob.State != localstore.StateUnsynced {
+			t.Errorf("run %s: %s", id, ob.State)
 		}
 	}
 	if err := e.srv.Start(); err != nil {
@@ -576,14 +630,14 @@ func TestSyncWhileDown(t *testing.T) {
 	verifyExact(t, e)
 }
 
-// TestSyncDuringSlowStart is issue 20's trainer failure: MLflow answered
+// testSyncDuringSlowStart is issue 20's trainer failure: MLflow answered
 // runs/create slowly (a timeout on a loaded box) while the background syncer
 // ran; the syncer replayed the half-started run as a second MLflow run and
 // recorded that run's id, so the id StartRun handed to the trainer no longer
 // resolved ("logging the training history: run <id>"). The run must continue
 // under the id it was given and end up exactly once in MLflow.
-func TestSyncDuringSlowStart(t *testing.T) {
-	e := newEnv(t)
+func testSyncDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
+	e := newEnv(t, newURL(t))
 	ctx := context.Background()
 	exp, err := e.tr.GetOrCreateExperiment(ctx, "ridership")
 	if err != nil {
@@ -651,6 +705,99 @@ func TestSyncDuringSlowStart(t *testing.T) {
 	}
 	if runs := e.srv.Runs(); len(runs) != 1 {
 		t.Fatalf("MLflow holds %d runs, want 1 (no duplicate replay)", len(runs))
+	}
+	verifyExact(t, e)
+}
+
+// testOtherProcessSyncsDuringSlowStart: while one process's StartRun waits
+// for MLflow's runs/create, a `runs sync` (plain and --all) of another
+// process sharing the store must leave the run alone: the starting state
+// is in the store, not in the starting process's memory. Before it was,
+// the other process replayed the run as a second MLflow run.
+func testOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
+	url := newURL(t)
+	e := newEnv(t, url)
+	ctx := context.Background()
+	other := newTracker(t, e.srv, openStore(t, url, e.dir), fallback.Options{})
+	exp, err := e.tr.GetOrCreateExperiment(ctx, "ridership")
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var creates atomic.Int32
+	e.srv.SetFault(func(_ int, r *http.Request) mlflowtest.Fault {
+		if strings.HasSuffix(r.URL.Path, "/runs/create") && creates.Add(1) == 1 {
+			close(arrived)
+			<-release
+		}
+		return mlflowtest.Fault{}
+	})
+	var info tracker.RunInfo
+	var startErr error
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		info, startErr = e.tr.StartRun(ctx, exp.ID, tracker.RunOptions{Name: "slow-start", Source: testSource})
+	}()
+	<-arrived
+	for _, all := range []bool{false, true} {
+		rep, err := other.Sync(ctx, fallback.SyncOptions{All: all})
+		if err != nil || rep.Created != 0 || rep.Runs != 0 {
+			t.Errorf("sync (all=%v) of another process during the start: %+v %v", all, rep, err)
+		}
+	}
+	close(release)
+	<-started
+	e.srv.SetFault(nil)
+	if startErr != nil {
+		t.Fatal(startErr)
+	}
+	if err := e.tr.LogBatch(ctx, info.ID, []tracker.Metric{{Key: "mae", Value: 1, Timestamp: 1}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tr.EndRun(ctx, info.ID, tracker.StatusFinished, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Sync(ctx, fallback.SyncOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := creates.Load(); n != 1 {
+		t.Errorf("%d runs/create requests, want 1", n)
+	}
+	verifyExact(t, e)
+}
+
+// testStaleStartTakenOver: a run left starting by a process that died
+// while MLflow created it is replayed once it is older than the start
+// timeout, and not before.
+func testStaleStartTakenOver(t *testing.T, newURL func(testing.TB) string) {
+	url := newURL(t)
+	e := newEnv(t, url)
+	ctx := context.Background()
+	exp, err := e.store.GetOrCreateExperiment(ctx, "ridership")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead process recorded the run and its data, never MLflow's answer.
+	id := localstore.NewRunID()
+	if _, err := e.store.StartRunWithID(ctx, exp.ID, id, localstore.StateStarting,
+		tracker.RunOptions{Name: "orphan", Source: testSource, Tags: map[string]string{tracker.TagLocalRunID: id}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.LogBatch(ctx, id, []tracker.Metric{{Key: "mae", Value: 2, Timestamp: 1}}, []tracker.Param{{Key: "a", Value: "1"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.EndRun(ctx, id, tracker.StatusFinished, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := e.tr.Sync(ctx, fallback.SyncOptions{All: true}); err != nil || rep.Runs != 0 {
+		t.Fatalf("a sync within the start timeout replayed the run: %+v %v", rep, err)
+	}
+	later := newTracker(t, e.srv, openStore(t, url, e.dir), fallback.Options{StartTimeout: time.Millisecond})
+	time.Sleep(5 * time.Millisecond)
+	rep, err := later.Sync(ctx, fallback.SyncOptions{})
+	if err != nil || rep.Created != 1 || rep.Synced != 1 {
+		t.Fatalf("sync after the start timeout: %+v %v", rep, err)
 	}
 	verifyExact(t, e)
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 )
 
 // SyncReport counts what a Sync sent.
@@ -48,24 +48,15 @@ type SyncOptions struct {
 // twice. A run still RUNNING stays unsynced after its data is sent.
 func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error) {
 	var rep SyncReport
-	states := []string{sqlite.StateUnsynced}
-	if opts.All {
-		states = append(states, sqlite.StateMirrored, sqlite.StateSynced, sqlite.StateLocal)
-	}
-	var ids []string
-	for _, s := range states {
-		xs, err := t.local.RunsInState(ctx, s)
-		if err != nil {
-			return rep, err
-		}
-		ids = append(ids, xs...)
+	// Runs still starting are left to their StartRun (in whichever process
+	// sharing the store) until they are older than the start timeout.
+	ids, err := t.outbox.Pending(ctx, opts.All, t.now().Add(-t.startTimeout))
+	if err != nil {
+		return rep, err
 	}
 	for _, id := range ids {
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
-		}
-		if t.starting(id) {
-			continue // StartRun is still waiting for MLflow; the next sync replays it if needed
 		}
 		rep.Runs++
 		if err := t.syncRun(ctx, id, &rep); err != nil {
@@ -96,20 +87,11 @@ func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error
 	return rep, nil
 }
 
-// starting reports whether StartRun of this tracker is still creating the
-// run in MLflow.
-func (t *Tracker) starting(localID string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st, ok := t.runs[localID]
-	return ok && st.starting
-}
-
-func (t *Tracker) findRemoteRun(ctx context.Context, lr sqlite.LocalRun, expID string) (string, error) {
-	if lr.RemoteID != "" {
-		_, err := t.remote.GetRun(ctx, lr.RemoteID)
+func (t *Tracker) findRemoteRun(ctx context.Context, lr localstore.LocalRun, remoteID, expID string) (string, error) {
+	if remoteID != "" {
+		_, err := t.remote.GetRun(ctx, remoteID)
 		if err == nil {
-			return lr.RemoteID, nil
+			return remoteID, nil
 		}
 		if !errors.Is(err, tracker.ErrNotFound) {
 			return "", err
@@ -133,11 +115,21 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 	if err != nil {
 		return err
 	}
+	ob, err := t.outbox.Run(ctx, localID)
+	if err != nil {
+		return err
+	}
+	if ob.State == localstore.StateStarting {
+		// Its StartRun died (or waited past the start timeout): take it over.
+		if err := t.outbox.SetState(ctx, localID, localstore.StateStarting, localstore.StateUnsynced); err != nil {
+			return err
+		}
+	}
 	exp, err := t.remote.GetOrCreateExperiment(ctx, lr.ExperimentName)
 	if err != nil {
 		return fmt.Errorf("experiment %q: %w", lr.ExperimentName, err)
 	}
-	rid, err := t.findRemoteRun(ctx, lr, exp.ID)
+	rid, err := t.findRemoteRun(ctx, lr, ob.RemoteID, exp.ID)
 	if err != nil {
 		return fmt.Errorf("finding the MLflow run: %w", err)
 	}
@@ -154,8 +146,8 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 		rid = info.ID
 		rep.Created++
 	}
-	if rid != lr.RemoteID {
-		ok, err := t.local.SetRemoteIDIf(ctx, localID, lr.RemoteID, rid)
+	if rid != ob.RemoteID {
+		ok, err := t.outbox.SetRemoteIDIf(ctx, localID, ob.RemoteID, rid)
 		if err != nil {
 			return err
 		}
@@ -274,7 +266,9 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 		return err
 	}
 	for _, v := range versions {
-		if v.RemoteVersion != "" {
+		if rv, err := t.outbox.RemoteVersion(ctx, v.Name, v.Version); err != nil {
+			return err
+		} else if rv != "" {
 			continue
 		}
 		if err := t.remote.CreateRegisteredModel(ctx, v.Name); err != nil {
@@ -310,7 +304,7 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 				return fmt.Errorf("tags of model version %s of %q: %w", remoteVersion, v.Name, err)
 			}
 		}
-		if err := t.local.SetRemoteVersion(ctx, v.Name, v.Version, remoteVersion); err != nil {
+		if err := t.outbox.SetRemoteVersion(ctx, v.Name, v.Version, remoteVersion); err != nil {
 			return err
 		}
 	}
@@ -323,7 +317,7 @@ func (t *Tracker) syncRun(ctx context.Context, localID string, rep *SyncReport) 
 		}
 	}
 	if terminal {
-		ok, err := t.local.MarkSynced(ctx, localID, lr.Rev)
+		ok, err := t.outbox.MarkSynced(ctx, localID, lr.Rev)
 		if err != nil {
 			return err
 		}
@@ -367,26 +361,26 @@ func (t *Tracker) uploadLocal(ctx context.Context, localID, rid, path string) er
 }
 
 func (t *Tracker) syncAliases(ctx context.Context, rep *SyncReport) error {
-	pending, err := t.local.PendingAliases(ctx)
+	pending, err := t.outbox.PendingAliases(ctx)
 	if err != nil {
 		return err
 	}
 	for _, p := range pending {
-		lv, err := t.local.LocalVersionForLocal(ctx, p.Name, p.Version)
+		remote, err := t.outbox.RemoteVersion(ctx, p.Name, p.Version)
 		if err != nil {
 			return err
 		}
-		if lv.RemoteVersion == "" {
+		if remote == "" {
 			continue // its run is not replayed yet
 		}
-		if err := t.remote.SetAlias(ctx, p.Name, p.Alias, lv.RemoteVersion); err != nil {
+		if err := t.remote.SetAlias(ctx, p.Name, p.Alias, remote); err != nil {
 			if unavailable(err) {
 				return err
 			}
 			rep.Failed = append(rep.Failed, RunError{LocalID: "alias " + p.Name + "@" + p.Alias, Err: err})
 			continue
 		}
-		if err := t.local.MarkAliasSynced(ctx, p.Name, p.Alias, p.Version); err != nil {
+		if err := t.outbox.MarkAliasSynced(ctx, p.Name, p.Alias, p.Version); err != nil {
 			return err
 		}
 		rep.Aliases++

@@ -15,7 +15,7 @@ import (
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/tracker"
-	"github.com/flywheel-ml/flywheel/tracker/sqlite"
+	"github.com/flywheel-ml/flywheel/tracker/localstore"
 	"github.com/flywheel-ml/flywheel/train/external"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -33,7 +33,7 @@ type env struct {
 	dir, models string
 	store       *jobs.Store
 	serve       *servetest.Server
-	tracker     *sqlite.Store // a real tracker; nil in TestNoTrackerAndConfig
+	tracker     *localstore.Store // a real tracker; nil in TestNoTrackerAndConfig
 	cfg         pipeline.Config
 	trainer     pipeline.Trainer
 	serving     pipeline.Serving
@@ -55,7 +55,7 @@ func newEnv(t *testing.T, threshold float64) *env {
 	t.Cleanup(e.serve.Close)
 	e.serving = &serving.Client{BaseURL: e.serve.URL, Token: "adm"}
 	e.feedback = e.serving.(pipeline.FeedbackSource)
-	tr, err := sqlite.Open(context.Background(), sqlite.Options{Config: sqlite.Config{Path: filepath.Join(e.dir, "tracking.db")}})
+	tr, err := localstore.Open(context.Background(), localstore.Options{Config: localstore.Config{URL: filepath.Join(e.dir, "tracking.db")}})
 	if err != nil {
 		t.Fatal(err)
 	}
