@@ -660,14 +660,8 @@ func testSyncDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
 		}
 		return mlflowtest.Fault{}
 	})
-	var info tracker.RunInfo
-	var startErr error
-	startDone := make(chan struct{})
-	go func() {
-		defer close(startDone)
-		info, startErr = e.tr.StartRun(ctx, exp.ID, tracker.RunOptions{Name: "slow-start",
-			Source: tracker.Source{User: "ci", Name: "flywheel train", Type: "LOCAL", GitCommit: "abc123"}})
-	}()
+	startDone := startInBackground(e, exp.ID)
+	var start startResult
 	<-startArrived
 	syncDone := make(chan struct{})
 	var syncErr error
@@ -678,17 +672,18 @@ func testSyncDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
 	select {
 	case <-syncArrived:
 		close(releaseStart)
-		<-startDone
+		start = <-startDone
 		close(releaseSync)
 		<-syncDone
 	case <-syncDone:
 		close(releaseStart)
-		<-startDone
+		start = <-startDone
 		close(releaseSync)
 	}
-	if startErr != nil {
-		t.Fatalf("start: %v", startErr)
+	if start.err != nil {
+		t.Fatalf("start: %v", start.err)
 	}
+	info := start.info
 	if syncErr != nil {
 		t.Fatalf("sync during the start: %v", syncErr)
 	}
@@ -732,13 +727,7 @@ func testOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) 
 		}
 		return mlflowtest.Fault{}
 	})
-	var info tracker.RunInfo
-	var startErr error
-	started := make(chan struct{})
-	go func() {
-		defer close(started)
-		info, startErr = e.tr.StartRun(ctx, exp.ID, tracker.RunOptions{Name: "slow-start", Source: testSource})
-	}()
+	started := startInBackground(e, exp.ID)
 	<-arrived
 	for _, all := range []bool{false, true} {
 		rep, err := other.Sync(ctx, fallback.SyncOptions{All: all})
@@ -747,11 +736,12 @@ func testOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) 
 		}
 	}
 	close(release)
-	<-started
+	start := <-started
 	e.srv.SetFault(nil)
-	if startErr != nil {
-		t.Fatal(startErr)
+	if start.err != nil {
+		t.Fatal(start.err)
 	}
+	info := start.info
 	if err := e.tr.LogBatch(ctx, info.ID, []tracker.Metric{{Key: "mae", Value: 1, Timestamp: 1}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -765,6 +755,22 @@ func testOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) 
 		t.Errorf("%d runs/create requests, want 1", n)
 	}
 	verifyExact(t, e)
+}
+
+type startResult struct {
+	info tracker.RunInfo
+	err  error
+}
+
+// startInBackground starts a run through e's tracker; the channel gets
+// StartRun's answer.
+func startInBackground(e *env, expID string) <-chan startResult {
+	ch := make(chan startResult, 1)
+	go func() {
+		info, err := e.tr.StartRun(context.Background(), expID, tracker.RunOptions{Name: "slow-start", Source: testSource})
+		ch <- startResult{info, err}
+	}()
+	return ch
 }
 
 // testStaleStartTakenOver: a run left starting by a process that died

@@ -148,20 +148,8 @@ func (s *Store) ListArtifacts(ctx context.Context, runID, dir string) ([]tracker
 
 // AllArtifacts lists every artifact file of a run (recursively).
 func (s *Store) AllArtifacts(ctx context.Context, runID string) ([]tracker.FileInfo, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT path, size FROM artifacts WHERE run_id = ? ORDER BY path", runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []tracker.FileInfo
-	for rows.Next() {
-		var f tracker.FileInfo
-		if err := rows.Scan(&f.Path, &f.Size); err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "SELECT path, size FROM artifacts WHERE run_id = ? ORDER BY path", []any{runID},
+		func(scan func(...any) error) (f tracker.FileInfo, err error) { return f, scan(&f.Path, &f.Size) })
 }
 
 // OpenArtifact opens an artifact file.

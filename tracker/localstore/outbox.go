@@ -147,20 +147,9 @@ func (o *Outbox) RunsInState(ctx context.Context, st string) ([]string, error) {
 }
 
 func (o *Outbox) ids(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := o.s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, o.s.db, q, args, func(scan func(...any) error) (id string, err error) {
+		return id, scan(&id)
+	})
 }
 
 // --- model versions and aliases ---------------------------------------------
@@ -232,22 +221,13 @@ type PendingAlias struct {
 
 // PendingAliases lists aliases not yet replayed.
 func (o *Outbox) PendingAliases(ctx context.Context) ([]PendingAlias, error) {
-	rows, err := o.s.db.QueryContext(ctx, "SELECT name, alias, version FROM outbox_aliases ORDER BY name, alias")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []PendingAlias
-	for rows.Next() {
-		var p PendingAlias
-		var v int64
-		if err := rows.Scan(&p.Name, &p.Alias, &v); err != nil {
-			return nil, err
-		}
-		p.Version = strconv.FormatInt(v, 10)
-		out = append(out, p)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, o.s.db, "SELECT name, alias, version FROM outbox_aliases ORDER BY name, alias", nil,
+		func(scan func(...any) error) (p PendingAlias, err error) {
+			var v int64
+			err = scan(&p.Name, &p.Alias, &v)
+			p.Version = strconv.FormatInt(v, 10)
+			return p, err
+		})
 }
 
 // MarkAliasSynced marks an alias replayed if it still points at version.

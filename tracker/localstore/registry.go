@@ -128,33 +128,25 @@ func (s *Store) ModelVersion(ctx context.Context, name, version string) (LocalVe
 }
 
 func (s *Store) modelVersions(ctx context.Context, where string, args ...any) ([]LocalVersion, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT name, version, run_id, artifact_path, description, tags FROM model_versions WHERE "+where+" ORDER BY name, version", args...)
+	out, err := queryAll(ctx, s.db, "SELECT name, version, run_id, artifact_path, description, tags FROM model_versions WHERE "+where+" ORDER BY name, version", args,
+		func(scan func(...any) error) (lv LocalVersion, err error) {
+			var v int64
+			var tags string
+			if err := scan(&lv.Name, &v, &lv.RunID, &lv.ArtifactPath, &lv.Description, &tags); err != nil {
+				return lv, err
+			}
+			if err := json.Unmarshal([]byte(tags), &lv.Tags); err != nil {
+				return lv, fmt.Errorf("tags of model version %s/%d: %w", lv.Name, v, err)
+			}
+			if len(lv.Tags) == 0 {
+				lv.Tags = nil
+			}
+			lv.Version = strconv.FormatInt(v, 10)
+			lv.Source = s.runArtifactURI(lv.RunID) + "/" + lv.ArtifactPath
+			lv.Status = "READY"
+			return lv, nil
+		})
 	if err != nil {
-		return nil, err
-	}
-	var out []LocalVersion
-	for rows.Next() {
-		var lv LocalVersion
-		var v int64
-		var tags string
-		if err := rows.Scan(&lv.Name, &v, &lv.RunID, &lv.ArtifactPath, &lv.Description, &tags); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if err := json.Unmarshal([]byte(tags), &lv.Tags); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("tags of model version %s/%d: %w", lv.Name, v, err)
-		}
-		if len(lv.Tags) == 0 {
-			lv.Tags = nil
-		}
-		lv.Version = strconv.FormatInt(v, 10)
-		lv.Source = s.runArtifactURI(lv.RunID) + "/" + lv.ArtifactPath
-		lv.Status = "READY"
-		out = append(out, lv)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for i := range out {
@@ -167,20 +159,8 @@ func (s *Store) modelVersions(ctx context.Context, where string, args ...any) ([
 
 func (s *Store) aliasesOf(ctx context.Context, name, version string) ([]string, error) {
 	v, _ := strconv.ParseInt(version, 10, 64)
-	rows, err := s.db.QueryContext(ctx, "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", name, v)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", []any{name, v},
+		func(scan func(...any) error) (a string, err error) { return a, scan(&a) })
 }
 
 var _ tracker.VersionAnnotator = (*Store)(nil)

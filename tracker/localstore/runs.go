@@ -279,27 +279,16 @@ func (s *Store) GetLocalRun(ctx context.Context, runID string) (LocalRun, error)
 }
 
 func (s *Store) loadRuns(ctx context.Context, where string, args ...any) ([]LocalRun, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT r.id, r.experiment_id, e.name, r.name, r.status, r.start_time, r.end_time, r.rev
-		FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE `+where+` ORDER BY r.start_time DESC, r.id`, args...)
+	runs, err := queryAll(ctx, s.db, `SELECT r.id, r.experiment_id, e.name, r.name, r.status, r.start_time, r.end_time, r.rev
+		FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE `+where+` ORDER BY r.start_time DESC, r.id`, args,
+		func(scan func(...any) error) (lr LocalRun, err error) {
+			err = scan(&lr.Info.ID, &lr.Info.ExperimentID, &lr.ExperimentName, &lr.Info.Name, &lr.Info.Status, &lr.Info.StartTime, &lr.Info.EndTime, &lr.Rev)
+			lr.Info.ArtifactURI = s.runArtifactURI(lr.Info.ID)
+			lr.Info.LifecycleStage = "active"
+			lr.Params, lr.Tags, lr.Metrics = map[string]string{}, map[string]string{}, map[string]tracker.Metric{}
+			return lr, err
+		})
 	if err != nil {
-		return nil, err
-	}
-	var runs []LocalRun
-	for rows.Next() {
-		var lr LocalRun
-		var st string
-		if err := rows.Scan(&lr.Info.ID, &lr.Info.ExperimentID, &lr.ExperimentName, &lr.Info.Name, &st, &lr.Info.StartTime, &lr.Info.EndTime, &lr.Rev); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		lr.Info.Status = tracker.RunStatus(st)
-		lr.Info.ArtifactURI = s.runArtifactURI(lr.Info.ID)
-		lr.Info.LifecycleStage = "active"
-		lr.Params, lr.Tags, lr.Metrics = map[string]string{}, map[string]string{}, map[string]tracker.Metric{}
-		runs = append(runs, lr)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	order := "rowid" // the order datasets were logged in
@@ -309,11 +298,15 @@ func (s *Store) loadRuns(ctx context.Context, where string, args ...any) ([]Loca
 	for i := range runs {
 		r := &runs[i]
 		id := r.Info.ID
-		if err := s.each(ctx, "SELECT key, value FROM params WHERE run_id = ?", id, func(k, v string) { r.Params[k] = v }); err != nil {
-			return nil, err
-		}
-		if err := s.each(ctx, "SELECT key, value FROM tags WHERE run_id = ?", id, func(k, v string) { r.Tags[k] = v }); err != nil {
-			return nil, err
+		for table, m := range map[string]map[string]string{"params": r.Params, "tags": r.Tags} {
+			kvs, err := queryAll(ctx, s.db, "SELECT key, value FROM "+table+" WHERE run_id = ?", []any{id},
+				func(scan func(...any) error) (kv [2]string, err error) { return kv, scan(&kv[0], &kv[1]) })
+			if err != nil {
+				return nil, err
+			}
+			for _, kv := range kvs {
+				m[kv[0]] = kv[1]
+			}
 		}
 		ms, err := s.metrics(ctx, id, "")
 		if err != nil {
@@ -325,40 +318,15 @@ func (s *Store) loadRuns(ctx context.Context, where string, args ...any) ([]Loca
 				r.Metrics[m.Key] = m
 			}
 		}
-		drows, err := s.db.QueryContext(ctx, "SELECT name, digest, source_type, source, schema, profile, context FROM datasets WHERE run_id = ? ORDER BY "+order, id)
+		r.Datasets, err = queryAll(ctx, s.db, "SELECT name, digest, source_type, source, schema, profile, context FROM datasets WHERE run_id = ? ORDER BY "+order, []any{id},
+			func(scan func(...any) error) (d tracker.Dataset, err error) {
+				return d, scan(&d.Name, &d.Digest, &d.SourceType, &d.Source, &d.Schema, &d.Profile, &d.Context)
+			})
 		if err != nil {
-			return nil, err
-		}
-		for drows.Next() {
-			var d tracker.Dataset
-			if err := drows.Scan(&d.Name, &d.Digest, &d.SourceType, &d.Source, &d.Schema, &d.Profile, &d.Context); err != nil {
-				drows.Close()
-				return nil, err
-			}
-			r.Datasets = append(r.Datasets, d)
-		}
-		drows.Close()
-		if err := drows.Err(); err != nil {
 			return nil, err
 		}
 	}
 	return runs, nil
-}
-
-func (s *Store) each(ctx context.Context, q, id string, fn func(k, v string)) error {
-	rows, err := s.db.QueryContext(ctx, q, id)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			return err
-		}
-		fn(k, v)
-	}
-	return rows.Err()
 }
 
 func (s *Store) metrics(ctx context.Context, runID, key string) ([]tracker.Metric, error) {
@@ -368,26 +336,16 @@ func (s *Store) metrics(ctx context.Context, runID, key string) ([]tracker.Metri
 		q += " AND key = ?"
 		args = append(args, key)
 	}
-	rows, err := s.db.QueryContext(ctx, q+" ORDER BY seq", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []tracker.Metric
-	for rows.Next() {
-		var m tracker.Metric
+	return queryAll(ctx, s.db, q+" ORDER BY seq", args, func(scan func(...any) error) (m tracker.Metric, err error) {
 		var v sql.NullFloat64
 		var nan int
-		if err := rows.Scan(&m.Key, &v, &nan, &m.Timestamp, &m.Step); err != nil {
-			return nil, err
-		}
+		err = scan(&m.Key, &v, &nan, &m.Timestamp, &m.Step)
 		m.Value = v.Float64
 		if nan == 1 {
 			m.Value = math.NaN()
 		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		return m, err
+	})
 }
 
 // Metrics returns every metric value of a run in logging order.

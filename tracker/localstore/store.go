@@ -167,6 +167,25 @@ func (s *Store) forUpdate() string {
 	return ""
 }
 
+// queryAll runs q and turns each row into a T with row, which is handed
+// the row's Scan; the rows are closed when it returns.
+func queryAll[T any](ctx context.Context, db *database.DB, q string, args []any, row func(scan func(...any) error) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := row(rows.Scan)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
