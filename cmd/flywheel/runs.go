@@ -26,8 +26,8 @@ const runsUsage = `Usage: flywheel runs <list|show|compare|sync> [flags] [RUN...
   sync [--all]                                        replay runs logged while MLflow was unreachable
                                                       (--all: also runs recorded without a tracking URI)
 
-With --tracking-uri (or MLFLOW_TRACKING_URI) the commands read MLflow, otherwise the SQLite
-database --tracking-db. Filters use MLflow's syntax, e.g. "metrics.test_mae < 1.5 and params.algorithm = 'gbdt'".
+With --tracking-uri (or MLFLOW_TRACKING_URI) the commands read MLflow, otherwise the local store
+--tracking-db (a SQLite file or a PostgreSQL URL). Filters use MLflow's syntax, e.g. "metrics.test_mae < 1.5 and params.algorithm = 'gbdt'".
 Flags come before the run ids; see flywheel runs <command> --help.`
 
 // runRuns lists, shows, compares and syncs tracked runs.
@@ -92,7 +92,7 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "list":
 		err := runsList(ctx, stdout, tr, reader, experiment, filter, max)
 		if errors.Is(err, tracker.ErrUnavailable) && tr.remote != nil {
-			fmt.Fprintf(stderr, "MLflow unreachable (%v); listing the local store %s instead\n", err, tf.db)
+			fmt.Fprintf(stderr, "MLflow unreachable (%v); listing the local store %s instead\n", err, tr.local.Name())
 			return runsList(ctx, stdout, tr, tr.local, experiment, filter, max)
 		}
 		return err
