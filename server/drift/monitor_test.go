@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
 
@@ -146,23 +147,10 @@ func TestObserveNeverBlocks(t *testing.T) {
 	cfg.QueueSize = 4
 	m, reg := newMonitor(t, cfg)
 	m.Add("m", 1, []string{"a"}, &modelrepo.Reference{Features: map[string]modelrepo.Histogram{"a": quarters}})
-	// Nothing drains the queue (Run is not started): a blocking Observe
-	// would never return, so wait for the calls, not for a time budget.
-	queued := 0
-	observed := make(chan struct{})
-	go func() {
-		defer close(observed)
-		for range 1000 {
-			if m.Observe("m", 1, []float32{1}, []float32{1}) {
-				queued++
-			}
-		}
-	}()
-	select {
-	case <-observed:
-	case <-time.After(time.Minute):
-		t.Fatal("Observe blocked on a full queue")
-	}
+	// Nothing drains the queue (Run is not started).
+	queued := harness.NeverBlocks(t, "Observe on a full queue", 1000, func(int) bool {
+		return m.Observe("m", 1, []float32{1}, []float32{1})
+	})
 	if queued != 4 {
 		t.Fatalf("queued %d, want 4 (queue size)", queued)
 	}
@@ -173,16 +161,10 @@ func TestObserveNeverBlocks(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if st, _ := m.Status("m", 1); st.Rows == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not apply the queued rows")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	harness.WaitUntil(t, "Run to apply the queued rows", 5*time.Second, func() bool {
+		st, _ := m.Status("m", 1)
+		return st.Rows == 4
+	})
 	cancel()
 	select {
 	case <-done:
