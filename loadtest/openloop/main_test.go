@@ -4,37 +4,25 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 	"github.com/valyala/fasthttp"
 )
 
 func TestValidate(t *testing.T) {
 	ok := config{url: "http://127.0.0.1:8080/v2/models/m/infer", rate: 100, duration: time.Second, conns: 4, maxWait: time.Second, body: []byte("{}")}
-	tests := []struct {
-		name string
-		edit func(*config)
-		want string // "" = valid
-	}{
-		{"valid", func(*config) {}, ""},
-		{"not loopback", func(c *config) { c.url = "http://10.0.0.1:8080/x" }, "loopback"},
-		{"no scheme", func(c *config) { c.url = "127.0.0.1:8080/x" }, "want http"},
-		{"rate", func(c *config) { c.rate = 0 }, "-rate"},
-		{"duration", func(c *config) { c.duration = time.Hour }, "-duration"},
-		{"conns", func(c *config) { c.conns = 0 }, "-conns"},
-		{"body", func(c *config) { c.body = nil }, "body"},
-	}
-	for _, tt := range tests {
-		c := ok
-		tt.edit(&c)
-		err := c.validate()
-		if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
-			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
-		}
-	}
+	configtest.Check(t, func() config { return ok }, config.validate, []configtest.Case[config]{
+		{Name: "valid", Edit: func(*config) {}, Want: ""},
+		{Name: "not loopback", Edit: func(c *config) { c.url = "http://10.0.0.1:8080/x" }, Want: "loopback"},
+		{Name: "no scheme", Edit: func(c *config) { c.url = "127.0.0.1:8080/x" }, Want: "want http"},
+		{Name: "rate", Edit: func(c *config) { c.rate = 0 }, Want: "-rate"},
+		{Name: "duration", Edit: func(c *config) { c.duration = time.Hour }, Want: "-duration"},
+		{Name: "conns", Edit: func(c *config) { c.conns = 0 }, Want: "-conns"},
+		{Name: "body", Edit: func(c *config) { c.body = nil }, Want: "body"},
+	})
 }
 
 // The body is the bench harness's reference row, as loadtest/oip.lua sends it.

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 )
@@ -175,25 +176,11 @@ func TestObserveNeverBlocks(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		name string
-		edit func(*Config)
-		want string
-	}{
-		{"default", func(*Config) {}, ""},
-		{"window", func(c *Config) { c.Window = 0 }, "window must be positive"},
-		{"min rows", func(c *Config) { c.MinRows = 2000 }, "min_rows"},
-		{"epsilon", func(c *Config) { c.Epsilon = 0 }, "epsilon"},
-		{"queue", func(c *Config) { c.QueueSize = 0 }, "queue_size"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultConfig()
-			tt.edit(&c)
-			err := c.Validate()
-			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
-				t.Fatalf("Validate() = %v, want %q", err, tt.want)
-			}
-		})
-	}
+	configtest.Check(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{Name: "default", Edit: func(*Config) {}, Want: ""},
+		{Name: "window", Edit: func(c *Config) { c.Window = 0 }, Want: "window must be positive"},
+		{Name: "min rows", Edit: func(c *Config) { c.MinRows = 2000 }, Want: "min_rows"},
+		{Name: "epsilon", Edit: func(c *Config) { c.Epsilon = 0 }, Want: "epsilon"},
+		{Name: "queue", Edit: func(c *Config) { c.QueueSize = 0 }, Want: "queue_size"},
+	})
 }

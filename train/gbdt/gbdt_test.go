@@ -5,8 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
-	"strings"
 	"testing"
+
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 )
 
 // synthetic returns y = 3·[x0 > 0.5] + x1² + noise, with a constant column.
@@ -166,30 +167,18 @@ func TestThresholdsAreExactInFloat32(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	cases := []struct {
-		mutate func(c *Config)
-		want   string
-	}{
-		{func(c *Config) { c.Iterations = 0 }, "iterations"},
-		{func(c *Config) { c.LearningRate = 0 }, "learning_rate"},
-		{func(c *Config) { c.MaxLeaves = 1 }, "max_leaves"},
-		{func(c *Config) { c.MaxDepth = -1 }, "max_depth"},
-		{func(c *Config) { c.MinSamplesLeaf = 0 }, "min_samples_leaf"},
-		{func(c *Config) { c.L2 = -1 }, "l2"},
-		{func(c *Config) { c.MaxBins = 256 }, "max_bins"},
-		{func(c *Config) { c.ValidationFraction = 1 }, "validation_fraction"},
-		{func(c *Config) { c.Patience = 0 }, "patience"},
-	}
-	for _, tc := range cases {
-		c := DefaultConfig()
-		tc.mutate(&c)
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("want %q, got %v", tc.want, err)
-		}
-	}
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Fatal(err)
-	}
+	configtest.Check(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{Name: "default", Edit: func(*Config) {}, Want: ""},
+		{Name: "iterations", Edit: func(c *Config) { c.Iterations = 0 }, Want: "iterations"},
+		{Name: "learning rate", Edit: func(c *Config) { c.LearningRate = 0 }, Want: "learning_rate"},
+		{Name: "max leaves", Edit: func(c *Config) { c.MaxLeaves = 1 }, Want: "max_leaves"},
+		{Name: "max depth", Edit: func(c *Config) { c.MaxDepth = -1 }, Want: "max_depth"},
+		{Name: "min samples leaf", Edit: func(c *Config) { c.MinSamplesLeaf = 0 }, Want: "min_samples_leaf"},
+		{Name: "l2", Edit: func(c *Config) { c.L2 = -1 }, Want: "l2"},
+		{Name: "max bins", Edit: func(c *Config) { c.MaxBins = 256 }, Want: "max_bins"},
+		{Name: "validation fraction", Edit: func(c *Config) { c.ValidationFraction = 1 }, Want: "validation_fraction"},
+		{Name: "patience", Edit: func(c *Config) { c.Patience = 0 }, Want: "patience"},
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	X, y := synthetic(100, 1)

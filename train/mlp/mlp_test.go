@@ -5,8 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
-	"strings"
 	"testing"
+
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 )
 
 // data: y = 10 + 2·sin(3·x0) + x1 + 3·[dow == 6]; column 2 is dow (0…6).
@@ -55,23 +56,14 @@ func TestFitLearnsAndIsDeterministic(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	cases := []struct {
-		mutate func(c *Config)
-		want   string
-	}{
-		{func(c *Config) { c.Hidden = nil }, "hidden"},
-		{func(c *Config) { c.Hidden = []int{4, 0} }, "hidden[1]"},
-		{func(c *Config) { c.LearningRate = 0 }, "learning_rate"},
-		{func(c *Config) { c.BatchSize = 0 }, "batch_size"},
-		{func(c *Config) { c.Epochs = 0 }, "epochs"},
-		{func(c *Config) { c.ValidationFraction = 0 }, "validation_fraction"},
-		{func(c *Config) { c.Beta2 = 1 }, "beta2"},
-	}
-	for _, tc := range cases {
-		c := DefaultConfig()
-		tc.mutate(&c)
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("want %q, got %v", tc.want, err)
-		}
-	}
+	configtest.Check(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{Name: "default", Edit: func(*Config) {}, Want: ""},
+		{Name: "no layers", Edit: func(c *Config) { c.Hidden = nil }, Want: "hidden"},
+		{Name: "empty layer", Edit: func(c *Config) { c.Hidden = []int{4, 0} }, Want: "hidden[1]"},
+		{Name: "learning rate", Edit: func(c *Config) { c.LearningRate = 0 }, Want: "learning_rate"},
+		{Name: "batch size", Edit: func(c *Config) { c.BatchSize = 0 }, Want: "batch_size"},
+		{Name: "epochs", Edit: func(c *Config) { c.Epochs = 0 }, Want: "epochs"},
+		{Name: "validation fraction", Edit: func(c *Config) { c.ValidationFraction = 0 }, Want: "validation_fraction"},
+		{Name: "beta2", Edit: func(c *Config) { c.Beta2 = 1 }, Want: "beta2"},
+	})
 }
