@@ -2,8 +2,9 @@ package modelrepo
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 )
 
 func TestRoundTripAndValidate(t *testing.T) {
@@ -27,30 +28,22 @@ func TestRoundTripAndValidate(t *testing.T) {
 		t.Fatalf("features %v", got.FeatureNames())
 	}
 
-	cases := []struct {
-		name   string
-		mutate func(c *Card)
-		want   string
-	}{
-		{"no name", func(c *Card) { c.Name = "" }, "name is empty"},
-		{"no inputs", func(c *Card) { c.Inputs = nil }, "inputs is empty"},
-		{"feature count", func(c *Card) { c.Inputs[0].Features = []string{"a"} }, "do not match shape"},
-		{"bad histogram", func(c *Card) {
+	// a copy of the loaded card that the cases may change
+	loaded := func() Card {
+		c := *got
+		c.Inputs = append([]Tensor(nil), got.Inputs...)
+		c.Reference = &Reference{Features: map[string]Histogram{"a": got.Reference.Features["a"]}}
+		return c
+	}
+	configtest.Check(t, loaded, func(c Card) error { return c.Validate() }, []configtest.Case[Card]{
+		{Name: "as loaded", Edit: func(*Card) {}},
+		{Name: "no name", Edit: func(c *Card) { c.Name = "" }, Want: "name is empty"},
+		{Name: "no inputs", Edit: func(c *Card) { c.Inputs = nil }, Want: "inputs is empty"},
+		{Name: "feature count", Edit: func(c *Card) { c.Inputs[0].Features = []string{"a"} }, Want: "do not match shape"},
+		{Name: "bad histogram", Edit: func(c *Card) {
 			c.Reference.Features["a"] = Histogram{Edges: []float64{0}, Proportions: []float64{1}}
-		}, "edges"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := *got
-			c.Inputs = append([]Tensor(nil), got.Inputs...)
-			c.Reference = &Reference{Features: map[string]Histogram{"a": got.Reference.Features["a"]}}
-			tc.mutate(&c)
-			err := c.Validate()
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want %q, got %v", tc.want, err)
-			}
-		})
-	}
+		}, Want: "edges"},
+	})
 }
 
 func TestHistogramBin(t *testing.T) {

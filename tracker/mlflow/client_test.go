@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlflow"
 	"github.com/flywheel-ml/flywheel/tracker/mlflowtest"
@@ -156,29 +157,21 @@ func TestAuth(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	base := mlflow.DefaultConfig()
-	base.TrackingURI = "http://127.0.0.1:5000"
-	tests := []struct {
-		name string
-		mod  func(*mlflow.Config)
-		ok   bool
-	}{
-		{"default", func(*mlflow.Config) {}, true},
-		{"no uri", func(c *mlflow.Config) { c.TrackingURI = "" }, false},
-		{"file uri", func(c *mlflow.Config) { c.TrackingURI = "file:///tmp/mlruns" }, false},
-		{"token and basic", func(c *mlflow.Config) { c.Token, c.Username, c.Password = "t", "u", "p" }, false},
-		{"user without password", func(c *mlflow.Config) { c.Username = "u" }, false},
-		{"zero timeout", func(c *mlflow.Config) { c.Timeout = 0 }, false},
+	valid := func() mlflow.Config {
+		c := mlflow.DefaultConfig()
+		c.TrackingURI = "http://127.0.0.1:5000"
+		return c
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			c := base
-			tc.mod(&c)
-			if err := c.Validate(); (err == nil) != tc.ok {
-				t.Fatalf("Validate() = %v, ok want %v", err, tc.ok)
-			}
-		})
-	}
+	configtest.Check(t, valid, mlflow.Config.Validate, []configtest.Case[mlflow.Config]{
+		{Name: "default", Edit: func(*mlflow.Config) {}},
+		{Name: "no uri", Edit: func(c *mlflow.Config) { c.TrackingURI = "" }, Want: "must be an http(s) URL"},
+		{Name: "file uri", Edit: func(c *mlflow.Config) { c.TrackingURI = "file:///tmp/mlruns" }, Want: "must be an http(s) URL"},
+		{Name: "token and basic", Edit: func(c *mlflow.Config) { c.Token, c.Username, c.Password = "t", "u", "p" }, Want: "at most one of token"},
+		{Name: "user without password", Edit: func(c *mlflow.Config) { c.Username = "u" }, Want: "set together"},
+		{Name: "zero timeout", Edit: func(c *mlflow.Config) { c.Timeout = 0 }, Want: "timeout"},
+		{Name: "negative retries", Edit: func(c *mlflow.Config) { c.RetryMax = -1 }, Want: "retry_max"},
+		{Name: "retry waits", Edit: func(c *mlflow.Config) { c.RetryWaitMax = c.RetryWaitMin / 2 }, Want: "retry_wait_min"},
+	})
 	if s := fmt.Sprint(mlflow.Secret("x")); s != "<secret>" {
 		t.Errorf("secret prints %q", s)
 	}
