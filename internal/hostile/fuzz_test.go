@@ -3,6 +3,7 @@ package hostile_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -66,8 +66,8 @@ func startInProcess(t testing.TB) string {
 		t.Fatal(err)
 	}
 	cfg := api.DefaultConfig()
-	// A request whose declared length exceeds what the client sends (a
-	// fuzzed Content-Length) waits for the read timeout, then closes.
+	// The fuzz client half-closes after its request, so an incomplete one
+	// ends at once; the 2 s read timeout is the backstop.
 	cfg.BodyLimit, cfg.InferTimeout, cfg.ReadTimeout = 64<<10, 5*time.Second, 2*time.Second
 	srv, err := api.New(api.Options{Config: cfg, Repository: repo, Logger: logger, Observers: []api.Observer{mon}})
 	if err != nil {
@@ -99,7 +99,17 @@ func startInProcess(t testing.TB) string {
 // FuzzHTTPRequest sends whole HTTP requests (request line, fuzzed header
 // block, fuzzed body) to infer, /invocations and feedback over a real
 // socket. Whatever the bytes, the server answers with a status below 500
-// (or 503), or closes the connection, and keeps serving.
+// (or 503), or closes the connection, and keeps answering other clients.
+//
+// The client half-closes its connection after the request. Without that, an
+// incomplete request (a fuzzed Content-Length longer than the body, or a
+// body taken as chunked because of a fuzzed Transfer-Encoding, even an empty
+// one) waits for the server's read timeout. When the fuzz engine minimizes
+// such an input it runs it hundreds of times in a row, on one worker, while
+// the other workers get no inputs: make test showed 0 execs/s for up to a
+// minute (-fuzzminimizetime, issue 15). That such a wait holds only its own
+// connection is checked in server/api
+// (TestIncompleteRequestsHoldOnlyTheirConnection).
 func FuzzHTTPRequest(f *testing.F) {
 	f.Add(uint8(0), "Content-Type: application/json\r\n", []byte(`{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}`))
 	f.Add(uint8(1), "Content-Type: application/json\r\n", []byte(`{"inputs":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}`))
@@ -108,8 +118,14 @@ func FuzzHTTPRequest(f *testing.F) {
 	f.Add(uint8(0), "Content-Encoding: gzip\r\n", []byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"))
 	f.Add(uint8(0), "Content-Length: 3\r\n", []byte(`{}`))
 	f.Add(uint8(2), "Transfer-Encoding: chunked\r\n", []byte("2\r\n{}\r\n0\r\n\r\n"))
+	f.Add(uint8(0), "TrAnsfer-EnCoding:", []byte("2\r\nh}\r\n0\r\n"))
 	f.Add(uint8(0), "Inference-Header-Content-Length: 5\r\nContent-Type: application/octet-stream\r\n", []byte(`{"in`))
 	addr := startInProcess(f)
+	// One keep-alive connection checks, after every input, that serve still
+	// answers: a dial alone succeeds even when serve is stuck, because the
+	// kernel completes the handshake, and a dial per input leaves a port in
+	// TIME_WAIT each time.
+	live := &http.Client{Timeout: 5 * time.Second}
 	f.Fuzz(func(t *testing.T, target uint8, header string, body []byte) {
 		path := fuzzPaths[int(target)%len(fuzzPaths)]
 		req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: fuzz\r\n%s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", path, header, len(body))
@@ -122,11 +138,14 @@ func FuzzHTTPRequest(f *testing.F) {
 		if _, err := io.WriteString(conn, req); err != nil {
 			return // closed early on a bad header block
 		}
-		_, _ = conn.Write(body)
+		if _, err := conn.Write(body); err != nil {
+			return
+		}
+		_ = conn.(*net.TCPConn).CloseWrite()
 		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
-			if strings.Contains(err.Error(), "timeout") {
-				t.Fatalf("neither an answer nor a close within 15 s (read timeout 2 s, inference 5 s): %v", err)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("neither an answer nor a close within 15 s of a whole, half-closed request (inference timeout 5 s): %v", err)
 			}
 			return // the server closed the connection: allowed
 		}
@@ -135,11 +154,14 @@ func FuzzHTTPRequest(f *testing.F) {
 		if res.StatusCode >= 500 && res.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("%s with header %q: %d %s", path, header, res.StatusCode, b)
 		}
-		// The server still answers a plain request.
-		c2, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		lr, err := live.Get("http://" + addr + "/v2/health/live")
 		if err != nil {
-			t.Fatalf("server stopped accepting after %q: %v", header, err)
+			t.Fatalf("serve stopped answering after %s with header %q: %v", path, header, err)
 		}
-		c2.Close()
+		_, _ = io.Copy(io.Discard, lr.Body)
+		lr.Body.Close()
+		if lr.StatusCode != http.StatusOK {
+			t.Fatalf("serve not live after %s with header %q: %d", path, header, lr.StatusCode)
+		}
 	})
 }
