@@ -4,7 +4,20 @@
 # password is read from $POSTGRES_PASSWORD_FILE (SCRAM over TCP, trust on the
 # container's own socket, as the upstream image), then create $POSTGRES_DB;
 # then run the command (postgres ...).
+#
+# Usage: docker-entrypoint.sh postgres [postgres options...]
+#        docker-entrypoint.sh COMMAND [ARGS...]   (run as is)
 set -eu
+case ${1:-} in
+-h | --help)
+	sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit 0
+	;;
+-*)
+	echo "docker-entrypoint.sh: unknown option $1 (see --help)" >&2
+	exit 2
+	;;
+esac
 if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
 	: "${POSTGRES_PASSWORD_FILE:?POSTGRES_PASSWORD_FILE is not set (the password is a secret file)}"
 	user=${POSTGRES_USER:-postgres}
