@@ -116,6 +116,9 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rep, err := tr.fb.Sync(ctx, fallback.SyncOptions{All: all})
 		fmt.Fprintf(stdout, "runs: %d checked, %d complete in MLflow, %d created\nsent: %d params, %d tags, %d metric values, %d datasets, %d artifacts, %d model versions, %d aliases\n",
 			rep.Runs, rep.Synced, rep.Created, rep.Params, rep.Tags, rep.Metrics, rep.Datasets, rep.Artifacts, rep.ModelVersions, rep.Aliases)
+		if rep.Busy > 0 {
+			fmt.Fprintf(stdout, "%d run(s) left to the sync of another process replaying them\n", rep.Busy)
+		}
 		return err
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +51,19 @@ func TestTrackingStoreOnPostgres(t *testing.T) {
 	if err != nil || !strings.Contains(out, "model/model.onnx") {
 		t.Errorf("runs show: %v\n%s", err, out)
 	}
+	// The trainer's PostgreSQL --database holds its tracker store too.
+	t.Setenv(database.EnvURL, "")
+	tr, err := loopTracker(context.Background(), trainerFlags{track: true, database: url}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.kind != "postgres" {
+		t.Errorf("trainer's tracker store: %s", tr.kind)
+	}
+	if r, err := tr.GetRun(context.Background(), c2.Training.RunID); err != nil || r.Info.Status != "FINISHED" {
+		t.Errorf("the trainer's store misses train's run: %+v %v", r.Info, err)
+	}
+	tr.Close()
 	// A SQLite URL in FLYWHEEL_DATABASE_URL is another store's file: the
 	// tracker keeps its own default then.
 	f := trackingFlags{}

@@ -41,6 +41,9 @@ type Options struct {
 	// unsynced: its process died mid-start (default 10m; it must exceed
 	// the client's timeout × retries).
 	StartTimeout time.Duration
+	// SyncLease is how long one sync may hold a run before a sync of
+	// another process may take it over (default 10m).
+	SyncLease time.Duration
 }
 
 // Tracker mirrors a local store to MLflow. Run ids it returns are MLflow's
@@ -52,8 +55,10 @@ type Tracker struct {
 	outbox *localstore.Outbox
 	log    *slog.Logger
 
-	cooldown, startTimeout time.Duration
-	now                    func() time.Time
+	cooldown, startTimeout, syncLease time.Duration
+	now                               func() time.Time
+	// owner names this tracker's syncs in the outbox's claims.
+	owner string
 
 	mu        sync.Mutex
 	runs      map[string]*runState // local id → state
@@ -84,8 +89,12 @@ func New(opts Options) (*Tracker, error) {
 	if st == 0 {
 		st = 10 * time.Minute
 	}
+	lease := opts.SyncLease
+	if lease == 0 {
+		lease = 10 * time.Minute
+	}
 	return &Tracker{remote: opts.Remote, local: opts.Local, outbox: opts.Local.Outbox(), log: log.With("component", "tracker/fallback"),
-		runs: map[string]*runState{}, cooldown: cd, startTimeout: st, now: time.Now}, nil
+		runs: map[string]*runState{}, cooldown: cd, startTimeout: st, syncLease: lease, now: time.Now, owner: localstore.NewRunID()}, nil
 }
 
 // down reports whether MLflow failed recently.

@@ -48,6 +48,7 @@ func TestFallbackContract(t *testing.T) {
 		{Name: "SyncDuringSlowStart", Test: testSyncDuringSlowStart},
 		{Name: "OtherProcessSyncsDuringSlowStart", Test: testOtherProcessSyncsDuringSlowStart},
 		{Name: "StaleStartTakenOver", Test: testStaleStartTakenOver},
+		{Name: "TwoProcessesSyncAtOnce", Test: testTwoProcessesSyncAtOnce},
 	})
 }
 
@@ -804,6 +805,57 @@ func testStaleStartTakenOver(t *testing.T, newURL func(testing.TB) string) {
 	rep, err := later.Sync(ctx, fallback.SyncOptions{})
 	if err != nil || rep.Created != 1 || rep.Synced != 1 {
 		t.Fatalf("sync after the start timeout: %+v %v", rep, err)
+	}
+	verifyExact(t, e)
+}
+
+// testTwoProcessesSyncAtOnce: two processes sharing the store sync while
+// MLflow is slow to create the run the first one replays; the second one
+// leaves that run to it (it would create it a second time), and MLflow
+// ends with the run once.
+func testTwoProcessesSyncAtOnce(t *testing.T, newURL func(testing.TB) string) {
+	url := newURL(t)
+	e := newEnv(t, url)
+	ctx := context.Background()
+	e.srv.Stop()
+	workload(t, e, "down", nil)
+	if err := e.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	other := newTracker(t, e.srv, openStore(t, url, e.dir), fallback.Options{})
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var creates atomic.Int32
+	e.srv.SetFault(func(_ int, r *http.Request) mlflowtest.Fault {
+		if strings.HasSuffix(r.URL.Path, "/runs/create") && creates.Add(1) == 1 {
+			close(arrived)
+			<-release
+		}
+		return mlflowtest.Fault{}
+	})
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.tr.Sync(ctx, fallback.SyncOptions{})
+		first <- err
+	}()
+	<-arrived
+	for _, all := range []bool{false, true} {
+		rep, err := other.Sync(ctx, fallback.SyncOptions{All: all})
+		if err != nil || rep.Busy != 1 || rep.Created != 0 {
+			t.Errorf("second process's sync (all=%v) while the first replays the run: %+v %v", all, rep, err)
+		}
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetFault(nil)
+	if n := creates.Load(); n != 1 {
+		t.Errorf("%d runs/create requests, want 1", n)
+	}
+	// Released: the other process may sync it now (and finds nothing to send).
+	rep, err := other.Sync(ctx, fallback.SyncOptions{All: true})
+	if err != nil || rep.Busy != 0 || rep.Runs != 1 || rep.Created != 0 {
+		t.Errorf("sync after the first finished: %+v %v", rep, err)
 	}
 	verifyExact(t, e)
 }

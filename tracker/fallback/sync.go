@@ -18,6 +18,7 @@ import (
 // SyncReport counts what a Sync sent.
 type SyncReport struct {
 	Runs, Synced           int // unsynced runs seen; runs now complete in MLflow
+	Busy                   int // runs skipped: another sync was replaying them
 	Created                int // runs created in MLflow
 	Params, Tags, Metrics  int
 	Datasets, Artifacts    int
@@ -58,8 +59,20 @@ func (t *Tracker) Sync(ctx context.Context, opts SyncOptions) (SyncReport, error
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
+		ok, err := t.outbox.Claim(ctx, id, t.owner, t.now().Add(t.syncLease))
+		if err != nil {
+			return rep, err
+		}
+		if !ok {
+			rep.Busy++
+			continue // the sync holding it replays it
+		}
 		rep.Runs++
-		if err := t.syncRun(ctx, id, &rep); err != nil {
+		err = t.syncRun(ctx, id, &rep)
+		if rerr := t.outbox.Release(context.WithoutCancel(ctx), id, t.owner); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return rep, ctx.Err()
 			}

@@ -9,6 +9,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 
+	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/localstore"
 )
@@ -143,8 +144,8 @@ func TestLegacyTrackingDB(t *testing.T) {
 	var uv, versions, max int
 	raw.QueryRow("PRAGMA user_version").Scan(&uv)
 	raw.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&versions, &max)
-	if uv != 5 || versions != 5 || max != 5 {
-		t.Errorf("user_version %d, schema_migrations %d rows up to %d; want 5, 5, 5", uv, versions, max)
+	if n := localstore.SchemaVersion(database.SQLite); uv != n || versions != n || max != n {
+		t.Errorf("user_version %d, schema_migrations %d rows up to %d; want %d each", uv, versions, max, n)
 	}
 	var cols string
 	raw.QueryRow("SELECT group_concat(name) FROM pragma_table_info('runs')").Scan(&cols)

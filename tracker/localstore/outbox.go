@@ -152,6 +152,24 @@ func (o *Outbox) ids(ctx context.Context, q string, args ...any) ([]string, erro
 	})
 }
 
+// Claim reserves a run for owner's sync until until; false while another
+// sync holds it (two syncs of one run, in processes sharing the store,
+// would both create it in MLflow). A claim ends with Release, or expires
+// (its process died).
+func (o *Outbox) Claim(ctx context.Context, runID, owner string, until time.Time) (bool, error) {
+	now := o.s.now().UnixMilli()
+	return o.update(ctx, `INSERT INTO outbox_runs (run_id, state, since, sync_owner, sync_until) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (run_id) DO UPDATE SET sync_owner = excluded.sync_owner, sync_until = excluded.sync_until
+		WHERE outbox_runs.sync_until < ? OR outbox_runs.sync_owner = excluded.sync_owner`,
+		runID, StateLocal, now, owner, until.UnixMilli(), now)
+}
+
+// Release ends owner's claim on a run.
+func (o *Outbox) Release(ctx context.Context, runID, owner string) error {
+	_, err := o.update(ctx, "UPDATE outbox_runs SET sync_owner = NULL, sync_until = 0 WHERE run_id = ? AND sync_owner = ?", runID, owner)
+	return err
+}
+
 // --- model versions and aliases ---------------------------------------------
 
 // SetRemoteVersion records the MLflow version of a local version.

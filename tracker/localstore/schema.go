@@ -87,6 +87,9 @@ var migrations = database.Migrations{
 		ALTER TABLE runs DROP COLUMN sync_state;
 		ALTER TABLE model_versions DROP COLUMN remote_version;
 		ALTER TABLE aliases DROP COLUMN synced;`,
+		// One sync at a time per run (Outbox.Claim).
+		`ALTER TABLE outbox_runs ADD COLUMN sync_owner TEXT;
+		ALTER TABLE outbox_runs ADD COLUMN sync_until INTEGER NOT NULL DEFAULT 0;`,
 	},
 	database.Postgres: {
 		`CREATE TABLE experiments (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, created BIGINT NOT NULL);
@@ -140,6 +143,8 @@ var migrations = database.Migrations{
 			PRIMARY KEY (name, alias),
 			FOREIGN KEY (name, version) REFERENCES model_versions(name, version)
 		);` + outboxDDL(database.Postgres),
+		`ALTER TABLE outbox_runs ADD COLUMN sync_owner TEXT;
+		ALTER TABLE outbox_runs ADD COLUMN sync_until BIGINT NOT NULL DEFAULT 0;`,
 	},
 }
 
@@ -164,6 +169,10 @@ func outboxDDL(d database.Dialect) string {
 		);
 		CREATE TABLE outbox_aliases (name TEXT NOT NULL, alias TEXT NOT NULL, version ` + integer + ` NOT NULL, PRIMARY KEY (name, alias));`
 }
+
+// SchemaVersion is the number of migrations this build applies to a
+// database of dialect d.
+func SchemaVersion(d database.Dialect) int { return len(migrations[d]) }
 
 // legacyVersions is the number of migrations the PRAGMA user_version
 // scheme knew; they are the first ones of the SQLite list, unchanged.

@@ -48,6 +48,7 @@ func TestStoreContract(t *testing.T) {
 		{Name: "StepErrorFailsRun", Test: testStepErrorFailsRun},
 		{Name: "OutboxStates", Test: testOutboxStates},
 		{Name: "OutboxRegistry", Test: testOutboxRegistry},
+		{Name: "OutboxClaims", Test: testOutboxClaims},
 		{Name: "Reopen", Test: testReopen},
 		{Name: "ConcurrentProcesses", Test: testConcurrentProcesses},
 	})
@@ -610,6 +611,65 @@ func testOutboxRegistry(t *testing.T, newURL func(testing.TB) string) {
 	}
 	if p, _ := o.PendingAliases(ctx); len(p) != 0 {
 		t.Errorf("pending after sync: %v", p)
+	}
+}
+
+// testOutboxClaims: one sync at a time holds a run (with or without an
+// outbox entry); a claim ends when released or expired.
+func testOutboxClaims(t *testing.T, newURL func(testing.TB) string) {
+	ctx := context.Background()
+	url := newURL(t)
+	a := open(t, url, "").Outbox()
+	b := open(t, url, "").Outbox() // another process
+	s := open(t, url, "")
+	exp, err := s.GetOrCreateExperiment(ctx, "exp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := s.StartRun(ctx, exp.ID, tracker.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracked := localstore.NewRunID()
+	if _, err := s.StartRunWithID(ctx, exp.ID, tracked, localstore.StateUnsynced, tracker.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	soon, past := time.Now().Add(time.Minute), time.Now().Add(-time.Second)
+	for _, id := range []string{plain.ID, tracked} {
+		steps := []struct {
+			name  string
+			do    func() (bool, error)
+			want  bool
+			state string
+		}{
+			{"a claims", func() (bool, error) { return a.Claim(ctx, id, "a", soon) }, true, ""},
+			{"b is refused", func() (bool, error) { return b.Claim(ctx, id, "b", soon) }, false, ""},
+			{"a renews", func() (bool, error) { return a.Claim(ctx, id, "a", soon) }, true, ""},
+			{"a releases, b claims", func() (bool, error) {
+				if err := a.Release(ctx, id, "a"); err != nil {
+					return false, err
+				}
+				return b.Claim(ctx, id, "b", past) // already expired
+			}, true, ""},
+			{"b's expired claim is taken", func() (bool, error) { return a.Claim(ctx, id, "a", soon) }, true, ""},
+			{"b cannot release a's claim", func() (bool, error) {
+				if err := b.Release(ctx, id, "b"); err != nil {
+					return false, err
+				}
+				return b.Claim(ctx, id, "b", soon)
+			}, false, ""},
+		}
+		for _, st := range steps {
+			if got, err := st.do(); err != nil || got != st.want {
+				t.Fatalf("%s: %s = %v, %v; want %v", id, st.name, got, err, st.want)
+			}
+		}
+	}
+	// Claims do not change what the runs are.
+	for id, want := range map[string]string{plain.ID: localstore.StateLocal, tracked: localstore.StateUnsynced} {
+		if r, err := a.Run(ctx, id); err != nil || r.State != want {
+			t.Errorf("%s: %+v %v, want %s", id, r, err, want)
+		}
 	}
 }
 
