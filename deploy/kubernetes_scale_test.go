@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,8 +74,9 @@ func fromSecret(e *corev1.EnvVar, secret, key string) bool {
 
 // TestKubernetesScaleOverlay: the scaled-out topology of docs/scaling.md as
 // kustomize renders it — serve replicas (HPA) and two trainers on the
-// PostgreSQL secret, trainers named after their pods, rolling, with a PDB
-// and no volume claim of their own; both with readiness and a preStop.
+// PostgreSQL secret, trainers named after their pods, rolling, with a PDB;
+// no volume claim at all (models follow models:/ridership@champion in the
+// MLflow registry); both with readiness and a preStop.
 func TestKubernetesScaleOverlay(t *testing.T) {
 	deps, pdbs, kinds := buildScale(t)
 	serve, trainer := deps["flywheel-serve"], deps["flywheel-trainer"]
@@ -114,22 +114,56 @@ func TestKubernetesScaleOverlay(t *testing.T) {
 	if e := envVar(tc, "FLYWHEEL_NAME"); e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
 		t.Errorf("trainer FLYWHEEL_NAME = %+v, want the pod name", e)
 	}
-	// Two trainers cannot share a ReadWriteOnce claim: their only claim is
-	// the model repository.
-	var claims []string
-	for _, v := range trainer.Spec.Template.Spec.Volumes {
-		if v.PersistentVolumeClaim != nil {
-			claims = append(claims, v.PersistentVolumeClaim.ClaimName)
+	// No volume claim at all: two trainers cannot share a ReadWriteOnce
+	// claim, and models come from the registry, not a ReadWriteMany folder.
+	for _, d := range []*appsv1.Deployment{serve, trainer} {
+		spec := d.Spec.Template.Spec
+		for _, v := range spec.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				t.Errorf("%s: volume %s claims %s", d.Name, v.Name, v.PersistentVolumeClaim.ClaimName)
+			}
+			if v.Name == "models" {
+				t.Errorf("%s: still has the models volume %+v", d.Name, v)
+			}
 		}
+		for _, c := range append(spec.InitContainers, spec.Containers...) {
+			for _, m := range c.VolumeMounts {
+				if strings.Contains(m.MountPath, "models") {
+					t.Errorf("%s/%s mounts %s (%s)", d.Name, c.Name, m.MountPath, m.Name)
+				}
+			}
+		}
+		// Both follow the registry alias at the tracking server.
+		c := spec.Containers[0]
+		if e := envVar(c, "FLYWHEEL_MODELS"); e == nil || e.Value != "models:/ridership@champion" {
+			t.Errorf("%s: FLYWHEEL_MODELS = %+v, want models:/ridership@champion", d.Name, e)
+		}
+		if e := envVar(c, "MLFLOW_TRACKING_URI"); e == nil || !strings.HasPrefix(e.Value, "http") {
+			t.Errorf("%s: MLFLOW_TRACKING_URI = %+v", d.Name, e)
+		}
+	}
+	for _, v := range trainer.Spec.Template.Spec.Volumes {
 		if v.Name == "state" && v.EmptyDir == nil {
 			t.Errorf("trainer state volume %+v, want emptyDir", v)
 		}
 	}
-	if fmt.Sprint(claims) != "[flywheel-models]" {
-		t.Errorf("trainer claims %v, want only flywheel-models", claims)
+	// serve's registry downloads go to a writable emptyDir (the root file
+	// system is read-only).
+	sc := serve.Spec.Template.Spec.Containers[0]
+	cache := envVar(sc, "FLYWHEEL_REGISTRY_CACHE")
+	writable := false
+	for _, m := range sc.VolumeMounts {
+		for _, v := range serve.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && v.EmptyDir != nil && !m.ReadOnly && cache != nil && strings.HasPrefix(cache.Value, m.MountPath+"/") {
+				writable = true
+			}
+		}
 	}
-	if kinds["PersistentVolumeClaim"] != 1 {
-		t.Errorf("%d claims rendered, want 1 (flywheel-trainer-data deleted)", kinds["PersistentVolumeClaim"])
+	if !writable {
+		t.Errorf("serve FLYWHEEL_REGISTRY_CACHE = %+v is not under a writable emptyDir mount", cache)
+	}
+	if kinds["PersistentVolumeClaim"] != 0 {
+		t.Errorf("%d claims rendered, want none (flywheel-models and flywheel-trainer-data deleted)", kinds["PersistentVolumeClaim"])
 	}
 	pdb := pdbs["flywheel-trainer"]
 	if pdb == nil || pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 ||

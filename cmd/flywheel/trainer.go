@@ -19,6 +19,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/server/feedback"
+	"github.com/flywheel-ml/flywheel/server/modelsource"
 	"github.com/flywheel-ml/flywheel/server/ort"
 	"github.com/flywheel-ml/flywheel/server/predlog"
 	"github.com/flywheel-ml/flywheel/train/external"
@@ -67,7 +68,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	fs.String(&f.databaseFile, "database-file", database.EnvURL+"_FILE", "", "file holding the --database URL (a mounted secret), instead of --database")
 	fs.String(&f.name, "name", "", "", "this trainer's name in job claims and logs (default: host-pid-random; on Kubernetes, the pod name)")
 	fs.Duration(&f.lease, "lease", "", jobs.DefaultLease, "with --database: how long a claimed job stays this trainer's without renewal (renewed every third); a trainer that dies loses its job after this and another one retries it")
-	fs.String(&f.models, "models", "", "models", "model repository that serve watches")
+	fs.String(&f.models, "models", "", "models", "model repository folder that serve watches; or models:/<name>@<alias> (registry mode, no shared folder: the champion is the version the alias names at --tracking-uri, and a promoted version is registered with its job id as a tag and gets the alias, as serve --models models:/… follows)")
 	fs.String(&f.model, "model", "", d.Model, "model of alerts that carry no model label")
 	fs.String(&f.work, "work-dir", "", "data/trainer/work", "per-job snapshots, candidates and logs")
 	fs.String(&f.data, "data", "", "data/chicago/chicago.csv", "base dataset CSV (date, features, target)")
@@ -190,8 +191,15 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	if err := checkFeatureSet(f.features); err != nil {
 		return nil, err
 	}
+	ref, err := trainerRegistryRef(&f)
+	if err != nil {
+		return nil, err
+	}
 	cfg := pipeline.DefaultConfig()
 	cfg.Model, cfg.ModelsDir, cfg.WorkDir, cfg.Experiment = f.model, f.models, f.work, f.experiment
+	if ref != nil {
+		cfg.ModelsDir, cfg.Alias = "", ref.Alias
+	}
 	cfg.WindowDays, cfg.HoldoutDays, cfg.MinHoldout = f.windowDays, f.holdout, f.minHoldout
 	cfg.Margin, cfg.Metric, cfg.BaseUntil, cfg.ReadyWait = f.margin, f.metric, f.baseUntil, f.ready
 	cfg.Threshold, cfg.ThresholdMargin = f.threshold, f.thMargin
@@ -274,6 +282,13 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	if tr != nil { // not a nil *tracking in the interface
 		popts.Tracker, popts.TrackerKind = tr, tr.kind
 	}
+	checkModel := repositoryModel(f.models)
+	if ref != nil {
+		// The registry is the model store: runs, versions and the alias go
+		// to MLflow directly (no SQLite fallback to replay them later).
+		popts.Tracker, popts.Registry = tr.remote, tr.remote
+		checkModel = registryModel(*ref)
+	}
 	p, err := pipeline.New(popts)
 	if err != nil {
 		store.Close()
@@ -285,7 +300,9 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		return fail(err)
 	}
 	var watcher *watch.Watcher
-	if f.watchWindow > 0 {
+	if f.watchWindow > 0 && ref != nil {
+		logger.Info("the post-promotion watch needs the model folder: off with models:/ (roll back by moving the alias)", "component", "watch")
+	} else if f.watchWindow > 0 {
 		wc := watch.DefaultConfig()
 		wc.Model, wc.ModelsDir, wc.Window, wc.MinRows, wc.Interval = f.model, f.models, f.watchWindow, f.watchMinRows, f.watchInterval
 		wo := watch.Options{Config: wc, Feedback: source, Predictor: pipeline.ONNXPredictor{}, Experiment: cfg.Experiment,
@@ -299,7 +316,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		}
 	}
 	svc, err := service.New(service.Options{Store: store, Worker: worker, Token: token, DefaultModel: f.model, Gatherer: reg,
-		CheckModel: repositoryModel(f.models),
+		CheckModel: checkModel,
 		Logger:     logger.With("component", "api")})
 	if err != nil {
 		store.Close()
@@ -439,6 +456,40 @@ func (s *storeFeedback) Export(ctx context.Context, model string, since time.Tim
 }
 
 func (s *storeFeedback) Close() error { return s.db.Close() }
+
+// trainerRegistryRef returns the models:/<name>@<alias> reference of
+// --models (registry mode) or nil for a folder. The reference names the
+// trainer's model (--model) and needs MLflow and tracking.
+func trainerRegistryRef(f *trainerFlags) (*modelsource.Ref, error) {
+	if !modelsource.IsRef(f.models) {
+		return nil, nil
+	}
+	ref, err := modelsource.ParseRef(f.models)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--models %w", err)}
+	}
+	switch {
+	case ref.Alias == "":
+		return nil, usageError{fmt.Errorf("--models %s: the trainer moves an alias: use models:/%s@<alias> (e.g. @champion)", f.models, ref.Name)}
+	case f.tf.uri == "":
+		return nil, usageError{errors.New("--models models:/…: set --tracking-uri or MLFLOW_TRACKING_URI to the MLflow server")}
+	case !f.track:
+		return nil, usageError{errors.New("--models models:/… publishes by registering a tracked run: --track=false cannot be used with it")}
+	}
+	f.model = ref.Name
+	return &ref, nil
+}
+
+// registryModel is the trainer's check of model names in registry mode:
+// the one model of its models:/ reference.
+func registryModel(ref modelsource.Ref) func(string) error {
+	return func(model string) error {
+		if model != ref.Name {
+			return fmt.Errorf("not the model this trainer publishes (%s)", ref)
+		}
+		return nil
+	}
+}
 
 // modelName is a model folder's name: no separators, no "..".
 var modelName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)

@@ -246,6 +246,10 @@ func TestTrainerFlags(t *testing.T) {
 		{[]string{"--token", "a", "--external-cmd", "", "--test-fraction", "1"}, "--test-fraction 1 must be in (0, 1)"},
 		{[]string{"--token", "a", "--external-cmd", "x", "--margin", "3"}, "margin 3 must be in [0, 1)"},
 		{[]string{"--token", "a", "--log-level", "loud"}, "--log-level"},
+		{[]string{"--token", "a", "--models", "models:/ridership/3", "--tracking-uri", "http://127.0.0.1:1"}, "the trainer moves an alias: use models:/ridership@<alias>"},
+		{[]string{"--token", "a", "--models", "models:/ridership@champion"}, "set --tracking-uri or MLFLOW_TRACKING_URI"},
+		{[]string{"--token", "a", "--models", "models:/ridership@champion", "--tracking-uri", "http://127.0.0.1:1", "--track=false"}, "--track=false cannot be used"},
+		{[]string{"--token", "a", "--models", "models:/ride rship@champion"}, "want models:/<name>@<alias>"},
 		{[]string{"--nope"}, "flag provided but not defined"},
 	} {
 		err := runTrainer(context.Background(), tc.args, io.Discard, io.Discard)

@@ -279,16 +279,44 @@ type rejectedError struct{ err error }
 func (e rejectedError) Error() string { return e.err.Error() }
 func (e rejectedError) Unwrap() error { return e.err }
 
-// download fetches MLmodel, the ONNX graph it names and the model card, and
-// publishes them as version v. Files that are plainly unusable (no onnx
+// download fetches version v of name into modelDir (see Download) and
+// remembers nothing: the caller records rejections.
+func (f *Follower) download(ctx context.Context, name, version, modelDir string, v int64) error {
+	return fetchVersion(ctx, f.reg, f.cfg.MaxModelBytes, name, version, modelDir, v)
+}
+
+// Download publishes registry version of name into modelDir/<version>/
+// (model.onnx and model.json, atomically as internal/modelrepo publishes)
+// unless that folder exists, and returns the version number. The trainer
+// uses it for the champion it evaluates against in registry mode.
+// maxModelBytes 0 means 1 GiB.
+func Download(ctx context.Context, reg Registry, name, version, modelDir string, maxModelBytes int64) (int64, error) {
+	v, err := modelrepo.ParseVersion(version)
+	if err != nil {
+		return 0, fmt.Errorf("registry version %q: %w", version, err)
+	}
+	if maxModelBytes <= 0 {
+		maxModelBytes = 1 << 30
+	}
+	if _, err := os.Stat(modelrepo.VersionDir(modelDir, v)); err == nil {
+		return v, nil
+	}
+	if err := os.MkdirAll(modelDir, 0o755); err != nil {
+		return 0, err
+	}
+	return v, fetchVersion(ctx, reg, maxModelBytes, name, version, modelDir, v)
+}
+
+// fetchVersion fetches MLmodel, the ONNX graph it names and the model card,
+// and publishes them as version v. Files that are plainly unusable (no onnx
 // flavor, an unreadable card, an empty or oversized graph) are rejected
 // here; the repository validates the rest when it loads the version.
-func (f *Follower) download(ctx context.Context, name, version, modelDir string, v int64) error {
-	uri, err := f.reg.GetModelVersionDownloadURI(ctx, name, version)
+func fetchVersion(ctx context.Context, reg Registry, maxModelBytes int64, name, version, modelDir string, v int64) error {
+	uri, err := reg.GetModelVersionDownloadURI(ctx, name, version)
 	if err != nil {
 		return fmt.Errorf("download URI of version %s: %w", version, err)
 	}
-	mlm, err := f.fetch(ctx, uri, mlmodel.FileMLmodel, 1<<20)
+	mlm, err := fetch(ctx, reg, uri, mlmodel.FileMLmodel, 1<<20)
 	if err != nil {
 		return err
 	}
@@ -300,14 +328,14 @@ func (f *Follower) download(ctx context.Context, name, version, modelDir string,
 	if err != nil {
 		return rejectedError{err}
 	}
-	graph, err := f.fetch(ctx, uri, data, f.cfg.MaxModelBytes)
+	graph, err := fetch(ctx, reg, uri, data, maxModelBytes)
 	if err != nil {
 		return err
 	}
 	if len(graph) == 0 {
 		return rejectedError{fmt.Errorf("%s of version %s is empty", data, version)}
 	}
-	cardJSON, err := f.fetch(ctx, uri, modelrepo.CardFile, 64<<20)
+	cardJSON, err := fetch(ctx, reg, uri, modelrepo.CardFile, 64<<20)
 	if errors.Is(err, tracker.ErrNotFound) {
 		cardJSON = nil // a model logged elsewhere: served without a card
 	} else if err != nil {
@@ -337,8 +365,8 @@ func (f *Follower) download(ctx context.Context, name, version, modelDir string,
 	return err
 }
 
-func (f *Follower) fetch(ctx context.Context, uri, rel string, limit int64) ([]byte, error) {
-	rc, err := f.reg.OpenArtifactURI(ctx, uri, rel)
+func fetch(ctx context.Context, reg Registry, uri, rel string, limit int64) ([]byte, error) {
+	rc, err := reg.OpenArtifactURI(ctx, uri, rel)
 	if err != nil {
 		return nil, fmt.Errorf("downloading %s: %w", rel, err)
 	}

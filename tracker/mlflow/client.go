@@ -744,6 +744,13 @@ func (c *Client) AnnotateModelVersion(ctx context.Context, name, version string,
 // run's artifact_uri joined with the path. Not retried after an ambiguous
 // failure (it would create two versions).
 func (c *Client) CreateModelVersion(ctx context.Context, name, runID, artifactPath string) (tracker.ModelVersion, error) {
+	return c.CreateTaggedModelVersion(ctx, name, runID, artifactPath, nil)
+}
+
+// CreateTaggedModelVersion is CreateModelVersion with version tags set in
+// the same request (MLflow stores them with the version, so a version is
+// never seen without them: the trainer finds its job's version by tag).
+func (c *Client) CreateTaggedModelVersion(ctx context.Context, name, runID, artifactPath string, tags map[string]string) (tracker.ModelVersion, error) {
 	uri, err := c.artifactURI(ctx, runID)
 	if err != nil {
 		return tracker.ModelVersion{}, err
@@ -753,7 +760,15 @@ func (c *Client) CreateModelVersion(ctx context.Context, name, runID, artifactPa
 		source += "/" + p
 	}
 	var out modelVersionReply
-	if err := c.postJSON(notIdempotent(ctx), "model-versions/create", map[string]any{"name": name, "source": source, "run_id": runID}, &out); err != nil {
+	req := map[string]any{"name": name, "source": source, "run_id": runID}
+	if len(tags) > 0 {
+		kvs := make([]map[string]string, 0, len(tags))
+		for _, k := range slices.Sorted(maps.Keys(tags)) {
+			kvs = append(kvs, map[string]string{"key": k, "value": tags[k]})
+		}
+		req["tags"] = kvs
+	}
+	if err := c.postJSON(notIdempotent(ctx), "model-versions/create", req, &out); err != nil {
 		return tracker.ModelVersion{}, err
 	}
 	return out.ModelVersion.version(), nil
@@ -771,6 +786,12 @@ func (c *Client) SearchModelVersions(ctx context.Context, filter string) ([]trac
 		all = append(all, v.version())
 	}
 	return all, nil
+}
+
+// DeleteModelVersion deletes one version (its aliases go with it).
+func (c *Client) DeleteModelVersion(ctx context.Context, name, version string) error {
+	body, _ := json.Marshal(map[string]any{"name": name, "version": version})
+	return c.do(ctx, http.MethodDelete, apiPrefix+"model-versions/delete", nil, body, "application/json", nil)
 }
 
 // SetAlias points alias at version (idempotent).

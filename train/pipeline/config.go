@@ -9,7 +9,8 @@ import (
 // Config tunes the pipeline. Zero values mean the defaults of DefaultConfig.
 type Config struct {
 	Model       string        `yaml:"model"`        // the model name in the repository, e.g. ridership
-	ModelsDir   string        `yaml:"models_dir"`   // the model repository serve watches
+	ModelsDir   string        `yaml:"models_dir"`   // the model repository serve watches (local-folder mode; unused with a Registry)
+	Alias       string        `yaml:"alias"`        // the registry alias of the champion, moved to a promoted version
 	WorkDir     string        `yaml:"work_dir"`     // per-job snapshots and candidates: <work_dir>/<job id>/
 	Experiment  string        `yaml:"experiment"`   // tracker experiment
 	WindowDays  int           `yaml:"window_days"`  // training window before the holdout; 0 = all rows
@@ -39,6 +40,7 @@ func DefaultConfig() Config {
 	return Config{
 		Model:       "ridership",
 		ModelsDir:   "models",
+		Alias:       ChampionAlias,
 		WorkDir:     "data/trainer",
 		Experiment:  "flywheel-retraining",
 		WindowDays:  0,
@@ -57,8 +59,8 @@ func (c Config) Validate() error {
 	if c.Model == "" {
 		errs = append(errs, errors.New("model is empty"))
 	}
-	if c.ModelsDir == "" {
-		errs = append(errs, errors.New("models_dir is empty"))
+	if c.Alias == "" {
+		errs = append(errs, errors.New("alias is empty"))
 	}
 	if c.WorkDir == "" {
 		errs = append(errs, errors.New("work_dir is empty"))

@@ -42,11 +42,20 @@ const (
 // Steps lists the step names in order.
 var Steps = []string{StepSnapshot, StepTrain, StepEvaluate, StepGate, StepTrack, StepPublish, StepConfirm}
 
-// ChampionAlias is the registry alias moved to a promoted version.
+// ChampionAlias is the default registry alias (Config.Alias) of the
+// champion, moved to a promoted version.
 const ChampionAlias = "champion"
 
 // Options are the pipeline's parts. Tracker may be nil (the track step is
 // then recorded as skipped); the others are required.
+//
+// Without Registry (local-folder mode) the champion is the newest version
+// in Config.ModelsDir, a promoted candidate is published there as the next
+// version and, when tracked, registered and given the alias after that.
+// With Registry (registry mode, no shared folder) the champion is the
+// version Config.Alias names, downloaded into the work dir; a promoted
+// candidate is registered from its tracked run (Tracker must be the same
+// MLflow server) with the job's id as a tag, and the alias moves to it last.
 type Options struct {
 	Config    Config
 	Base      BaseData
@@ -58,6 +67,7 @@ type Options struct {
 	// ("mlflow" or "sqlite").
 	TrackerKind string
 	Serving     Serving
+	Registry    Registry
 	Now         func() time.Time
 	Logger      *slog.Logger
 }
@@ -79,6 +89,12 @@ func New(o Options) (*Pipeline, error) {
 		if v == nil || reflect.ValueOf(v).Kind() == reflect.Pointer && reflect.ValueOf(v).IsNil() {
 			missing = append(missing, name)
 		}
+	}
+	if o.Registry != nil && (o.Tracker == nil || reflect.ValueOf(o.Tracker).Kind() == reflect.Pointer && reflect.ValueOf(o.Tracker).IsNil()) {
+		missing = append(missing, "Tracker (registry mode registers the tracked run)")
+	}
+	if o.Registry == nil && o.Config.ModelsDir == "" {
+		return nil, errors.New("pipeline config: models_dir is empty (and no registry)")
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("pipeline: missing %s", strings.Join(missing, ", "))
@@ -118,6 +134,9 @@ type run struct {
 // Run runs the pipeline for one job.
 func (p *Pipeline) Run(ctx context.Context, job jobs.Job, rec *jobs.Recorder) error {
 	r := &run{job: job, cfg: p.o.Config, modelDir: filepath.Join(p.o.Config.ModelsDir, job.Model)}
+	if p.o.Registry != nil { // champions downloaded from the registry
+		r.modelDir = filepath.Join(p.o.Config.WorkDir, "registry", job.Model)
+	}
 	if len(job.Params) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(job.Params))
 		dec.DisallowUnknownFields()
@@ -145,16 +164,23 @@ func (p *Pipeline) Run(ctx context.Context, job jobs.Job, rec *jobs.Recorder) er
 		return fmt.Errorf("job work directory: %w", err)
 	}
 	// A retried job whose earlier attempt already published skips to confirm.
-	if v, err := publishedBy(r.modelDir, job.ID); err != nil {
+	if p.o.Registry != nil {
+		if done, err := p.resumeRegistered(ctx, r, rec); done || err != nil {
+			return err
+		}
+	} else if prov, err := publishedBy(r.modelDir, job.ID); err != nil {
 		return err
-	} else if v > 0 {
-		r.version = v
-		for _, s := range Steps[:len(Steps)-1] {
-			if err := rec.Skip(ctx, s, fmt.Sprintf("version %d was already published by an earlier attempt of this job", v)); err != nil {
-				return err
+	} else if prov.Version > 0 {
+		r.version = prov.Version
+		if err := p.skip(ctx, rec, Steps[:len(Steps)-1], fmt.Sprintf("version %d was already published by an earlier attempt of this job", r.version)); err != nil {
+			return err
+		}
+		if prov.Registered != "" && p.o.Tracker != nil { // the alias may not have moved before the interruption
+			if err := p.o.Tracker.SetAlias(ctx, job.Model, r.cfg.Alias, prov.Registered); err != nil {
+				p.o.Logger.Warn("moving the alias after a retry", "job_id", job.ID, "alias", r.cfg.Alias, "version", prov.Registered, "err", err)
 			}
 		}
-		_ = rec.Result(ctx, map[string]any{"version": v})
+		_ = rec.Result(ctx, map[string]any{"version": r.version})
 		return rec.Step(ctx, StepConfirm, func(ctx context.Context, log io.Writer) (string, error) { return p.confirm(ctx, r, log) })
 	}
 
@@ -196,6 +222,57 @@ func (p *Pipeline) Run(ctx context.Context, job jobs.Job, rec *jobs.Recorder) er
 	return err
 }
 
+// skip records steps as skipped with one reason.
+func (p *Pipeline) skip(ctx context.Context, rec *jobs.Recorder, steps []string, reason string) error {
+	for _, s := range steps {
+		if err := rec.Skip(ctx, s, reason); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resumeRegistered continues a job whose earlier attempt (on this trainer
+// or one whose lease expired) registered its version: the alias on it
+// means published (only confirm runs); otherwise the version is completed
+// and promoted. done reports that the job was handled here.
+func (p *Pipeline) resumeRegistered(ctx context.Context, r *run, rec *jobs.Recorder) (done bool, err error) {
+	mv, ok, err := p.jobVersion(ctx, r.job.Model, r.job.ID)
+	if err != nil || !ok {
+		return false, err
+	}
+	r.adopt(mv)
+	promoted := slices.Contains(mv.Aliases, r.cfg.Alias)
+	if !promoted {
+		if cur, err := p.o.Registry.GetModelVersionByAlias(ctx, r.job.Model, r.cfg.Alias); err == nil && cur.Version == mv.Version {
+			promoted = true
+		}
+	}
+	step := func(name string, fn func(context.Context, *run, io.Writer) (string, error)) error {
+		err := rec.Step(ctx, name, func(ctx context.Context, log io.Writer) (string, error) { return fn(ctx, r, log) })
+		_ = rec.Result(ctx, r.result())
+		return err
+	}
+	if promoted {
+		if err := p.skip(ctx, rec, Steps[:len(Steps)-1], fmt.Sprintf("version %s was registered and promoted by an earlier attempt of this job", mv.Version)); err != nil {
+			return true, err
+		}
+		return true, step(StepConfirm, p.confirm)
+	}
+	if err := p.skip(ctx, rec, Steps[:slices.Index(Steps, StepTrack)], fmt.Sprintf("version %s was registered by an earlier attempt of this job (it passed the gate against version %d)", mv.Version, r.champVer)); err != nil {
+		return true, err
+	}
+	for _, s := range []struct {
+		name string
+		fn   func(context.Context, *run, io.Writer) (string, error)
+	}{{StepTrack, p.track}, {StepPublish, p.publish}, {StepConfirm, p.confirm}} {
+		if err := step(s.name, s.fn); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
 func (r *run) result() map[string]any {
 	m := map[string]any{}
 	if r.champ != nil {
@@ -231,7 +308,11 @@ func (r *run) result() map[string]any {
 // (1) snapshot: base rows up to the champion's training end + labelled feedback.
 func (p *Pipeline) snapshot(ctx context.Context, r *run, log io.Writer) (string, error) {
 	var err error
-	r.champVer, r.champ, err = champion(r.modelDir)
+	if p.o.Registry != nil {
+		r.champVer, r.champ, err = p.registryChampion(ctx, r)
+	} else {
+		r.champVer, r.champ, err = champion(r.modelDir)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -495,17 +576,74 @@ func (p *Pipeline) nextVersion(r *run) error {
 	return err
 }
 
-// (5) track: run with params, metrics, dataset and artifacts; register; alias.
+// (5) track: run with params, metrics, dataset and artifacts; register the
+// version (no alias yet: it moves in publish, the last step).
 func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, error) {
+	if p.o.Registry != nil {
+		return p.trackRegistry(ctx, r, log)
+	}
 	if err := p.nextVersion(r); err != nil {
 		return "", err
 	}
+	if err := p.logRun(ctx, r, log); err != nil {
+		return "", err
+	}
+	mv, err := r.run.RegisterModel(ctx, r.job.Model, "model", "")
+	r.registered = mv.Version
+	if err != nil {
+		return "", fmt.Errorf("registering the model version: %w", err)
+	}
+	// One version number: the repository takes the registry's when that
+	// folder is free; the card records the registry's either way.
+	if v, perr := strconv.Atoi(mv.Version); perr == nil {
+		if _, serr := os.Stat(modelrepo.VersionDir(r.modelDir, int64(v))); v != r.version && errors.Is(serr, os.ErrNotExist) {
+			r.version, r.cand.Version = v, v
+		}
+		r.cand.Training.RegistryVersion = mv.Version
+		cardJSON, _ := json.MarshalIndent(r.cand, "", "  ")
+		if err := r.run.Log(ctx, tracker.Result{Files: map[string][]byte{"model/" + modelrepo.CardFile: cardJSON}}); err != nil {
+			return "", fmt.Errorf("logging the card: %w", err)
+		}
+	}
+	return fmt.Sprintf("run %s; registered %s version %s; repository version %d", r.runID, r.job.Model, mv.Version, r.version), nil
+}
+
+// trackRegistry is the track step of registry mode: this job's version is
+// registered once (found by its job tag when an earlier attempt registered
+// it), its card names its number and MLflow reports it READY.
+func (p *Pipeline) trackRegistry(ctx context.Context, r *run, log io.Writer) (string, error) {
+	if r.registered == "" {
+		mv, ok, err := p.jobVersion(ctx, r.job.Model, r.job.ID)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			r.adopt(mv)
+			fmt.Fprintf(log, "version %s of this job is already registered (run %s)\n", mv.Version, mv.RunID)
+		} else {
+			if err := p.logRun(ctx, r, log); err != nil {
+				return "", err
+			}
+			if err := p.registerVersion(ctx, r, log); err != nil {
+				return "", err
+			}
+		}
+	}
+	if err := p.completeVersion(ctx, r, log); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("run %s; registered %s version %s (%s=%s), %s", r.runID, r.job.Model, r.registered, TagJobID, r.job.ID, StatusReady), nil
+}
+
+// logRun starts the tracker run of the candidate and logs its params,
+// metrics, dataset and artifacts (the ONNX model, the card, MLmodel files).
+func (p *Pipeline) logRun(ctx context.Context, r *run, log io.Writer) error {
 	run, err := tracker.Start(ctx, p.o.Tracker, r.cfg.Experiment, tracker.RunOptions{Name: r.job.ID, Tags: map[string]string{
 		"flywheel.job_id": r.job.ID, "flywheel.trigger": r.job.Trigger, "flywheel.alerts": strings.Join(r.job.Alerts, ","),
 		"flywheel.model": r.job.Model, "flywheel.champion_version": strconv.Itoa(r.champVer),
 	}, Source: tracker.Source{Name: "flywheel trainer", Type: "JOB"}})
 	if err != nil {
-		return "", err
+		return err
 	}
 	r.run, r.runID = run, run.ID()
 	p.finishCard(r)
@@ -527,7 +665,7 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 		}
 	}
 	if n, err := logHistory(ctx, run, r.candDir); err != nil {
-		return "", fmt.Errorf("logging the training history: %w", err)
+		return fmt.Errorf("logging the training history: %w", err)
 	} else if n > 0 {
 		fmt.Fprintf(log, "logged %d training iterations (%s*)\n", n, StepPrefix)
 	}
@@ -539,6 +677,9 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 	// The candidate as an MLflow Model (MLmodel, signature, input example,
 	// env files) beside model.onnx and the card; best effort.
 	if err := mlflowModel(r, files, tags); err != nil {
+		if p.o.Registry != nil { // serve replicas load the version through MLmodel
+			return fmt.Errorf("MLmodel of the candidate: %w", err)
+		}
 		fmt.Fprintf(log, "no MLmodel for the run: %v\n", err)
 	}
 	if err := run.Log(ctx, tracker.Result{
@@ -548,26 +689,9 @@ func (p *Pipeline) track(ctx context.Context, r *run, log io.Writer) (string, er
 		Artifacts: map[string]string{"model/" + modelrepo.ModelFile: filepath.Join(r.candDir, modelrepo.ModelFile)},
 		Files:     files,
 	}); err != nil {
-		return "", fmt.Errorf("logging the run: %w", err)
+		return fmt.Errorf("logging the run: %w", err)
 	}
-	mv, err := run.RegisterModel(ctx, r.job.Model, "model", ChampionAlias)
-	r.registered = mv.Version
-	if err != nil {
-		return "", fmt.Errorf("registering the model version with alias %s: %w", ChampionAlias, err)
-	}
-	// One version number: the repository takes the registry's when that
-	// folder is free; the card records the registry's either way.
-	if v, perr := strconv.Atoi(mv.Version); perr == nil {
-		if _, serr := os.Stat(modelrepo.VersionDir(r.modelDir, int64(v))); v != r.version && errors.Is(serr, os.ErrNotExist) {
-			r.version, r.cand.Version = v, v
-		}
-		r.cand.Training.RegistryVersion = mv.Version
-		cardJSON, _ = json.MarshalIndent(r.cand, "", "  ")
-		if err := run.Log(ctx, tracker.Result{Files: map[string][]byte{"model/" + modelrepo.CardFile: cardJSON}}); err != nil {
-			return "", fmt.Errorf("logging the card: %w", err)
-		}
-	}
-	return fmt.Sprintf("run %s; registered %s version %s, alias %s; repository version %d", r.runID, r.job.Model, mv.Version, ChampionAlias, r.version), nil
+	return nil
 }
 
 // logHistory logs the candidate's per-iteration metrics (HistoryFile, when
@@ -597,8 +721,14 @@ func logHistory(ctx context.Context, run *tracker.ActiveRun, candDir string) (in
 	return len(hist), nil
 }
 
-// (6) publish atomically to models/<name>/<next>/.
-func (p *Pipeline) publish(_ context.Context, r *run, log io.Writer) (string, error) {
+// (6) publish: in local-folder mode atomically to models/<name>/<next>/,
+// then (when tracked) the alias moves to the registered version; in
+// registry mode the alias move is the publication. Either way the alias
+// moves last, once the version is complete.
+func (p *Pipeline) publish(ctx context.Context, r *run, log io.Writer) (string, error) {
+	if p.o.Registry != nil {
+		return p.promote(ctx, r)
+	}
 	if r.runID == "" { // no tracker: the card is finished here
 		if err := p.nextVersion(r); err != nil {
 			return "", err
@@ -609,10 +739,19 @@ func (p *Pipeline) publish(_ context.Context, r *run, log io.Writer) (string, er
 		return "", fmt.Errorf("candidate card: %w", err)
 	}
 	if err := publish(r.modelDir, r.version, filepath.Join(r.candDir, modelrepo.ModelFile), r.cand,
-		provenance{JobID: r.job.ID, Attempt: r.job.Attempt, RunID: r.runID}); err != nil {
+		provenance{JobID: r.job.ID, Attempt: r.job.Attempt, RunID: r.runID, Registered: r.registered}); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("published %s", filepath.Join(r.modelDir, strconv.Itoa(r.version))), nil
+	detail := fmt.Sprintf("published %s", filepath.Join(r.modelDir, strconv.Itoa(r.version)))
+	if r.registered != "" && p.o.Tracker != nil {
+		// The folder serves already: a registry error is reported, not a failure.
+		if err := p.o.Tracker.SetAlias(ctx, r.job.Model, r.cfg.Alias, r.registered); err != nil {
+			fmt.Fprintf(log, "alias %s not moved to registry version %s: %v\n", r.cfg.Alias, r.registered, err)
+		} else {
+			detail += fmt.Sprintf("; alias %s on registry version %s", r.cfg.Alias, r.registered)
+		}
+	}
+	return detail, nil
 }
 
 // (7) confirm serve reports the new version ready.

@@ -34,16 +34,19 @@ func champion(modelDir string) (int, *modelrepo.Card, error) {
 }
 
 type provenance struct {
-	JobID   string `json:"job_id"`
-	Attempt int    `json:"attempt"`
-	RunID   string `json:"run_id,omitempty"`
+	JobID      string `json:"job_id"`
+	Attempt    int    `json:"attempt"`
+	RunID      string `json:"run_id,omitempty"`
+	Registered string `json:"registered_version,omitempty"` // the registry's version, when tracked
+	Version    int    `json:"-"`                            // the folder's
 }
 
-// publishedBy returns the version a job already published, or 0.
-func publishedBy(modelDir, jobID string) (int, error) {
+// publishedBy returns the provenance of the version a job already
+// published (Version 0: none).
+func publishedBy(modelDir, jobID string) (provenance, error) {
 	vs, err := modelrepo.Versions(modelDir)
 	if err != nil {
-		return 0, err
+		return provenance{}, err
 	}
 	for _, v := range vs {
 		b, err := os.ReadFile(filepath.Join(modelrepo.VersionDir(modelDir, v), ProvenanceFile))
@@ -51,14 +54,15 @@ func publishedBy(modelDir, jobID string) (int, error) {
 			continue
 		}
 		if err != nil {
-			return 0, err
+			return provenance{}, err
 		}
 		var p provenance
 		if json.Unmarshal(b, &p) == nil && p.JobID == jobID {
-			return int(v), nil
+			p.Version = int(v)
+			return p, nil
 		}
 	}
-	return 0, nil
+	return provenance{}, nil
 }
 
 // publish publishes model.onnx, the card and the job's provenance as

@@ -1,0 +1,211 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flywheel-ml/flywheel/internal/harness"
+	"github.com/flywheel-ml/flywheel/internal/modelrepo"
+	"github.com/flywheel-ml/flywheel/tracker"
+	"github.com/flywheel-ml/flywheel/tracker/mlflow"
+	"github.com/flywheel-ml/flywheel/tracker/mlmodel/fromcard"
+	"github.com/flywheel-ml/flywheel/train/jobs"
+	"github.com/flywheel-ml/flywheel/train/pipeline"
+	"github.com/flywheel-ml/flywheel/train/pipeline/pipelinetest"
+)
+
+// registerFolderVersion logs a folder version (model.onnx + model.json) as
+// an MLflow Model in a run, registers it and points alias at it.
+func registerFolderVersion(t *testing.T, c *mlflow.Client, dir, name, alias string) tracker.ModelVersion {
+	t.Helper()
+	ctx := context.Background()
+	card, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph, err := os.ReadFile(filepath.Join(dir, modelrepo.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := tracker.Start(ctx, c, "champions", tracker.RunOptions{Name: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := fromcard.Model(card, graph, run.ID(), "model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := m.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"model/" + modelrepo.CardFile: mustRead(t, filepath.Join(dir, modelrepo.CardFile))}
+	for n, b := range fs {
+		files["model/"+n] = b
+	}
+	mv, err := run.Finish(ctx, tracker.Result{Artifacts: map[string]string{"model/" + modelrepo.ModelFile: filepath.Join(dir, modelrepo.ModelFile)},
+		Files: files, Model: name, ModelPath: "model", Alias: alias})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mv
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// aliasServing reports a version ready once the alias names it (what a
+// registry-following serve converges to; the end-to-end test runs serve).
+type aliasServing struct{ reg *mlflow.Client }
+
+func (s aliasServing) VersionReady(ctx context.Context, model string, v int) (bool, error) {
+	mv, err := s.reg.GetModelVersionByAlias(ctx, model, pipeline.ChampionAlias)
+	return err == nil && mv.Version == strconv.Itoa(v), err
+}
+
+// stuckAlias never moves the alias: SetAlias waits until the job is
+// interrupted, as a trainer killed between registering and promoting.
+type stuckAlias struct {
+	*mlflow.Client
+	entered chan struct{}
+}
+
+func (s stuckAlias) SetAlias(ctx context.Context, _, _, _ string) error {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestRegistryMode runs the pipeline with the real MLflow as the only model
+// store: the champion comes from models:/ridership@champion, the candidate
+// is registered tagged with its job, and the alias moves last. The first
+// attempt is interrupted after registering, before the alias moved; the
+// retry finds the job's version by its tag, registers nothing new and
+// promotes it.
+func TestRegistryMode(t *testing.T) {
+	m := harness.StartMLflow(t)
+	mc := mlflow.DefaultConfig()
+	mc.TrackingURI = m.URL
+	client, err := mlflow.New(mlflow.Options{Config: mc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := context.Background()
+	e := newEnv(t, 4)
+	e.serve.AddFeedback(pipelinetest.Feedback(model, baseDays, 120, 8)...)
+	if mv := registerFolderVersion(t, client, filepath.Join(e.models, model, "1"), model, pipeline.ChampionAlias); mv.Version != "1" {
+		t.Fatalf("champion registered as %+v", mv)
+	}
+	cfg := e.cfg
+	cfg.ModelsDir = "" // no shared folder
+	newPipeline := func(reg pipeline.Registry) *pipeline.Pipeline {
+		p, err := pipeline.New(pipeline.Options{Config: cfg, Base: pipeline.CSVBase{Path: filepath.Join(e.dir, "base.csv"), Target: pipelinetest.Target},
+			Feedback: e.feedback, Trainer: e.trainer, Predictor: pipeline.ONNXPredictor{}, Tracker: client, TrackerKind: "mlflow",
+			Serving: aliasServing{client}, Registry: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// Attempt 1: interrupted while moving the alias.
+	stuck := stuckAlias{Client: client, entered: make(chan struct{}, 1)}
+	j, _, err := e.store.Enqueue(ctx, jobs.Request{Model: model, Trigger: jobs.TriggerAlert, GroupKey: "g", Alerts: []string{"FeatureDrift"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	w, _ := jobs.NewWorker(jobs.WorkerOptions{Store: e.store, Runner: newPipeline(stuck), Poll: 10 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { w.Run(wctx); close(done) }()
+	select {
+	case <-stuck.entered:
+	case <-wctx.Done():
+		got, _ := e.store.Get(ctx, j.ID)
+		t.Fatalf("never reached the alias move: %s %s %s", got.State, got.Reason, stepStates(got))
+	}
+	cancel()
+	<-done
+	got, _ := e.store.Get(ctx, j.ID)
+	if !strings.HasSuffix(stepStates(got), "track=succeeded publish=interrupted") {
+		t.Fatalf("after the interruption: %s %s", got.State, stepStates(got))
+	}
+	if mv, err := client.GetModelVersionByAlias(ctx, model, pipeline.ChampionAlias); err != nil || mv.Version != "1" {
+		t.Fatalf("the alias moved before publish: %+v %v", mv, err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.WorkDir, "registry", model, "1", modelrepo.ModelFile)); err != nil {
+		t.Errorf("the champion was not evaluated from a registry download: %v", err)
+	}
+
+	// Attempt 2 (the worker's retry, as after a lease expiry).
+	if _, err := e.store.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	final := e.work(t, newPipeline(client), j.ID, time.Minute)
+	if final.State != jobs.StateSucceeded || final.Attempt != 2 {
+		t.Fatalf("retry: %s attempt %d: %s\n%s", final.State, final.Attempt, final.Reason, stepStates(final))
+	}
+	var second []string
+	for _, st := range final.Steps {
+		if st.Attempt == 2 {
+			second = append(second, st.Name+"="+st.State)
+			t.Logf("attempt 2 %s %s: %s", st.Name, st.State, st.Detail)
+		}
+	}
+	if got := strings.Join(second, " "); got != "snapshot=skipped train=skipped evaluate=skipped gate=skipped track=succeeded publish=succeeded confirm=succeeded" {
+		t.Errorf("attempt 2 steps = %s", got)
+	}
+
+	// One new version, tagged with the job and the champion it beat, READY,
+	// with the alias; its card names its registry number.
+	vs, err := client.SearchModelVersions(ctx, "name='"+model+"'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nums []string
+	for _, v := range vs {
+		nums = append(nums, v.Version)
+	}
+	slices.Sort(nums)
+	if strings.Join(nums, ",") != "1,2" {
+		t.Fatalf("registry versions %v, want 1,2", nums)
+	}
+	v2, err := client.GetModelVersion(ctx, model, "2")
+	if err != nil || v2.Tags[pipeline.TagJobID] != j.ID || v2.Tags[pipeline.TagChampionVersion] != "1" || v2.Status != pipeline.StatusReady {
+		t.Fatalf("version 2 = %+v, %v", v2, err)
+	}
+	if mv, err := client.GetModelVersionByAlias(ctx, model, pipeline.ChampionAlias); err != nil || mv.Version != "2" {
+		t.Fatalf("alias on %+v, %v; want version 2", mv, err)
+	}
+	rc, err := client.OpenArtifact(ctx, v2.RunID, "model/"+modelrepo.CardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	var card modelrepo.Card
+	if err := json.Unmarshal(b, &card); err != nil || card.Version != 2 || card.Training.RegistryVersion != "2" || card.Training.RunID != v2.RunID {
+		t.Errorf("card of version 2: version %d registry %q run %q (%v)", card.Version, card.Training.RegistryVersion, card.Training.RunID, err)
+	}
+	if final.Result["version"] != 2.0 || final.Result["registered_version"] != "2" {
+		t.Errorf("result %v", final.Result)
+	}
+}
