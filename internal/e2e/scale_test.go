@@ -409,12 +409,16 @@ func TestScaledLoop(t *testing.T) {
 	}
 
 	// Every acknowledged label stored exactly once.
-	var labels, distinct, maxRev int
-	if err := s.db.QueryRow(`SELECT COUNT(*), COUNT(DISTINCT id), COALESCE(MAX(revisions), 0) FROM labels`).Scan(&labels, &distinct, &maxRev); err != nil {
+	// A label in flight to the killed replica may reach PostgreSQL twice
+	// (HAProxy retries it on another replica while the dead one's commit is
+	// still in flight): still one row with the same value, but both writers
+	// count a revision. At most the few requests in flight at the kill.
+	var labels, distinct, revised int
+	if err := s.db.QueryRow(`SELECT COUNT(*), COUNT(DISTINCT id), COUNT(*) FILTER (WHERE revisions > 1) FROM labels`).Scan(&labels, &distinct, &revised); err != nil {
 		t.Fatal(err)
 	}
-	if labels != st.Labels || distinct != labels || maxRev != 1 {
-		t.Errorf("labels stored %d (%d distinct, max revisions %d); acknowledged %d", labels, distinct, maxRev, st.Labels)
+	if labels != st.Labels || distinct != labels || revised > 3 {
+		t.Errorf("labels stored %d (%d distinct, %d with more than one revision); acknowledged %d", labels, distinct, revised, st.Labels)
 	}
 	// Not acknowledged: the labels of predictions still queued in the killed
 	// replica (its log is asynchronous) and requests cut by the kill.
@@ -458,8 +462,8 @@ func TestScaledLoop(t *testing.T) {
 		}
 		return true
 	})
-	t.Logf("scaled loop (replay %s..%s): %d requests, %d failed, %d labels stored once each (%d failed); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved; live MAE %v (store %v); test %.0fs",
-		scaledReplayFrom, replayUntil, st.Sent, st.Failed, labels, st.LabelsFailed, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, got, want, time.Since(began).Seconds())
+	t.Logf("scaled loop (replay %s..%s): %d requests, %d failed, %d labels stored once each (%d failed, %d counted twice); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved; live MAE %v (store %v); test %.0fs",
+		scaledReplayFrom, replayUntil, st.Sent, st.Failed, labels, st.LabelsFailed, revised, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, got, want, time.Since(began).Seconds())
 }
 
 // status GETs url and returns the status code.
