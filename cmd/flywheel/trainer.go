@@ -285,7 +285,7 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	checkModel := repositoryModel(f.models)
 	if ref != nil {
 		// The registry is the model store: runs, versions and the alias go
-		// to MLflow directly (no SQLite fallback to replay them later).
+		// to MLflow directly (no local-store fallback to replay them later).
 		popts.Tracker, popts.Registry = tr.remote, tr.remote
 		checkModel = registryModel(*ref)
 	}
