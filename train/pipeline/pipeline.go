@@ -257,7 +257,11 @@ func (p *Pipeline) resumeRegistered(ctx context.Context, r *run, rec *jobs.Recor
 		if err := p.skip(ctx, rec, Steps[:len(Steps)-1], fmt.Sprintf("version %s was registered and promoted by an earlier attempt of this job", mv.Version)); err != nil {
 			return true, err
 		}
-		return true, step(StepConfirm, p.confirm)
+		if err := step(StepConfirm, p.confirm); err != nil {
+			return true, err
+		}
+		p.finishEarlierRun(ctx, r)
+		return true, nil
 	}
 	if err := p.skip(ctx, rec, Steps[:slices.Index(Steps, StepTrack)], fmt.Sprintf("version %s was registered by an earlier attempt of this job (it passed the gate against version %d)", mv.Version, r.champVer)); err != nil {
 		return true, err
@@ -270,7 +274,17 @@ func (p *Pipeline) resumeRegistered(ctx context.Context, r *run, rec *jobs.Recor
 			return true, err
 		}
 	}
+	p.finishEarlierRun(ctx, r)
 	return true, nil
+}
+
+// finishEarlierRun marks FINISHED the run of the attempt that registered
+// the version: left RUNNING by a killed trainer or FAILED by an interrupted
+// one, it produced the promoted version.
+func (p *Pipeline) finishEarlierRun(ctx context.Context, r *run) {
+	if err := p.o.Tracker.EndRun(ctx, r.runID, tracker.StatusFinished, p.o.Now()); err != nil {
+		p.o.Logger.Warn("finishing the run of the promoted version", "job_id", r.job.ID, "run_id", r.runID, "err", err)
+	}
 }
 
 func (r *run) result() map[string]any {

@@ -208,4 +208,101 @@ func TestRegistryMode(t *testing.T) {
 	if final.Result["version"] != 2.0 || final.Result["registered_version"] != "2" {
 		t.Errorf("result %v", final.Result)
 	}
+	if r, err := client.GetRun(ctx, v2.RunID); err != nil || r.Info.Status != tracker.StatusFinished {
+		t.Errorf("the run of the promoted version: %+v %v, want FINISHED", r.Info, err)
+	}
+
+	// A concurrent registration of the same job (a trainer stalled past its
+	// lease registering at the same time): the lower version stays, the
+	// duplicate is deleted, the alias moves once.
+	t.Run("concurrent registration", func(t *testing.T) {
+		race := &rivalRegistry{Client: client, sameJob: true}
+		j, reg := runRegistryJob(t, client, race, 16)
+		if j.State != jobs.StateSucceeded {
+			t.Fatalf("%s: %s\n%s", j.State, j.Reason, stepStates(j))
+		}
+		if race.rival == "" || race.ours == "" || reg[race.ours] || !reg[race.rival] {
+			t.Fatalf("rival %q, ours %q; registry %v: want the rival kept and ours deleted", race.rival, race.ours, reg)
+		}
+		if mv, err := client.GetModelVersionByAlias(ctx, model, pipeline.ChampionAlias); err != nil || mv.Version != race.rival {
+			t.Errorf("alias on %+v %v, want the kept version %s", mv, err, race.rival)
+		}
+		if !strings.Contains(j.Steps[4].Log, "registered concurrently; deleting version "+race.ours) {
+			t.Errorf("track log %q", j.Steps[4].Log)
+		}
+	})
+	// Another job promoted while this one ran: the alias no longer names the
+	// champion this candidate beat, so it is not moved over it.
+	t.Run("alias moved meanwhile", func(t *testing.T) {
+		other := &rivalRegistry{Client: client}
+		j, _ := runRegistryJob(t, client, other, 24)
+		if j.State != jobs.StateRejected || !strings.Contains(j.Reason, "alias champion moved to version "+other.rival) {
+			t.Fatalf("%s: %s\n%s", j.State, j.Reason, stepStates(j))
+		}
+		if mv, err := client.GetModelVersionByAlias(ctx, model, pipeline.ChampionAlias); err != nil || mv.Version != other.rival {
+			t.Errorf("alias on %+v %v, want the other job's version %s", mv, err, other.rival)
+		}
+	})
+}
+
+// rivalRegistry registers a rival version from the same run just before
+// the pipeline's own registration: tagged with the same job (sameJob: a
+// concurrent attempt) or untagged and given the alias (another job's
+// promotion).
+type rivalRegistry struct {
+	*mlflow.Client
+	sameJob     bool
+	rival, ours string
+}
+
+func (r *rivalRegistry) CreateTaggedModelVersion(ctx context.Context, name, runID, path string, tags map[string]string) (tracker.ModelVersion, error) {
+	rtags := map[string]string{}
+	if r.sameJob {
+		rtags = tags
+	}
+	rival, err := r.Client.CreateTaggedModelVersion(ctx, name, runID, path, rtags)
+	if err != nil {
+		return rival, err
+	}
+	r.rival = rival.Version
+	if !r.sameJob {
+		if err := r.Client.SetAlias(ctx, name, pipeline.ChampionAlias, rival.Version); err != nil {
+			return rival, err
+		}
+	}
+	mv, err := r.Client.CreateTaggedModelVersion(ctx, name, runID, path, tags)
+	r.ours = mv.Version
+	return mv, err
+}
+
+// runRegistryJob runs one job in registry mode against the registry's
+// current champion, with labels shifted by shift (far enough from the
+// champion's for the gate to pass), and returns it with the registry's
+// versions after it.
+func runRegistryJob(t *testing.T, client *mlflow.Client, reg pipeline.Registry, shift float64) (jobs.Job, map[string]bool) {
+	t.Helper()
+	e := newEnv(t, 4)
+	e.serve.AddFeedback(pipelinetest.Feedback(model, baseDays, 120, shift)...)
+	cfg := e.cfg
+	cfg.ModelsDir = ""
+	p, err := pipeline.New(pipeline.Options{Config: cfg, Base: pipeline.CSVBase{Path: filepath.Join(e.dir, "base.csv"), Target: pipelinetest.Target},
+		Feedback: e.feedback, Trainer: e.trainer, Predictor: pipeline.ONNXPredictor{}, Tracker: client, TrackerKind: "mlflow",
+		Serving: aliasServing{client}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := e.store.Enqueue(context.Background(), jobs.Request{Model: model, Trigger: jobs.TriggerAlert, GroupKey: "g", Alerts: []string{"FeatureDrift"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = e.work(t, p, j.ID, time.Minute)
+	vs, err := client.SearchModelVersions(context.Background(), "name='"+model+"'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, v := range vs {
+		got[v.Version] = true
+	}
+	return j, got
 }
