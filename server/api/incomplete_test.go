@@ -59,10 +59,11 @@ func outcome(c net.Conn, deadline time.Time) string {
 }
 
 // TestIncompleteRequestsHoldOnlyTheirConnection: a client that sends part
-// of a request holds one connection until the read timeout, never the
-// server. While many such connections wait, other clients are answered;
-// each waiting one then gets 408 or a close at the read timeout; and a
-// client that half-closes after its partial request is let go at once.
+// of a request, or trickles it, holds one connection until the read
+// timeout, never the server. While many such connections wait, other
+// clients are answered; each waiting one then gets 408 or a close at the
+// read timeout; and a client that half-closes after its partial request is
+// let go at once.
 func TestIncompleteRequestsHoldOnlyTheirConnection(t *testing.T) {
 	const readTimeout = 3 * time.Second
 	root := t.TempDir()
@@ -96,6 +97,21 @@ func TestIncompleteRequestsHoldOnlyTheirConnection(t *testing.T) {
 			}{r.name, send(t, addr, r.req)})
 		}
 	}
+	// A client that keeps sending, a byte every 100 ms, gets no more time:
+	// the read timeout is for the whole request.
+	trickle := send(t, addr, "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+	go func() {
+		for range 200 { // 20 s at most; ends when the server has closed
+			time.Sleep(100 * time.Millisecond)
+			if _, err := trickle.Write([]byte(" ")); err != nil {
+				return
+			}
+		}
+	}()
+	held = append(held, struct {
+		name string
+		c    net.Conn
+	}{"body trickled a byte every 100 ms", trickle})
 	for i := range 3 {
 		if r := ts.post(t, "/v2/models/mlp/infer", refRequest()); r.code != 200 {
 			t.Fatalf("infer %d while %d incomplete requests wait: %d %s", i, len(held), r.code, r.body)
