@@ -719,15 +719,7 @@ func testOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	arrived, release := make(chan struct{}), make(chan struct{})
-	var creates atomic.Int32
-	e.srv.SetFault(func(_ int, r *http.Request) mlflowtest.Fault {
-		if strings.HasSuffix(r.URL.Path, "/runs/create") && creates.Add(1) == 1 {
-			close(arrived)
-			<-release
-		}
-		return mlflowtest.Fault{}
-	})
+	arrived, release, creates := holdFirstCreate(e)
 	started := startInBackground(e, exp.ID)
 	<-arrived
 	for _, all := range []bool{false, true} {
@@ -756,6 +748,21 @@ func testOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) 
 		t.Errorf("%d runs/create requests, want 1", n)
 	}
 	verifyExact(t, e)
+}
+
+// holdFirstCreate makes MLflow hold the first runs/create request:
+// arrived closes when it comes, closing release answers it; creates counts
+// every runs/create.
+func holdFirstCreate(e *env) (arrived, release chan struct{}, creates *atomic.Int32) {
+	arrived, release, creates = make(chan struct{}), make(chan struct{}), new(atomic.Int32)
+	e.srv.SetFault(func(_ int, r *http.Request) mlflowtest.Fault {
+		if strings.HasSuffix(r.URL.Path, "/runs/create") && creates.Add(1) == 1 {
+			close(arrived)
+			<-release
+		}
+		return mlflowtest.Fault{}
+	})
+	return arrived, release, creates
 }
 
 type startResult struct {
@@ -823,15 +830,7 @@ func testTwoProcessesSyncAtOnce(t *testing.T, newURL func(testing.TB) string) {
 		t.Fatal(err)
 	}
 	other := newTracker(t, e.srv, openStore(t, url, e.dir), fallback.Options{})
-	arrived, release := make(chan struct{}), make(chan struct{})
-	var creates atomic.Int32
-	e.srv.SetFault(func(_ int, r *http.Request) mlflowtest.Fault {
-		if strings.HasSuffix(r.URL.Path, "/runs/create") && creates.Add(1) == 1 {
-			close(arrived)
-			<-release
-		}
-		return mlflowtest.Fault{}
-	})
+	arrived, release, creates := holdFirstCreate(e)
 	first := make(chan error, 1)
 	go func() {
 		_, err := e.tr.Sync(ctx, fallback.SyncOptions{})

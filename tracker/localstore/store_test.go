@@ -151,17 +151,25 @@ func testRun(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testMetricHistory(t *testing.T, newURL func(testing.TB) string) {
+// newRun starts a run of experiment "exp" on the store alone.
+func newRun(t testing.TB, s *localstore.Store, name string) tracker.RunInfo {
+	t.Helper()
 	ctx := context.Background()
-	s := open(t, newURL(t), "")
 	exp, err := s.GetOrCreateExperiment(ctx, "exp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.StartRun(ctx, exp.ID, tracker.RunOptions{})
+	info, err := s.StartRun(ctx, exp.ID, tracker.RunOptions{Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return info
+}
+
+func testMetricHistory(t *testing.T, newURL func(testing.TB) string) {
+	ctx := context.Background()
+	s := open(t, newURL(t), "")
+	info := newRun(t, s, "")
 	if !strings.HasPrefix(info.Name, "run-") {
 		t.Errorf("generated name %q", info.Name)
 	}
@@ -421,16 +429,9 @@ func testOutboxStates(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	o := s.Outbox()
-	exp, err := s.GetOrCreateExperiment(ctx, "exp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := s.StartRun(ctx, exp.ID, tracker.RunOptions{Name: "plain"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain := newRun(t, s, "plain")
 	id := localstore.NewRunID()
-	if _, err := s.StartRunWithID(ctx, exp.ID, id, localstore.StateStarting, tracker.RunOptions{Name: "tracked"}); err != nil {
+	if _, err := s.StartRunWithID(ctx, plain.ExperimentID, id, localstore.StateStarting, tracker.RunOptions{Name: "tracked"}); err != nil {
 		t.Fatal(err)
 	}
 	state := func(id string) string {
@@ -622,16 +623,9 @@ func testOutboxClaims(t *testing.T, newURL func(testing.TB) string) {
 	a := open(t, url, "").Outbox()
 	b := open(t, url, "").Outbox() // another process
 	s := open(t, url, "")
-	exp, err := s.GetOrCreateExperiment(ctx, "exp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := s.StartRun(ctx, exp.ID, tracker.RunOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain := newRun(t, s, "plain")
 	tracked := localstore.NewRunID()
-	if _, err := s.StartRunWithID(ctx, exp.ID, tracked, localstore.StateUnsynced, tracker.RunOptions{}); err != nil {
+	if _, err := s.StartRunWithID(ctx, plain.ExperimentID, tracked, localstore.StateUnsynced, tracker.RunOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	soon, past := time.Now().Add(time.Minute), time.Now().Add(-time.Second)
