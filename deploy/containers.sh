@@ -320,6 +320,8 @@ test)
 	export DOCKER_CONFIG=$WORK/docker-config
 	say "local images ready; running deploy/containertest"
 	export FLYWHEEL_DOCKER=$DOCKER
+	# Each test appends its figures to this report.
+	rm -f "$WORK/report.txt"
 	(cd "$ROOT" && $GO test -tags containers -count=1 -timeout 25m -v ./deploy/containertest "$@")
 	;;
 esac

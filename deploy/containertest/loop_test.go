@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,19 +70,7 @@ func TestComposeStack(t *testing.T) {
 		s.ports["serve"], s.ports["trainer"], s.ports["mlflow"], s.ports["prometheus"], s.ports["alertmanager"])
 	// A project left by an interrupted run goes first.
 	s.down()
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.logs()
-		}
-		s.down()
-		if left := s.leftovers(); len(left) > 0 {
-			t.Errorf("after compose down -v: %v", left)
-		}
-		rep.add("test: %.0fs", time.Since(began).Seconds())
-		out := "containers: " + strings.Join(rep.lines, "\ncontainers: ") + "\n"
-		t.Log("\n" + out)
-		_ = os.WriteFile(filepath.Join(s.root, "var", "containers", "report.txt"), []byte(out), 0o644)
-	})
+	s.finish(rep, began, "containers")
 
 	buildImage(s, rep)
 	checkImage(t, s, rep)
@@ -115,17 +102,7 @@ func TestComposeStack(t *testing.T) {
 	checkRestartKeepsState(t, s, rep)
 
 	// compose down -v: nothing of the project is left, nothing listens.
-	start = time.Now()
-	s.down()
-	rep.add("compose down -v: %.0fs", time.Since(start).Seconds())
-	if left := s.leftovers(); len(left) > 0 {
-		t.Errorf("after compose down -v the engine still has %v", left)
-	}
-	for svc, p := range s.ports {
-		if listening(p) {
-			t.Errorf("after compose down -v something still listens on %s's port %d", svc, p)
-		}
-	}
+	s.downClean(rep)
 }
 
 // buildImage builds the Flywheel image from the Dockerfile with buildx

@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -47,22 +45,7 @@ func TestComposePostgres(t *testing.T) {
 	rep := &report{}
 	checkComposeConfig(t, s)
 	s.down()
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.logs()
-		}
-		s.down()
-		if left := s.leftovers(); len(left) > 0 {
-			t.Errorf("after compose down -v: %v", left)
-		}
-		rep.add("test: %.0fs", time.Since(began).Seconds())
-		out := "containers (postgres): " + strings.Join(rep.lines, "\ncontainers (postgres): ") + "\n"
-		t.Log("\n" + out)
-		if f, err := os.OpenFile(filepath.Join(s.root, "var", "containers", "report.txt"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			_, _ = f.WriteString(out)
-			f.Close()
-		}
-	})
+	s.finish(rep, began, "containers (postgres)")
 	buildImage(s, rep)
 	// A stale v1 (trained up to 2008) in the models volume, as the
 	// one-machine test does, so that the retrain below publishes v2.
@@ -186,17 +169,7 @@ func TestComposePostgres(t *testing.T) {
 		t.Errorf("serve load balancer /lb/ready: %d with one replica up, want 200", code)
 	}
 
-	start = time.Now()
-	s.down()
-	rep.add("compose down -v: %.0fs", time.Since(start).Seconds())
-	if left := s.leftovers(); len(left) > 0 {
-		t.Errorf("after compose down -v the engine still has %v", left)
-	}
-	for svc, p := range s.ports {
-		if listening(p) {
-			t.Errorf("after compose down -v something still listens on %s's port %d", svc, p)
-		}
-	}
+	s.downClean(rep)
 }
 
 func addr(s *stack, svc string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[svc]) }

@@ -307,6 +307,47 @@ func (s *stack) down() {
 	s.compose(3*time.Minute, "--profile", "tools", "down", "-v", "--remove-orphans", "--timeout", "20")
 }
 
+// finish registers the test's teardown: the logs when it failed, `compose
+// down -v`, nothing of the project left, and the report's lines appended to
+// var/containers/report.txt, each prefixed with label.
+func (s *stack) finish(rep *report, began time.Time, label string) {
+	s.t.Cleanup(func() {
+		if s.t.Failed() {
+			s.logs()
+		}
+		s.down()
+		if left := s.leftovers(); len(left) > 0 {
+			s.t.Errorf("after compose down -v: %v", left)
+		}
+		rep.add("test: %.0fs", time.Since(began).Seconds())
+		out := label + ": " + strings.Join(rep.lines, "\n"+label+": ") + "\n"
+		s.t.Log("\n" + out)
+		f, err := os.OpenFile(filepath.Join(s.root, "var", "containers", "report.txt"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, _ = f.WriteString(out)
+			f.Close()
+		}
+	})
+}
+
+// downClean runs `compose down -v` (timed in rep): the engine keeps no
+// container, volume or network of the project, and nothing listens on the
+// stack's ports.
+func (s *stack) downClean(rep *report) {
+	s.t.Helper()
+	start := time.Now()
+	s.down()
+	rep.add("compose down -v: %.0fs", time.Since(start).Seconds())
+	if left := s.leftovers(); len(left) > 0 {
+		s.t.Errorf("after compose down -v the engine still has %v", left)
+	}
+	for svc, p := range s.ports {
+		if listening(p) {
+			s.t.Errorf("after compose down -v something still listens on %s's port %d", svc, p)
+		}
+	}
+}
+
 // leftovers lists the engine's containers and volumes of the project.
 func (s *stack) leftovers() []string {
 	s.t.Helper()
