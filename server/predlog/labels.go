@@ -59,7 +59,7 @@ const (
 // reported Created or Updated.
 func (s *Store) PutLabels(ctx context.Context, labels []Label) ([]LabelChange, error) {
 	changes := make([]LabelChange, len(labels))
-	err := s.Write(ctx, func(tx *database.Tx) error {
+	err := s.write(ctx, func(tx *database.Tx) error {
 		for i := range labels {
 			l := &labels[i]
 			var old float64
@@ -122,7 +122,7 @@ func (s *Store) PruneLabels(ctx context.Context, cutoff time.Time) (int64, error
 	}
 	for {
 		var n int64
-		err := s.Write(ctx, func(tx *database.Tx) error {
+		err := s.write(ctx, func(tx *database.Tx) error {
 			res, err := tx.ExecContext(ctx, `DELETE FROM labels WHERE `+rowid+` IN (SELECT `+rowid+` FROM labels WHERE labelled_at < ? LIMIT ?)`,
 				cutoff.UnixMicro(), pruneChunk)
 			if err != nil {

@@ -361,7 +361,7 @@ func testWriteGroupCommitIsolatesFailures(t *testing.T, newURL func(testing.TB) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.Write(ctx, func(tx *database.Tx) error {
+			errs[i] = s.write(ctx, func(tx *database.Tx) error {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO predictions (id, predicted_at, model, version) VALUES (?, 0, 'm', 1)`, fmt.Sprint(i)); err != nil {
 					return err
 				}
@@ -386,7 +386,7 @@ func testWriteGroupCommitIsolatesFailures(t *testing.T, newURL func(testing.TB) 
 	// A cancelled caller is not written.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.Write(cctx, func(tx *database.Tx) error { return nil }); err == nil {
+	if err := s.write(cctx, func(tx *database.Tx) error { return nil }); err == nil {
 		t.Error("Write with a cancelled context succeeded")
 	}
 }

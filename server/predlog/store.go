@@ -132,11 +132,11 @@ type writeReq struct {
 	done chan error
 }
 
-// Write runs fn in a write transaction and returns once it is committed
+// write runs fn in a write transaction and returns once it is committed
 // (durable) or failed. Concurrent calls share one transaction and one commit
 // (group commit); each fn runs inside its own savepoint, so a failing fn is
 // rolled back alone and only its caller sees its error. fn must not keep tx.
-func (s *Store) Write(ctx context.Context, fn func(tx *database.Tx) error) error {
+func (s *Store) write(ctx context.Context, fn func(tx *database.Tx) error) error {
 	req := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	s.pendMu.Lock()
 	s.pending = append(s.pending, req)
@@ -326,7 +326,7 @@ func (s *Store) insert(ctx context.Context, entries []Entry) error {
 	if s.db.Dialect == database.Postgres {
 		return s.insertPostgres(ctx, entries, sets)
 	}
-	return s.Write(ctx, func(tx *database.Tx) error {
+	return s.write(ctx, func(tx *database.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO predictions
 			(id, predicted_at, model, version, parameters, feature_set, feature_values, output_values, prediction)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -406,7 +406,7 @@ func (s *Store) featureSets(ctx context.Context, entries []Entry) ([]int64, erro
 		return ids, nil
 	}
 	found := make(map[string]int64, len(missing))
-	err := s.Write(ctx, func(tx *database.Tx) error {
+	err := s.write(ctx, func(tx *database.Tx) error {
 		for key := range missing {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO feature_sets (names) VALUES (?) ON CONFLICT (names) DO NOTHING`, key); err != nil {
 				return fmt.Errorf("adding feature set: %w", err)
@@ -474,7 +474,7 @@ func (s *Store) prune(ctx context.Context, now time.Time, maxAge time.Duration, 
 		for {
 			var n int64
 			t0 := time.Now()
-			err := s.Write(ctx, func(tx *database.Tx) error {
+			err := s.write(ctx, func(tx *database.Tx) error {
 				res, err := tx.ExecContext(ctx, q, args...)
 				if err != nil {
 					return fmt.Errorf("pruning by %s: %w", rule, err)
@@ -570,7 +570,7 @@ func (s *Store) insertPostgres(ctx context.Context, entries []Entry, sets []int6
 		}
 		return nil
 	}
-	return s.Write(ctx, func(tx *database.Tx) error {
+	return s.write(ctx, func(tx *database.Tx) error {
 		for i := range entries {
 			e := &entries[i]
 			if last[e.ID] != i {
