@@ -11,6 +11,7 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 )
 
 // Guard returns middleware for every route of an app:
@@ -19,6 +20,10 @@ import (
 //     with both Content-Length and Transfer-Encoding, is answered 400 and
 //     its connection closed (RFC 9112 §6.3: its framing is ambiguous, the
 //     request-smuggling pattern behind a proxy);
+//   - a request whose target fasthttp cannot parse together with its Host
+//     header (a Host holding '/', '?', a space or a '%' escape) has no path,
+//     so every route would answer 404 "no route"; it is answered 400 naming
+//     the Host and the target, and its connection closed;
 //   - a body with Content-Encoding gzip, deflate or br is inflated here,
 //     streaming and stopping at limit bytes (413 naming the limit), and
 //     replaced by its inflated form with the header removed, so handlers
@@ -26,6 +31,10 @@ import (
 //     (fasthttp's BodyGunzip has none). Other encodings answer 415.
 func Guard(limit int) fiber.Handler {
 	return func(c *fiber.Ctx) error {
+		if c.Path() == "" {
+			c.Context().SetConnectionClose()
+			return badTarget(&c.Request().Header)
+		}
 		if err := checkFraming(c.Request().Header.RawHeaders()); err != nil {
 			c.Context().SetConnectionClose()
 			return err
@@ -51,6 +60,17 @@ func Guard(limit int) fiber.Handler {
 		c.Request().SetBodyRaw(body)
 		return c.Next()
 	}
+}
+
+// badTarget names why the request's target and Host give no path.
+func badTarget(h *fasthttp.RequestHeader) error {
+	reason := "no path"
+	var u fasthttp.URI
+	if err := u.Parse(h.Host(), h.RequestURI()); err != nil {
+		reason = err.Error()
+	}
+	return Errorf(fiber.StatusBadRequest, "invalid request target %q with Host %q: %s",
+		truncate(string(h.RequestURI())), truncate(string(h.Host())), reason)
 }
 
 // checkFraming rejects two differing Content-Length headers and

@@ -142,6 +142,57 @@ func TestRequireBearer(t *testing.T) {
 	}
 }
 
+// TestGuardRejectsUnparsableTarget: a Host that fasthttp cannot combine
+// with the request target leaves the path empty; the answer is 400 naming
+// the Host, not 404 "no route for GET " (FuzzHTTPRequest found it).
+func TestGuardRejectsUnparsableTarget(t *testing.T) {
+	app := newApp(1 << 10)
+	app.Get("/ok", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	for _, tc := range []struct {
+		name, target, host string
+		code               int
+		want               string
+	}{
+		{"slash in Host", "/ok", "x/ok", 400, `invalid request target "/ok" with Host "x/ok": invalid character "/" in host name`},
+		{"space in Host", "/ok", "x y", 400, `with Host "x y": invalid character " " in host name`},
+		{"escape in Host", "/ok", "%2e", 400, `with Host "%2e": invalid URL escape`},
+		{"folded Host", "/ok", "x\r\n \r", 400, "invalid request target"},
+		{"plain", "/ok", "x", 200, "ok"},
+		{"port", "/ok", "x:8080", 200, "ok"},
+		{"IPv6", "/ok", "[::1]:8080", 200, "ok"},
+		{"absolute form", "http://y/ok", "x", 200, "ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(conn, "GET "+tc.target+" HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			if got := strings.ReplaceAll(string(b), `\"`, `"`); res.StatusCode != tc.code || !strings.Contains(got, tc.want) {
+				t.Fatalf("got %d %s, want %d %q", res.StatusCode, got, tc.code, tc.want)
+			}
+			if tc.code == 400 && !res.Close {
+				t.Errorf("connection kept open after an unparsable target")
+			}
+		})
+	}
+}
+
 // TestGuardRejectsAmbiguousLength sends raw requests over a socket: the
 // client libraries refuse to write two Content-Length headers.
 func TestGuardRejectsAmbiguousLength(t *testing.T) {
