@@ -284,9 +284,16 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 	}
 	checkModel := repositoryModel(f.models)
 	if ref != nil {
-		// The registry is the model store: runs, versions and the alias go
-		// to MLflow directly (no local-store fallback to replay them later).
-		popts.Tracker, popts.Registry = tr.remote, tr.remote
+		// The registry is the model store: versions and the alias go to
+		// MLflow directly (a version only in a local store cannot be
+		// served). Runs go through the local store when every trainer
+		// shares it (PostgreSQL): an attempt taken over by another trainer
+		// finds the run there, and the syncers replay a run MLflow missed
+		// once. With a per-process SQLite store, runs go to MLflow directly.
+		popts.Registry = tr.remote
+		if tr.local.Dialect() != database.Postgres {
+			popts.Tracker = tr.remote
+		}
 		checkModel = registryModel(*ref)
 	}
 	p, err := pipeline.New(popts)

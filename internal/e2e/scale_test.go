@@ -18,6 +18,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/monitoring"
+	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlflow"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
@@ -122,12 +123,15 @@ func startScaled(t *testing.T) *scaled {
 	s.lb = harness.StartHAProxy(t,
 		harness.Pool{Name: "serve", Servers: s.serveAddrs, HealthPath: "/v2/health/ready"},
 		harness.Pool{Name: "trainer", Servers: servers, HealthPath: "/health/ready"})
+	// No --tracking-db: both trainers' tracker store (runs and the outbox
+	// of their MLflow sync) is the PostgreSQL of --database, and each runs
+	// a syncer every second.
 	for _, name := range []string{"trainer-a", "trainer-b"} {
 		addr := trainerAddrs[name]
 		s.trainerArg[name] = []string{"--listen", addr, "--name", name, "--token-file", tokenFile, "--database", s.dbURL, "--lease", "3s",
 			"--models", scaledModel, "--tracking-uri", s.mlflow.URL, "--work-dir", filepath.Join(s.dir, name, "work"),
 			"--data", filepath.Join(root, "data", "chicago", "chicago.csv"),
-			"--serve-url", s.lb.URL("serve"), "--admin-token", loopAdminToken, "--tracking-db", filepath.Join(s.dir, name, "tracking.db"),
+			"--serve-url", s.lb.URL("serve"), "--admin-token", loopAdminToken, "--tracking-sync-interval", "1s",
 			"--algorithm", "gbdt", "--holdout-days", "56", "--base-until", scaledBaseUntil, "--window-days", "1095",
 			"--cooldown", "30m", "--ready-wait", "60s", "--max-attempts", "3"}
 		s.startTrainer(name)
@@ -377,10 +381,19 @@ func TestScaledLoop(t *testing.T) {
 	if err != nil || champ.Version != "2" {
 		t.Fatalf("alias champion on %+v (%v), want version 2", champ, err)
 	}
+	// When the alias moved: the end of the publish step that succeeded; when
+	// the trainer was killed inside publish after moving it (attempt 3 then
+	// skips publish), the start of that interrupted step, an earlier bound.
 	var promoted time.Time
+	promotedFrom := "end of publish"
 	for _, st := range j.Steps {
 		if st.Name == "publish" && st.State == jobs.StepSucceeded && st.FinishedAt != nil {
 			promoted = *st.FinishedAt
+		}
+	}
+	for _, st := range j.Steps {
+		if promoted.IsZero() && st.Name == "publish" && st.State == jobs.StepInterrupted {
+			promoted, promotedFrom = st.StartedAt, "start of the interrupted publish"
 		}
 	}
 	for i, addr := range s.serveAddrs {
@@ -462,8 +475,61 @@ func TestScaledLoop(t *testing.T) {
 		}
 		return true
 	})
-	t.Logf("scaled loop (replay %s..%s): %d requests, %d failed, %d labels stored once each (%d failed, %d counted twice); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved; live MAE %v (store %v); test %.0fs",
-		scaledReplayFrom, replayUntil, st.Sent, st.Failed, labels, st.LabelsFailed, revised, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, got, want, time.Since(began).Seconds())
+	runs := s.checkSharedRuns(ctx, j.ID, v2.RunID)
+	t.Logf("scaled loop (replay %s..%s): %d requests, %d failed, %d labels stored once each (%d failed, %d counted twice); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved (%s); live MAE %v (store %v); job runs in the shared tracker store = in MLflow: %s; test %.0fs",
+		scaledReplayFrom, replayUntil, st.Sent, st.Failed, labels, st.LabelsFailed, revised, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, promotedFrom, got, want, runs, time.Since(began).Seconds())
+}
+
+// checkSharedRuns checks that the job's tracker runs are in the trainers'
+// shared PostgreSQL store and in MLflow exactly once each: one run (the
+// attempt that trained; the first was killed before training and the third
+// skipped training), the one the registered version comes from, FINISHED in
+// both, its MLflow id in the store's outbox and its store id tagged on the
+// MLflow run, with no second MLflow run from either trainer's syncer.
+func (s *scaled) checkSharedRuns(ctx context.Context, jobID, versionRun string) string {
+	t := s.t
+	type localRun struct{ id, status, remote, state string }
+	var local []localRun
+	rows, err := s.db.QueryContext(ctx, `SELECT r.id, r.status, COALESCE(o.remote_id, ''), COALESCE(o.state, '')
+		FROM runs r JOIN tags g ON g.run_id = r.id AND g.key = 'flywheel.job_id' AND g.value = $1
+		LEFT JOIN outbox_runs o ON o.run_id = r.id ORDER BY r.start_time`, jobID)
+	if err != nil {
+		t.Fatalf("the job's runs in the shared tracker store: %v", err)
+	}
+	for rows.Next() {
+		var r localRun
+		if err := rows.Scan(&r.id, &r.status, &r.remote, &r.state); err != nil {
+			t.Fatal(err)
+		}
+		local = append(local, r)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	remote, err := s.registry.SearchRuns(ctx, tracker.SearchQuery{Filter: "tags.`flywheel.job_id` = '" + jobID + "'"})
+	if err != nil {
+		t.Fatalf("the job's runs in MLflow: %v", err)
+	}
+	var out []string
+	for _, r := range remote {
+		out = append(out, fmt.Sprintf("MLflow %s %s local %s", r.Info.ID, r.Info.Status, r.Tags[tracker.TagLocalRunID]))
+	}
+	for _, r := range local {
+		out = append(out, fmt.Sprintf("store %s %s outbox %s %s", r.id, r.status, r.state, r.remote))
+	}
+	summary := strings.Join(out, "; ")
+	if len(local) != 1 || len(remote) != 1 {
+		t.Fatalf("job %s: %d runs in the shared tracker store and %d in MLflow, want 1 and 1: %s", jobID, len(local), len(remote), summary)
+	}
+	l, r := local[0], remote[0]
+	if l.remote != r.Info.ID || r.Tags[tracker.TagLocalRunID] != l.id || r.Info.ID != versionRun {
+		t.Errorf("job %s: store run %s (MLflow id %q), MLflow run %s (store id %q), version 2 from run %s: want one run, linked both ways",
+			jobID, l.id, l.remote, r.Info.ID, r.Tags[tracker.TagLocalRunID], versionRun)
+	}
+	if l.status != string(tracker.StatusFinished) || r.Info.Status != tracker.StatusFinished {
+		t.Errorf("job %s run: %s in the store, %s in MLflow; want FINISHED in both", jobID, l.status, r.Info.Status)
+	}
+	return summary
 }
 
 // status GETs url and returns the status code.

@@ -55,7 +55,8 @@ const ChampionAlias = "champion"
 // With Registry (registry mode, no shared folder) the champion is the
 // version Config.Alias names, downloaded into the work dir; a promoted
 // candidate is registered from its tracked run (Tracker must be the same
-// MLflow server) with the job's id as a tag, and the alias moves to it last.
+// MLflow server, or a local store mirroring to it: the run must have
+// reached MLflow) with the job's id as a tag, and the alias moves to it last.
 type Options struct {
 	Config    Config
 	Base      BaseData
@@ -636,6 +637,9 @@ func (p *Pipeline) trackRegistry(ctx context.Context, r *run, log io.Writer) (st
 			fmt.Fprintf(log, "version %s of this job is already registered (run %s)\n", mv.Version, mv.RunID)
 		} else {
 			if err := p.logRun(ctx, r, log); err != nil {
+				return "", err
+			}
+			if err := p.runInMLflow(ctx, r); err != nil {
 				return "", err
 			}
 			if err := p.registerVersion(ctx, r, log); err != nil {

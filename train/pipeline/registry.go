@@ -67,6 +67,30 @@ func (p *Pipeline) registryChampion(ctx context.Context, r *run) (int, *modelrep
 	return int(v), c, nil
 }
 
+// mirrorReporter is implemented by a tracker with a local store
+// (tracker/fallback): whether a run is being written to MLflow as it goes.
+type mirrorReporter interface {
+	Mirrored(ctx context.Context, runID string) (bool, error)
+}
+
+// runInMLflow fails when the tracked run did not reach MLflow (a tracker
+// with a local store kept it there, to be synced later): the registry can
+// only register a version from a run it has.
+func (p *Pipeline) runInMLflow(ctx context.Context, r *run) error {
+	mr, ok := p.o.Tracker.(mirrorReporter)
+	if !ok {
+		return nil
+	}
+	mirrored, err := mr.Mirrored(ctx, r.runID)
+	if err != nil {
+		return fmt.Errorf("run %s: %w", r.runID, err)
+	}
+	if !mirrored {
+		return fmt.Errorf("run %s is in the local store only (MLflow unreachable; it is synced later): no version registered", r.runID)
+	}
+	return nil
+}
+
 // jobVersion returns the registry version this job registered (the lowest
 // when a lost race left two), or ok false.
 func (p *Pipeline) jobVersion(ctx context.Context, model, jobID string) (mv tracker.ModelVersion, ok bool, err error) {

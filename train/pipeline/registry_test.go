@@ -12,61 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-ml/flywheel/internal/harness"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/tracker/mlflow"
-	"github.com/flywheel-ml/flywheel/tracker/mlmodel/fromcard"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 	"github.com/flywheel-ml/flywheel/train/pipeline/pipelinetest"
 )
-
-// registerFolderVersion logs a folder version (model.onnx + model.json) as
-// an MLflow Model in a run, registers it and points alias at it.
-func registerFolderVersion(t *testing.T, c *mlflow.Client, dir, name, alias string) tracker.ModelVersion {
-	t.Helper()
-	ctx := context.Background()
-	card, err := modelrepo.LoadCard(filepath.Join(dir, modelrepo.CardFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	graph, err := os.ReadFile(filepath.Join(dir, modelrepo.ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := tracker.Start(ctx, c, "champions", tracker.RunOptions{Name: "v1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := fromcard.Model(card, graph, run.ID(), "model")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs, err := m.Files()
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{"model/" + modelrepo.CardFile: mustRead(t, filepath.Join(dir, modelrepo.CardFile))}
-	for n, b := range fs {
-		files["model/"+n] = b
-	}
-	mv, err := run.Finish(ctx, tracker.Result{Artifacts: map[string]string{"model/" + modelrepo.ModelFile: filepath.Join(dir, modelrepo.ModelFile)},
-		Files: files, Model: name, ModelPath: "model", Alias: alias})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mv
-}
-
-func mustRead(t *testing.T, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // aliasServing reports a version ready once the alias names it (what a
 // registry-following serve converges to; the end-to-end test runs serve).
@@ -100,18 +52,11 @@ func (s stuckAlias) SetAlias(ctx context.Context, _, _, _ string) error {
 // retry finds the job's version by its tag, registers nothing new and
 // promotes it.
 func TestRegistryMode(t *testing.T) {
-	m := harness.StartMLflow(t)
-	mc := mlflow.DefaultConfig()
-	mc.TrackingURI = m.URL
-	client, err := mlflow.New(mlflow.Options{Config: mc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := pipelinetest.StartMLflow(t)
 	ctx := context.Background()
 	e := newEnv(t, 4)
 	e.serve.AddFeedback(pipelinetest.Feedback(model, baseDays, 120, 8)...)
-	if mv := registerFolderVersion(t, client, filepath.Join(e.models, model, "1"), model, pipeline.ChampionAlias); mv.Version != "1" {
+	if mv := pipelinetest.RegisterFolderVersion(t, client, filepath.Join(e.models, model, "1"), model, pipeline.ChampionAlias); mv.Version != "1" {
 		t.Fatalf("champion registered as %+v", mv)
 	}
 	cfg := e.cfg
