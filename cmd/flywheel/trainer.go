@@ -307,15 +307,19 @@ func newTrainerApp(ctx context.Context, f trainerFlags, logw io.Writer) (*traine
 		return fail(err)
 	}
 	var watcher *watch.Watcher
-	if f.watchWindow > 0 && ref != nil {
-		logger.Info("the post-promotion watch needs the model folder: off with models:/ (roll back by moving the alias)", "component", "watch")
-	} else if f.watchWindow > 0 {
+	if f.watchWindow > 0 {
 		wc := watch.DefaultConfig()
 		wc.Model, wc.ModelsDir, wc.Window, wc.MinRows, wc.Interval = f.model, f.models, f.watchWindow, f.watchMinRows, f.watchInterval
 		wo := watch.Options{Config: wc, Feedback: source, Predictor: pipeline.ONNXPredictor{}, Experiment: cfg.Experiment,
 			Registerer: reg, Logger: logger.With("component", "watch")}
 		if tr != nil { // not a nil *tracking in the interface
 			wo.Recorder = tr
+		}
+		if ref != nil {
+			// Registry mode: the alias's version is watched against the
+			// one it replaced (both downloaded into the work dir); a
+			// rollback moves the alias back.
+			wo.ModelsDir, wo.Alias, wo.Registry, wo.Recorder = filepath.Join(f.work, "watch"), ref.Alias, tr.remote, popts.Tracker
 		}
 		if watcher, err = watch.New(wo); err != nil {
 			store.Close()

@@ -10,6 +10,13 @@
 // Restoring renames models/<model>/<version> to a hidden
 // models/<model>/.rolledback-<version>-<unix time>: serve ignores hidden
 // directories and serves the newest remaining version, the previous one.
+//
+// In registry mode (Options.Registry) the watched version is the one the
+// alias names and the version it replaced is its flywheel.champion_version
+// tag (set by the pipeline when it registered it); both are downloaded into
+// ModelsDir. Restoring moves the alias back to the previous version (serve
+// replicas following models:/<model>@<alias> switch back) and tags the
+// rolled-back one TagRolledBack, so it is not watched again.
 package watch
 
 import (
@@ -26,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
+	"github.com/flywheel-ml/flywheel/server/modelsource"
 	"github.com/flywheel-ml/flywheel/tracker"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
 )
@@ -33,11 +41,27 @@ import (
 // Config tunes the watch.
 type Config struct {
 	Model     string        // model name in the repository
-	ModelsDir string        // the repository serve watches
+	ModelsDir string        // the repository serve watches; in registry mode, where versions are downloaded
 	Window    time.Duration // how long after its publication a version is watched
 	MinRows   int           // labelled requests of the new version needed before judging
 	Interval  time.Duration // time between checks
-	Alias     string        // tracker alias moved back to the previous version ("" for none)
+	Alias     string        // tracker alias moved back to the previous version ("" for none; required in registry mode)
+}
+
+// Version tags of registry mode: a rolled-back version carries TagRolledBack
+// (the time of the rollback) and TagRestoredVersion (the version the alias
+// went back to).
+const (
+	TagRolledBack      = "flywheel.rolled_back"
+	TagRestoredVersion = "flywheel.restored_version"
+)
+
+// Registry is the MLflow model registry of registry mode
+// (tracker/mlflow.Client).
+type Registry interface {
+	modelsource.Registry
+	SetAlias(ctx context.Context, name, alias, version string) error
+	AnnotateModelVersion(ctx context.Context, name, version string, a tracker.VersionAnnotation) error
 }
 
 // DefaultConfig returns the defaults: a day's watch, 14 labels, a check a minute.
@@ -66,6 +90,7 @@ type Options struct {
 	Feedback   pipeline.FeedbackSource
 	Predictor  pipeline.Predictor
 	Recorder   tracker.Recorder // nil: no tracking
+	Registry   Registry         // non-nil: registry mode (watch and move Alias)
 	Experiment string           // tracker experiment of rollback runs
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -86,6 +111,9 @@ func New(o Options) (*Watcher, error) {
 	}
 	if o.Feedback == nil || o.Predictor == nil {
 		return nil, errors.New("watch: feedback source and predictor are required")
+	}
+	if o.Registry != nil && o.Alias == "" {
+		return nil, errors.New("watch: registry mode needs the alias it moves back")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -120,26 +148,108 @@ type Verdict struct {
 	Rows              int                    // labelled requests of Version scored in shadow
 	Decision          *pipeline.GateDecision // candidate = Version, champion = Previous
 	RolledBack        bool
-	RolledBackTo      string // the hidden directory Version was moved to
+	RolledBackTo      string // the hidden directory Version was moved to (registry mode: models:/<model>/<Previous>, where the alias went)
 	Note              string
+}
+
+// watched is the version under watch and the one it replaced, both in
+// local folders of modelDir.
+type watched struct {
+	v, prev  int
+	modelDir string
+}
+
+func (p watched) card(v int) (*modelrepo.Card, error) {
+	c, err := modelrepo.LoadCard(filepath.Join(p.modelDir, strconv.Itoa(v), modelrepo.CardFile))
+	if err != nil {
+		return nil, fmt.Errorf("watch: card of version %d: %w", v, err)
+	}
+	return c, nil
+}
+
+// current finds the watched pair: in a folder, the two newest versions; in
+// the registry, the alias's version and its flywheel.champion_version. v 0
+// with a note: nothing to watch.
+func (w *Watcher) current(ctx context.Context) (watched, string, error) {
+	p := watched{modelDir: filepath.Join(w.o.ModelsDir, w.o.Model)}
+	if w.o.Registry == nil {
+		vs, err := versions(p.modelDir)
+		if err != nil || len(vs) < 2 {
+			return p, "fewer than two versions", err
+		}
+		p.v, p.prev = vs[len(vs)-1], vs[len(vs)-2]
+		return p, "", nil
+	}
+	ref := "models:/" + w.o.Model + "@" + w.o.Alias
+	mv, err := w.o.Registry.GetModelVersionByAlias(ctx, w.o.Model, w.o.Alias)
+	if errors.Is(err, tracker.ErrNotFound) {
+		return p, ref + " names no version", nil
+	}
+	if err != nil {
+		return p, "", fmt.Errorf("watch: %s: %w", ref, err)
+	}
+	prev, _ := strconv.Atoi(mv.Tags[pipeline.TagChampionVersion])
+	switch {
+	case mv.Tags[TagRolledBack] != "":
+		return p, fmt.Sprintf("%s is version %s, rolled back once already (%s): not watched", ref, mv.Version, mv.Tags[TagRolledBack]), nil
+	case prev <= 0 || strconv.Itoa(prev) == mv.Version:
+		return p, fmt.Sprintf("%s is version %s, which replaced no version (no %s tag)", ref, mv.Version, pipeline.TagChampionVersion), nil
+	}
+	for _, v := range []string{mv.Version, strconv.Itoa(prev)} {
+		n, err := modelsource.Download(ctx, w.o.Registry, w.o.Model, v, p.modelDir, 0)
+		if err != nil {
+			return p, "", fmt.Errorf("watch: downloading version %s of %s: %w", v, w.o.Model, err)
+		}
+		if v == mv.Version {
+			p.v = int(n)
+		}
+	}
+	p.prev = prev
+	return p, "", nil
+}
+
+// restore serves the previous version again: in a folder by hiding the
+// watched one, in the registry by moving the alias back (only if it is
+// still on the watched version) and tagging the watched version. It
+// returns where the watched version went.
+func (w *Watcher) restore(ctx context.Context, p watched) (string, error) {
+	if w.o.Registry == nil {
+		hidden := filepath.Join(p.modelDir, fmt.Sprintf(".rolledback-%d-%d", p.v, w.o.Now().Unix()))
+		if err := os.Rename(filepath.Join(p.modelDir, strconv.Itoa(p.v)), hidden); err != nil {
+			return "", fmt.Errorf("watch: rolling back version %d: %w", p.v, err)
+		}
+		return hidden, nil
+	}
+	reg, v, prev := w.o.Registry, strconv.Itoa(p.v), strconv.Itoa(p.prev)
+	cur, err := reg.GetModelVersionByAlias(ctx, w.o.Model, w.o.Alias)
+	if err != nil {
+		return "", fmt.Errorf("watch: alias %s before rolling back: %w", w.o.Alias, err)
+	}
+	if cur.Version != v {
+		return "", fmt.Errorf("watch: alias %s moved to version %s meanwhile: version %s not rolled back", w.o.Alias, cur.Version, v)
+	}
+	if err := reg.SetAlias(ctx, w.o.Model, w.o.Alias, prev); err != nil {
+		return "", fmt.Errorf("watch: moving alias %s back to version %s: %w", w.o.Alias, prev, err)
+	}
+	if err := reg.AnnotateModelVersion(ctx, w.o.Model, v, tracker.VersionAnnotation{Tags: map[string]string{
+		TagRolledBack: w.o.Now().UTC().Format(time.RFC3339), TagRestoredVersion: prev}}); err != nil {
+		w.o.Logger.Warn("tagging the rolled-back version", "model", w.o.Model, "version", v, "err", err)
+	}
+	return "models:/" + w.o.Model + "/" + prev, nil
 }
 
 // Check runs one watch pass.
 func (w *Watcher) Check(ctx context.Context) (Verdict, error) {
-	modelDir := filepath.Join(w.o.ModelsDir, w.o.Model)
-	vs, err := versions(modelDir)
-	if err != nil {
-		return Verdict{}, err
-	}
-	if len(vs) < 2 {
+	p, note, err := w.current(ctx)
+	if err != nil || p.v == 0 {
 		w.watched.WithLabelValues(w.o.Model).Set(0)
-		return Verdict{Note: "fewer than two versions"}, nil
+		return Verdict{Note: note}, err
 	}
-	v, prev := vs[len(vs)-1], vs[len(vs)-2]
+	v, prev, modelDir := p.v, p.prev, p.modelDir
 	verdict := Verdict{Version: v, Previous: prev}
-	vc, err := modelrepo.LoadCard(filepath.Join(modelDir, strconv.Itoa(v), modelrepo.CardFile))
+	vc, err := p.card(v)
 	if err != nil {
-		return verdict, fmt.Errorf("watch: card of version %d: %w", v, err)
+		return verdict, err
 	}
 	since := vc.CreatedAt
 	if w.o.Now().Sub(since) > w.o.Window {
@@ -147,9 +257,9 @@ func (w *Watcher) Check(ctx context.Context) (Verdict, error) {
 		verdict.Note = fmt.Sprintf("version %d published %s ago: outside the %s watch", v, w.o.Now().Sub(since).Round(time.Second), w.o.Window)
 		return verdict, nil
 	}
-	pc, err := modelrepo.LoadCard(filepath.Join(modelDir, strconv.Itoa(prev), modelrepo.CardFile))
+	pc, err := p.card(prev)
 	if err != nil {
-		return verdict, fmt.Errorf("watch: card of version %d: %w", prev, err)
+		return verdict, err
 	}
 	rows, err := w.o.Feedback.Export(ctx, w.o.Model, since)
 	if err != nil {
@@ -193,9 +303,9 @@ func (w *Watcher) Check(ctx context.Context) (Verdict, error) {
 			v, d.Candidate, prev, d.Champion, len(x), d.DiffLow, d.DiffHigh)
 		return verdict, nil
 	}
-	hidden := filepath.Join(modelDir, fmt.Sprintf(".rolledback-%d-%d", v, w.o.Now().Unix()))
-	if err := os.Rename(filepath.Join(modelDir, strconv.Itoa(v)), hidden); err != nil {
-		return verdict, fmt.Errorf("watch: rolling back version %d: %w", v, err)
+	hidden, err := w.restore(ctx, p)
+	if err != nil {
+		return verdict, err
 	}
 	verdict.RolledBack, verdict.RolledBackTo = true, hidden
 	w.rollbacks.WithLabelValues(w.o.Model).Inc()
@@ -210,9 +320,9 @@ func (w *Watcher) Check(ctx context.Context) (Verdict, error) {
 	return verdict, nil
 }
 
-// record writes a rollback run and moves the alias back to the previous
-// version's registry version (its card's training.registry_version, when it
-// was registered).
+// record writes a rollback run and, in folder mode, moves the alias back to
+// the previous version's registry version (its card's
+// training.registry_version, when it was registered).
 func (w *Watcher) record(ctx context.Context, v Verdict, prev *modelrepo.Card) error {
 	if w.o.Recorder == nil {
 		return nil
@@ -229,7 +339,7 @@ func (w *Watcher) record(ctx context.Context, v Verdict, prev *modelrepo.Card) e
 		"watch_previous_mae": d.Champion, "watch_diff_low": d.DiffLow, "watch_diff_high": d.DiffHigh,
 		"rolled_back_version": float64(v.Version), "restored_version": float64(v.Previous)})
 	var aerr error
-	if rv := prev.Training.RegistryVersion; w.o.Alias != "" && rv != "" {
+	if rv := prev.Training.RegistryVersion; w.o.Registry == nil && w.o.Alias != "" && rv != "" {
 		aerr = w.o.Recorder.SetAlias(ctx, w.o.Model, w.o.Alias, rv)
 	}
 	status := tracker.StatusFinished
