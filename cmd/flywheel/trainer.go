@@ -101,7 +101,7 @@ func trainerFlagSet(f *trainerFlags) *flagSet {
 	f.tf.register(fs)
 	fs.Duration(&f.syncInterval, "tracking-sync-interval", "", time.Minute, "with --tracking-uri: how often runs recorded in the SQLite fallback are replayed to MLflow")
 	wd := watch.DefaultConfig()
-	fs.Duration(&f.watchWindow, "watch-window", "", wd.Window, "after a promotion, how long the new version is watched: the version it replaced is scored in shadow on the same logged requests and, when labels show the new one significantly worse, restored (0: no watch)")
+	fs.Duration(&f.watchWindow, "watch-window", "", wd.Window, "after a promotion, how long the new version is watched: the version it replaced is scored in shadow on the same logged requests and, when labels show the new one significantly worse, restored (with models:/…@<alias>: the alias moves back to it; 0: no watch)")
 	fs.Int(&f.watchMinRows, "watch-min-rows", "", wd.MinRows, "labelled requests of the new version before the watch judges it")
 	fs.Duration(&f.watchInterval, "watch-interval", "", wd.Interval, "time between watch checks")
 	fs.String(&f.ortLib, "ort-lib", "FLYWHEEL_ORT_LIB", "", "ONNX Runtime shared library (default: ./lib/libonnxruntime.so.1)")

@@ -133,7 +133,7 @@ func startScaled(t *testing.T) *scaled {
 			"--data", filepath.Join(root, "data", "chicago", "chicago.csv"),
 			"--serve-url", s.lb.URL("serve"), "--admin-token", loopAdminToken, "--tracking-sync-interval", "1s",
 			"--algorithm", "gbdt", "--holdout-days", "56", "--base-until", scaledBaseUntil, "--window-days", "1095",
-			"--cooldown", "30m", "--ready-wait", "60s", "--max-attempts", "3"}
+			"--cooldown", "30m", "--ready-wait", "60s", "--max-attempts", "3", "--watch-interval", "1s"}
 		s.startTrainer(name)
 	}
 
@@ -476,8 +476,30 @@ func TestScaledLoop(t *testing.T) {
 		return true
 	})
 	runs := s.checkSharedRuns(ctx, j.ID, v2.RunID)
-	t.Logf("scaled loop (replay %s..%s): %d requests, %d failed, %d labels stored once each (%d failed, %d counted twice); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved (%s); live MAE %v (store %v); job runs in the shared tracker store = in MLflow: %s; test %.0fs",
-		scaledReplayFrom, replayUntil, st.Sent, st.Failed, labels, st.LabelsFailed, revised, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, promotedFrom, got, want, runs, time.Since(began).Seconds())
+	// The survivor's post-promotion watch (registry mode) scores version 2's
+	// live requests against version 1 in shadow and keeps it (better).
+	watchRows := regexp.MustCompile(`(?m)^flywheel_trainer_watch_rows\{model="ridership"\} (\S+)$`)
+	rollbacks := regexp.MustCompile(`(?m)^flywheel_trainer_rollbacks_total\{model="ridership"\} (\S+)$`)
+	var watchedRows, rolledBack string
+	waitUntil(t, "the survivor's watch to score version 2 in shadow", 30*time.Second, func() bool {
+		resp, err := http.Get(s.trainers[survivor].URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		w, r := watchRows.FindSubmatch(b), rollbacks.FindSubmatch(b)
+		if w == nil || r == nil {
+			return false
+		}
+		watchedRows, rolledBack = string(w[1]), string(r[1])
+		return watchedRows != "0"
+	})
+	if rolledBack != "0" {
+		t.Errorf("the watch rolled back version 2 (flywheel_trainer_rollbacks_total %s), which is better on live labels", rolledBack)
+	}
+	t.Logf("scaled loop (replay %s..%s): %d requests, %d failed, %d labels stored once each (%d failed, %d counted twice); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved (%s); live MAE %v (store %v); job runs in the shared tracker store = in MLflow: %s; watch: version 2 kept on %s live requests; test %.0fs",
+		scaledReplayFrom, replayUntil, st.Sent, st.Failed, labels, st.LabelsFailed, revised, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, promotedFrom, got, want, runs, watchedRows, time.Since(began).Seconds())
 }
 
 // checkSharedRuns checks that the job's tracker runs are in the trainers'
