@@ -89,15 +89,24 @@ func (s *Store) PutLabels(ctx context.Context, labels []Label) ([]LabelChange, e
 			if features == "" {
 				features = "{}"
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO labels
+			res, err := tx.ExecContext(ctx, `INSERT INTO labels
 				(id, model, version, value, labelled_at, predicted_at, features, parameters, prediction)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 				ON CONFLICT (id) DO UPDATE SET model = excluded.model, version = excluded.version,
 					value = excluded.value, labelled_at = excluded.labelled_at, predicted_at = excluded.predicted_at,
 					features = excluded.features, parameters = excluded.parameters, prediction = excluded.prediction,
-					revisions = labels.revisions + 1`,
-				l.ID, l.Model, version, l.Value, l.LabelledAt.UnixMicro(), predictedAt, features, params, prediction); err != nil {
+					revisions = labels.revisions + 1
+				WHERE labels.value <> excluded.value`,
+				l.ID, l.Model, version, l.Value, l.LabelledAt.UnixMicro(), predictedAt, features, params, prediction)
+			if err != nil {
 				return fmt.Errorf("storing label %q: %w", l.ID, err)
+			}
+			// Another writer may have stored the same value since the
+			// read above (a load balancer retrying a label on a second
+			// replica): the conditional update leaves it alone.
+			if n, err := res.RowsAffected(); err == nil && n == 0 {
+				changes[i] = LabelUnchanged
+				continue
 			}
 			changes[i] = LabelCreated
 			if exists {

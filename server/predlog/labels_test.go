@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -202,6 +203,48 @@ func testPutLabelsConcurrently(t *testing.T, newURL func(testing.TB) string) {
 		}
 		if l.Revisions != changed[id] || l.Revisions < 1 {
 			t.Errorf("%s: %d revisions, %d changes reported", id, l.Revisions, changed[id])
+		}
+	}
+}
+
+// testPutSameLabelConcurrently: replicas put the same label (same id, same
+// value) at once, as a load balancer retrying a label on a second replica
+// does: one row, one revision, one put reported created.
+func testPutSameLabelConcurrently(t *testing.T, newURL func(testing.TB) string) {
+	url := newURL(t)
+	stores := []*Store{openURL(t, url), openURL(t, url), openURL(t, url)}
+	ctx := context.Background()
+	const rounds = 20
+	for r := range rounds {
+		id := fmt.Sprintf("same-%d", r)
+		var created, unchanged atomic.Int32
+		var wg sync.WaitGroup
+		for _, s := range stores {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, err := s.PutLabels(ctx, []Label{{ID: id, Model: "m", Version: 1, Value: 4.5,
+					LabelledAt: time.Now(), Features: json.RawMessage(`{}`), Prediction: fp(0)}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				switch got[0] {
+				case LabelCreated:
+					created.Add(1)
+				case LabelUnchanged:
+					unchanged.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		l, err := stores[0].Label(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Revisions != 1 || created.Load() != 1 || unchanged.Load() != int32(len(stores)-1) {
+			t.Fatalf("%s put by %d replicas at once: %d revisions, %d reported created, %d unchanged; want 1, 1, %d",
+				id, len(stores), l.Revisions, created.Load(), unchanged.Load(), len(stores)-1)
 		}
 	}
 }

@@ -36,6 +36,7 @@ func TestStoreContract(t *testing.T) {
 		{Name: "PutLabels", Test: testPutLabels},
 		{Name: "LabelsExport", Test: testLabelsExport},
 		{Name: "PutLabelsConcurrently", Test: testPutLabelsConcurrently},
+		{Name: "PutSameLabelConcurrently", Test: testPutSameLabelConcurrently},
 	})
 }
 
