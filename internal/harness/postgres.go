@@ -195,26 +195,6 @@ func Backends(t testing.TB) []Backend {
 	}
 }
 
-// ContractCase is one test of a storage contract suite; newURL returns the
-// URL of a fresh, empty database of the backend under test.
-type ContractCase struct {
-	Name string
-	Test func(t *testing.T, newURL func(testing.TB) string)
-}
-
-// RunContract runs every case of a storage contract suite against each of
-// Backends, as subtests named backend/case.
-func RunContract(t *testing.T, cases []ContractCase) {
-	t.Helper()
-	for _, b := range Backends(t) {
-		t.Run(b.Name, func(t *testing.T) {
-			for _, c := range cases {
-				t.Run(c.Name, func(t *testing.T) { c.Test(t, b.NewURL) })
-			}
-		})
-	}
-}
-
 // OpenDB opens the database at url (a SQLite path or a PostgreSQL URL)
 // directly, for what a test checks behind the stores; it closes when the
 // test ends.

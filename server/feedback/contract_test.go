@@ -17,14 +17,12 @@ import (
 // TestStoreContract runs the feedback store's one contract suite against
 // both backends: SQLite files and databases on a real PostgreSQL server.
 func TestStoreContract(t *testing.T) {
-	harness.RunContract(t, []harness.ContractCase{
-		{Name: "AddJoinsAndCounts", Test: testAddJoinsAndCounts},
-		{Name: "ClassificationCorrect", Test: testClassificationCorrect},
-		{Name: "Export", Test: testExport},
-		{Name: "GetWithLineage", Test: testGetWithLineage},
-		{Name: "Replicas", Test: testReplicas},
-	})
+	harness.RunContract(t, storeContract{})
 }
+
+// storeContract is the contract suite of the feedback store: each
+// exported method Test<Name> is a case, run against every backend.
+type storeContract struct{}
 
 // replica is one serve replica's prediction log and feedback store on a
 // shared database.
@@ -46,12 +44,12 @@ func newReplica(t *testing.T, url string) *replica {
 	return r
 }
 
-// testReplicas: three replicas on one database (several processes' worth
+// TestReplicas: three replicas on one database (several processes' worth
 // of connections): a label sent to any replica joins a prediction logged by
 // another, even one still in that replica's queue; the same label sent to
 // every replica at once is stored once; the replicas' counters add up to
 // the labels stored, not a multiple of them.
-func testReplicas(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestReplicas(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	url := newURL(t)
 	rs := []*replica{newReplica(t, url), newReplica(t, url), newReplica(t, url)}

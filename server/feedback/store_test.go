@@ -107,7 +107,7 @@ func statuses(rs []Result) []string {
 	return s
 }
 
-func testAddJoinsAndCounts(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestAddJoinsAndCounts(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnvURL(t, newURL(t))
 	ctx := context.Background()
 	e.store.AddVersion("ridership", 2, ridershipCard)
@@ -178,7 +178,7 @@ flywheel_model_error_threshold{metric="mae",model="ridership",version="2"} 1.6
 	}
 }
 
-func testClassificationCorrect(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestClassificationCorrect(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnvURL(t, newURL(t))
 	e.store.AddVersion("iris", 1, classifierCard)
 	e.predict("a", "iris", 1, 2, nil)
@@ -194,7 +194,7 @@ func testClassificationCorrect(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testExport(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestExport(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnvURL(t, newURL(t))
 	ctx := context.Background()
 	e.predict("replay-2016-08-01", "ridership", 2, 15, map[string]any{"date": "2016-08-01"})
@@ -256,7 +256,7 @@ func testExport(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testGetWithLineage(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestGetWithLineage(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnvURL(t, newURL(t))
 	ctx := context.Background()
 	e.predict("p1", "ridership", 2, 15, map[string]any{"date": "2016-08-01"})

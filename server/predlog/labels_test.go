@@ -13,10 +13,10 @@ import (
 
 func fp(v float64) *float64 { return &v }
 
-// testPutLabels: created, unchanged and updated in order within one call
+// TestPutLabels: created, unchanged and updated in order within one call
 // and across calls; revisions count the stored values; what a label
 // copies (or lacks) round-trips, NULLs included.
-func testPutLabels(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestPutLabels(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	ctx := context.Background()
 	at := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
@@ -90,10 +90,10 @@ func sameLabel(a, b Label) bool {
 		deref(a.Prediction) == deref(b.Prediction) && a.Revisions == b.Revisions
 }
 
-// testLabelsExport: Labels reads one model's labels from a time on, oldest
+// TestLabelsExport: Labels reads one model's labels from a time on, oldest
 // first and ties by id, streamed; LabelStats totals the labels joined to a
 // logged prediction per model version.
-func testLabelsExport(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestLabelsExport(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
@@ -155,10 +155,10 @@ func testLabelsExport(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testPutLabelsConcurrently: three stores on one database (several serve
+// TestPutLabelsConcurrently: three stores on one database (several serve
 // replicas) put the same ids at once: one row per id, whose revisions equal
 // the changes reported created or updated.
-func testPutLabelsConcurrently(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestPutLabelsConcurrently(t *testing.T, newURL func(testing.TB) string) {
 	url := newURL(t)
 	stores := []*Store{openURL(t, url), openURL(t, url), openURL(t, url)}
 	ctx := context.Background()
@@ -207,10 +207,10 @@ func testPutLabelsConcurrently(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testPutSameLabelConcurrently: replicas put the same label (same id, same
+// TestPutSameLabelConcurrently: replicas put the same label (same id, same
 // value) at once, as a load balancer retrying a label on a second replica
 // does: one row, one revision, one put reported created.
-func testPutSameLabelConcurrently(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestPutSameLabelConcurrently(t *testing.T, newURL func(testing.TB) string) {
 	url := newURL(t)
 	stores := []*Store{openURL(t, url), openURL(t, url), openURL(t, url)}
 	ctx := context.Background()

@@ -21,24 +21,12 @@ import (
 // TestStoreContract runs the prediction log's one contract suite against
 // both backends: SQLite files and databases on a real PostgreSQL server.
 func TestStoreContract(t *testing.T) {
-	harness.RunContract(t, []harness.ContractCase{
-		{Name: "RecordRoundTrip", Test: testRecordRoundTrip},
-		{Name: "RecordNeverBlocksAndCountsDrops", Test: testRecordNeverBlocksAndCountsDrops},
-		{Name: "ShutdownDrainsEverything", Test: testShutdownDrainsEverything},
-		{Name: "Sampling", Test: testSampling},
-		{Name: "Retention", Test: testRetention},
-		{Name: "WriteGroupCommitIsolatesFailures", Test: testWriteGroupCommitIsolatesFailures},
-		{Name: "RecordRows", Test: testRecordRows},
-		{Name: "PruneInChunks", Test: testPruneInChunks},
-		{Name: "PackedValues", Test: testPackedValues},
-		{Name: "FeatureSetsShared", Test: testFeatureSetsShared},
-		{Name: "RecordRowsFP32", Test: testRecordRowsFP32},
-		{Name: "PutLabels", Test: testPutLabels},
-		{Name: "LabelsExport", Test: testLabelsExport},
-		{Name: "PutLabelsConcurrently", Test: testPutLabelsConcurrently},
-		{Name: "PutSameLabelConcurrently", Test: testPutSameLabelConcurrently},
-	})
+	harness.RunContract(t, storeContract{})
 }
+
+// storeContract is the contract suite of the prediction log's store: each
+// exported method Test<Name> is a case, run against every backend.
+type storeContract struct{}
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
@@ -123,7 +111,7 @@ func TestOpenMigrates(t *testing.T) {
 	}
 }
 
-func testRecordRoundTrip(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRecordRoundTrip(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	l, reg := newLog(t, s, DefaultConfig(), Options{})
 	start(t, l)
@@ -185,7 +173,7 @@ func testRecordRoundTrip(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testRecordNeverBlocksAndCountsDrops(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRecordNeverBlocksAndCountsDrops(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	cfg := DefaultConfig()
 	cfg.QueueSize = 10
@@ -228,7 +216,7 @@ flywheel_predlog_queue_length 10
 	}
 }
 
-func testShutdownDrainsEverything(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestShutdownDrainsEverything(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	cfg := DefaultConfig()
 	cfg.BatchSize = 64
@@ -247,7 +235,7 @@ func testShutdownDrainsEverything(t *testing.T, newURL func(testing.TB) string) 
 	}
 }
 
-func testSampling(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestSampling(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	cfg := DefaultConfig()
 	cfg.SampleRate = 0.25
@@ -271,7 +259,7 @@ func testSampling(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testRetention(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRetention(t *testing.T, newURL func(testing.TB) string) {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name    string
@@ -352,7 +340,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func testWriteGroupCommitIsolatesFailures(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestWriteGroupCommitIsolatesFailures(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	ctx := context.Background()
 	const n = 50
@@ -392,7 +380,7 @@ func testWriteGroupCommitIsolatesFailures(t *testing.T, newURL func(testing.TB) 
 	}
 }
 
-func testRecordRows(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRecordRows(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	l, _ := newLog(t, s, DefaultConfig(), Options{})
 	start(t, l)
@@ -417,7 +405,7 @@ func testRecordRows(t *testing.T, newURL func(testing.TB) string) {
 
 // TestPruneInChunks: retention deletes in bounded transactions and keeps
 // exactly the newest rows, ties on the timestamp broken by insertion order.
-func testPruneInChunks(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestPruneInChunks(t *testing.T, newURL func(testing.TB) string) {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name    string
@@ -467,7 +455,7 @@ func testPruneInChunks(t *testing.T, newURL func(testing.TB) string) {
 // value) and read back as the float64 of their shortest decimal form, like
 // the JSON the API answers with; float64 values keep every bit; NaN and ±Inf
 // read back as 0.
-func testPackedValues(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestPackedValues(t *testing.T, newURL func(testing.TB) string) {
 	tests := []struct {
 		name     string
 		e        Entry
@@ -513,7 +501,7 @@ func testPackedValues(t *testing.T, newURL func(testing.TB) string) {
 
 // TestFeatureSetsShared: rows with equal names share one stored set, whether
 // they share the names slice (a card) or not, and a set survives reopening.
-func testFeatureSetsShared(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestFeatureSetsShared(t *testing.T, newURL func(testing.TB) string) {
 	path := newURL(t)
 	ctx := context.Background()
 	card := []string{"temp", "dow"}
@@ -565,7 +553,7 @@ func TestReadsSchemaV1Rows(t *testing.T) {
 
 // TestRecordRowsFP32: a batch request's FP32 tensors are split into rows
 // without copies.
-func testRecordRowsFP32(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRecordRowsFP32(t *testing.T, newURL func(testing.TB) string) {
 	s := openURL(t, newURL(t))
 	l, _ := newLog(t, s, DefaultConfig(), Options{})
 	start(t, l)

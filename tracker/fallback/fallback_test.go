@@ -37,20 +37,12 @@ type env struct {
 // TestFallbackContract runs the fallback's suite with its local store on
 // both backends: SQLite files and databases on a real PostgreSQL server.
 func TestFallbackContract(t *testing.T) {
-	harness.RunContract(t, []harness.ContractCase{
-		{Name: "FaultScenarios", Test: testFaultScenarios},
-		{Name: "SyncKilledHalfway", Test: testSyncKilledHalfway},
-		{Name: "BackgroundSyncer", Test: testBackgroundSyncer},
-		{Name: "SyncAllUploadsLocalRuns", Test: testSyncAllUploadsLocalRuns},
-		{Name: "Cooldown", Test: testCooldown},
-		{Name: "WriteDuringAndAfterSync", Test: testWriteDuringAndAfterSync},
-		{Name: "SyncWhileDown", Test: testSyncWhileDown},
-		{Name: "SyncDuringSlowStart", Test: testSyncDuringSlowStart},
-		{Name: "OtherProcessSyncsDuringSlowStart", Test: testOtherProcessSyncsDuringSlowStart},
-		{Name: "StaleStartTakenOver", Test: testStaleStartTakenOver},
-		{Name: "TwoProcessesSyncAtOnce", Test: testTwoProcessesSyncAtOnce},
-	})
+	harness.RunContract(t, fallbackContract{})
 }
+
+// fallbackContract is the fallback tracker's contract suite: each exported
+// method Test<Name> is a case, run with the local store on every backend.
+type fallbackContract struct{}
 
 // newEnv starts an MLflow imitation and a fallback tracker whose local
 // store is the database at url.
@@ -327,7 +319,7 @@ func nth(path string, from, to int, f mlflowtest.Fault) mlflowtest.FaultFunc {
 	}
 }
 
-func testFaultScenarios(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestFaultScenarios(t *testing.T, newURL func(testing.TB) string) {
 	slow := mlflowtest.Fault{Kind: mlflowtest.SlowAfter, Delay: 2 * testTimeout}
 	tests := []struct {
 		name string
@@ -437,9 +429,9 @@ func testFaultScenarios(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testSyncKilledHalfway interrupts the sync at every point it talks to
+// TestSyncKilledHalfway interrupts the sync at every point it talks to
 // MLflow, then syncs again: the server ends with exactly the data.
-func testSyncKilledHalfway(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestSyncKilledHalfway(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	for _, cut := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 24, 26, 28, 30} {
 		t.Run(fmt.Sprintf("after %d requests", cut), func(t *testing.T) {
@@ -476,9 +468,9 @@ func testSyncKilledHalfway(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testBackgroundSyncer replays a run logged while MLflow was down once it
+// TestBackgroundSyncer replays a run logged while MLflow was down once it
 // comes back, and stops with its context.
-func testBackgroundSyncer(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestBackgroundSyncer(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnv(t, newURL(t))
 	e.srv.Stop()
 	workload(t, e, "train-bg", nil)
@@ -510,8 +502,8 @@ func testBackgroundSyncer(t *testing.T, newURL func(testing.TB) string) {
 	verifyExact(t, e)
 }
 
-// testSyncAllUploadsLocalRuns uploads runs recorded with SQLite alone.
-func testSyncAllUploadsLocalRuns(t *testing.T, newURL func(testing.TB) string) {
+// TestSyncAllUploadsLocalRuns uploads runs recorded with SQLite alone.
+func (fallbackContract) TestSyncAllUploadsLocalRuns(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnv(t, newURL(t))
 	ctx := context.Background()
 	run, err := tracker.Start(ctx, e.store, "ridership", tracker.RunOptions{Name: "sqlite-only"})
@@ -534,9 +526,9 @@ func testSyncAllUploadsLocalRuns(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testCooldown: after MLflow failed, the next run goes straight to SQLite
+// TestCooldown: after MLflow failed, the next run goes straight to SQLite
 // instead of waiting for retries again; sync replays both.
-func testCooldown(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestCooldown(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnv(t, newURL(t))
 	var requests atomic.Int32
 	e.srv.SetFault(func(int, *http.Request) mlflowtest.Fault {
@@ -559,9 +551,9 @@ func testCooldown(t *testing.T, newURL func(testing.TB) string) {
 	verifyExact(t, e)
 }
 
-// testWriteDuringAndAfterSync: data written to a run while it is being
+// TestWriteDuringAndAfterSync: data written to a run while it is being
 // replayed, or after it was synced, is replayed by the next sync.
-func testWriteDuringAndAfterSync(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestWriteDuringAndAfterSync(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	e := newEnv(t, newURL(t))
 	e.srv.Stop()
@@ -605,9 +597,9 @@ func testWriteDuringAndAfterSync(t *testing.T, newURL func(testing.TB) string) {
 	verifyExact(t, e)
 }
 
-// testSyncWhileDown: a sync while MLflow is still down fails fast, loses
+// TestSyncWhileDown: a sync while MLflow is still down fails fast, loses
 // nothing and the runs stay unsynced.
-func testSyncWhileDown(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestSyncWhileDown(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	e := newEnv(t, newURL(t))
 	e.srv.Stop()
@@ -631,13 +623,13 @@ func testSyncWhileDown(t *testing.T, newURL func(testing.TB) string) {
 	verifyExact(t, e)
 }
 
-// testSyncDuringSlowStart is issue 20's trainer failure: MLflow answered
+// TestSyncDuringSlowStart is issue 20's trainer failure: MLflow answered
 // runs/create slowly (a timeout on a loaded box) while the background syncer
 // ran; the syncer replayed the half-started run as a second MLflow run and
 // recorded that run's id, so the id StartRun handed to the trainer no longer
 // resolved ("logging the training history: run <id>"). The run must continue
 // under the id it was given and end up exactly once in MLflow.
-func testSyncDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestSyncDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
 	e := newEnv(t, newURL(t))
 	ctx := context.Background()
 	exp, err := e.tr.GetOrCreateExperiment(ctx, "ridership")
@@ -705,12 +697,12 @@ func testSyncDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
 	verifyExact(t, e)
 }
 
-// testOtherProcessSyncsDuringSlowStart: while one process's StartRun waits
+// TestOtherProcessSyncsDuringSlowStart: while one process's StartRun waits
 // for MLflow's runs/create, a `runs sync` (plain and --all) of another
 // process sharing the store must leave the run alone: the starting state
 // is in the store, not in the starting process's memory. Before it was,
 // the other process replayed the run as a second MLflow run.
-func testOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestOtherProcessSyncsDuringSlowStart(t *testing.T, newURL func(testing.TB) string) {
 	url := newURL(t)
 	e := newEnv(t, url)
 	ctx := context.Background()
@@ -781,10 +773,10 @@ func startInBackground(e *env, expID string) <-chan startResult {
 	return ch
 }
 
-// testStaleStartTakenOver: a run left starting by a process that died
+// TestStaleStartTakenOver: a run left starting by a process that died
 // while MLflow created it is replayed once it is older than the start
 // timeout, and not before.
-func testStaleStartTakenOver(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestStaleStartTakenOver(t *testing.T, newURL func(testing.TB) string) {
 	url := newURL(t)
 	e := newEnv(t, url)
 	ctx := context.Background()
@@ -816,11 +808,11 @@ func testStaleStartTakenOver(t *testing.T, newURL func(testing.TB) string) {
 	verifyExact(t, e)
 }
 
-// testTwoProcessesSyncAtOnce: two processes sharing the store sync while
+// TestTwoProcessesSyncAtOnce: two processes sharing the store sync while
 // MLflow is slow to create the run the first one replays; the second one
 // leaves that run to it (it would create it a second time), and MLflow
 // ends with the run once.
-func testTwoProcessesSyncAtOnce(t *testing.T, newURL func(testing.TB) string) {
+func (fallbackContract) TestTwoProcessesSyncAtOnce(t *testing.T, newURL func(testing.TB) string) {
 	url := newURL(t)
 	e := newEnv(t, url)
 	ctx := context.Background()

@@ -39,20 +39,12 @@ func TestMain(m *testing.M) {
 // TestStoreContract runs the store's one contract suite against both
 // backends: SQLite files and databases on a real PostgreSQL server.
 func TestStoreContract(t *testing.T) {
-	harness.RunContract(t, []harness.ContractCase{
-		{Name: "RunParamsMetricsTags", Test: testRun},
-		{Name: "MetricHistory", Test: testMetricHistory},
-		{Name: "Search", Test: testSearch},
-		{Name: "Artifacts", Test: testArtifacts},
-		{Name: "Registry", Test: testRegistry},
-		{Name: "StepErrorFailsRun", Test: testStepErrorFailsRun},
-		{Name: "OutboxStates", Test: testOutboxStates},
-		{Name: "OutboxRegistry", Test: testOutboxRegistry},
-		{Name: "OutboxClaims", Test: testOutboxClaims},
-		{Name: "Reopen", Test: testReopen},
-		{Name: "ConcurrentProcesses", Test: testConcurrentProcesses},
-	})
+	harness.RunContract(t, storeContract{})
 }
+
+// storeContract is the contract suite of the tracker's local store: each
+// exported method Test<Name> is a case, run against every backend.
+type storeContract struct{}
 
 // open opens the store at url with its artifacts in dir ("" = a new
 // temporary directory).
@@ -69,7 +61,7 @@ func open(t testing.TB, url, dir string) *localstore.Store {
 	return s
 }
 
-func testRun(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRunParamsMetricsTags(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	run, err := tracker.Start(ctx, s, "exp", tracker.RunOptions{Name: "r", Source: tracker.Source{User: "me", GitCommit: "c0ffee"}})
@@ -166,7 +158,7 @@ func newRun(t testing.TB, s *localstore.Store, name string) tracker.RunInfo {
 	return info
 }
 
-func testMetricHistory(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestMetricHistory(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	info := newRun(t, s, "")
@@ -205,7 +197,7 @@ func testMetricHistory(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testSearch(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestSearch(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	start := time.UnixMilli(1_700_000_000_000)
@@ -269,7 +261,7 @@ func testSearch(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testArtifacts(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestArtifacts(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := open(t, newURL(t), dir)
@@ -332,7 +324,7 @@ func testArtifacts(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testRegistry(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRegistry(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	run, err := tracker.Start(ctx, s, "exp", tracker.RunOptions{})
@@ -401,9 +393,9 @@ func testRegistry(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testStepErrorFailsRun: an error in a progress callback surfaces in Finish
+// TestStepErrorFailsRun: an error in a progress callback surfaces in Finish
 // and the run ends FAILED.
-func testStepErrorFailsRun(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestStepErrorFailsRun(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	run, err := tracker.Start(ctx, s, "exp", tracker.RunOptions{Name: "r"})
@@ -422,10 +414,10 @@ func testStepErrorFailsRun(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testOutboxStates walks a run through the outbox: starting, mirrored,
+// TestOutboxStates walks a run through the outbox: starting, mirrored,
 // unsynced, synced, and unsynced again after a late write; a replay
 // records its MLflow id only over the id it read.
-func testOutboxStates(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestOutboxStates(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	o := s.Outbox()
@@ -548,8 +540,8 @@ func testOutboxStates(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testOutboxRegistry: MLflow's version numbers and pending aliases.
-func testOutboxRegistry(t *testing.T, newURL func(testing.TB) string) {
+// TestOutboxRegistry: MLflow's version numbers and pending aliases.
+func (storeContract) TestOutboxRegistry(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	s := open(t, newURL(t), "")
 	o := s.Outbox()
@@ -615,9 +607,9 @@ func testOutboxRegistry(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testOutboxClaims: one sync at a time holds a run (with or without an
+// TestOutboxClaims: one sync at a time holds a run (with or without an
 // outbox entry); a claim ends when released or expired.
-func testOutboxClaims(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestOutboxClaims(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	url := newURL(t)
 	a := open(t, url, "").Outbox()
@@ -667,9 +659,9 @@ func testOutboxClaims(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testReopen: opening an existing store again migrates nothing and keeps
+// TestReopen: opening an existing store again migrates nothing and keeps
 // the runs; SQLite's artifacts default to a folder beside the file.
-func testReopen(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestReopen(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	url := newURL(t)
 	dir := t.TempDir()
@@ -745,10 +737,10 @@ func child(spec string) error {
 	return run.End(ctx, tracker.StatusFinished)
 }
 
-// testConcurrentProcesses: four processes create the schema, the
+// TestConcurrentProcesses: four processes create the schema, the
 // experiment and the registered model at once and log a run each; every
 // value lands once, versions are numbered 1..4 once each.
-func testConcurrentProcesses(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestConcurrentProcesses(t *testing.T, newURL func(testing.TB) string) {
 	const workers = 4
 	url, dir := newURL(t), t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

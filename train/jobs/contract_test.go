@@ -15,21 +15,16 @@ import (
 // TestStoreContract runs the job queue's one contract suite against both
 // backends: SQLite files and databases on a real PostgreSQL server.
 func TestStoreContract(t *testing.T) {
-	harness.RunContract(t, []harness.ContractCase{
-		{Name: "EnqueueDedup", Test: testEnqueueDedup},
-		{Name: "StepsAndFinish", Test: testStepsAndFinish},
-		{Name: "Recover", Test: testRecover},
-		{Name: "Worker", Test: testWorker},
-		{Name: "WorkerShutdown", Test: testWorkerShutdown},
-		{Name: "ConcurrentClaims", Test: testConcurrentClaims},
-		{Name: "LeaseTakeover", Test: testLeaseTakeover},
-		{Name: "EnqueueRace", Test: testEnqueueRace},
-	})
+	harness.RunContract(t, storeContract{})
 }
 
-// testConcurrentClaims: four trainers (stores with their own owners)
+// storeContract is the contract suite of the job queue's store: each
+// exported method Test<Name> is a case, run against every backend.
+type storeContract struct{}
+
+// TestConcurrentClaims: four trainers (stores with their own owners)
 // claiming from one queue at once get each job exactly once.
-func testConcurrentClaims(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestConcurrentClaims(t *testing.T, newURL func(testing.TB) string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	url := newURL(t)
@@ -85,10 +80,10 @@ func testConcurrentClaims(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testLeaseTakeover: a trainer that stops renewing loses its job at lease
+// TestLeaseTakeover: a trainer that stops renewing loses its job at lease
 // expiry; another trainer claims it as the next attempt and the first one
 // can no longer write to it.
-func testLeaseTakeover(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestLeaseTakeover(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	url := newURL(t)
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -145,9 +140,9 @@ func testLeaseTakeover(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-// testEnqueueRace: the same alert group delivered to several trainers at
+// TestEnqueueRace: the same alert group delivered to several trainers at
 // once becomes one job.
-func testEnqueueRace(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestEnqueueRace(t *testing.T, newURL func(testing.TB) string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	url := newURL(t)

@@ -45,7 +45,7 @@ func openStore(t *testing.T, path string, c *clock, ids func() string) *Store {
 	return s
 }
 
-func testEnqueueDedup(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestEnqueueDedup(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s := openStore(t, newURL(t), c, seqIDs())
@@ -102,7 +102,7 @@ func testEnqueueDedup(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testStepsAndFinish(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestStepsAndFinish(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s := openStore(t, newURL(t), c, seqIDs())
@@ -161,7 +161,7 @@ func testStepsAndFinish(t *testing.T, newURL func(testing.TB) string) {
 
 // TestRecover leaves a job running in the database the way a killed process
 // does (closing the store mid-step), then reopens it.
-func testRecover(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestRecover(t *testing.T, newURL func(testing.TB) string) {
 	ctx := context.Background()
 	path := newURL(t)
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -233,7 +233,7 @@ func testRecover(t *testing.T, newURL func(testing.TB) string) {
 	}
 }
 
-func testWorker(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestWorker(t *testing.T, newURL func(testing.TB) string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s, err := Open(ctx, Options{Path: newURL(t)})
@@ -323,7 +323,7 @@ func testWorker(t *testing.T, newURL func(testing.TB) string) {
 
 // TestWorkerShutdown cancels the worker mid-step: the step is persisted as
 // interrupted and the next start retries the job.
-func testWorkerShutdown(t *testing.T, newURL func(testing.TB) string) {
+func (storeContract) TestWorkerShutdown(t *testing.T, newURL func(testing.TB) string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	path := newURL(t)
