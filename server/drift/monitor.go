@@ -2,7 +2,6 @@ package drift
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
+	"github.com/flywheel-ml/flywheel/internal/validate"
 )
 
 // Config tunes drift detection.
@@ -40,20 +40,12 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Window < 1 {
-		errs = append(errs, fmt.Errorf("window must be positive, got %d", c.Window))
-	}
-	if c.MinRows < 1 || c.MinRows > c.Window {
-		errs = append(errs, fmt.Errorf("min_rows must be between 1 and window (%d), got %d", c.Window, c.MinRows))
-	}
-	if !(c.Epsilon > 0 && c.Epsilon < 0.01) {
-		errs = append(errs, fmt.Errorf("epsilon must be in (0, 0.01), got %g", c.Epsilon))
-	}
-	if c.QueueSize < 1 {
-		errs = append(errs, fmt.Errorf("queue_size must be positive, got %d", c.QueueSize))
-	}
-	return errors.Join(errs...)
+	var v validate.Errors
+	v.If(c.Window < 1, "window must be positive, got %d", c.Window)
+	v.If(c.MinRows < 1 || c.MinRows > c.Window, "min_rows must be between 1 and window (%d), got %d", c.Window, c.MinRows)
+	v.If(!(c.Epsilon > 0 && c.Epsilon < 0.01), "epsilon must be in (0, 0.01), got %g", c.Epsilon)
+	v.If(c.QueueSize < 1, "queue_size must be positive, got %d", c.QueueSize)
+	return v.Err("")
 }
 
 // Options are the dependencies of a Monitor.

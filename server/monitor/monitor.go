@@ -6,7 +6,6 @@ package monitor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
+	"github.com/flywheel-ml/flywheel/internal/validate"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/drift"
 	"github.com/flywheel-ml/flywheel/server/feedback"
@@ -58,25 +58,15 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	var errs []error
+	var v validate.Errors
 	if c.DB != "" {
-		if err := c.Predlog.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("prediction log: %w", err))
-		}
-		if c.BusyTimeout < 0 {
-			errs = append(errs, fmt.Errorf("busy_timeout must not be negative, got %s", c.BusyTimeout))
-		}
-		if c.StoreMetricsInterval < 0 {
-			errs = append(errs, fmt.Errorf("store_metrics_interval must not be negative, got %s", c.StoreMetricsInterval))
-		}
-		if c.FeedbackMaxItems < 1 {
-			errs = append(errs, fmt.Errorf("feedback_max_items must be positive, got %d", c.FeedbackMaxItems))
-		}
+		v.Add("prediction log", c.Predlog.Validate())
+		v.If(c.BusyTimeout < 0, "busy_timeout must not be negative, got %s", c.BusyTimeout)
+		v.If(c.StoreMetricsInterval < 0, "store_metrics_interval must not be negative, got %s", c.StoreMetricsInterval)
+		v.If(c.FeedbackMaxItems < 1, "feedback_max_items must be positive, got %d", c.FeedbackMaxItems)
 	}
-	if err := c.Drift.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("drift: %w", err))
-	}
-	return errors.Join(errs...)
+	v.Add("drift", c.Drift.Validate())
+	return v.Err("")
 }
 
 // Options are the dependencies of a Monitor.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 	"github.com/flywheel-ml/flywheel/internal/modelrepo"
 	"github.com/flywheel-ml/flywheel/server/api"
 	"github.com/flywheel-ml/flywheel/server/predlog"
@@ -139,26 +140,14 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
+// TestConfigValidate: nested configurations' errors name their section.
 func TestConfigValidate(t *testing.T) {
-	cases := []struct {
-		name string
-		edit func(*Config)
-		want string
-	}{
-		{"defaults", func(*Config) {}, ""},
-		{"sample rate", func(c *Config) { c.Predlog.SampleRate = 0 }, "sample_rate"},
-		{"sample rate ignored without a database", func(c *Config) { c.DB, c.Predlog.SampleRate = "", 0 }, ""},
-		{"drift window", func(c *Config) { c.Drift.Window = 0 }, "window"},
-		{"feedback items", func(c *Config) { c.FeedbackMaxItems = 0 }, "feedback_max_items"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			c.edit(&cfg)
-			err := cfg.Validate()
-			if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
-				t.Errorf("Validate() = %v, want %q", err, c.want)
-			}
-		})
-	}
+	configtest.Check(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{Name: "defaults", Edit: func(*Config) {}},
+		{Name: "sample rate", Edit: func(c *Config) { c.Predlog.SampleRate = 0 }, Want: "prediction log: sample_rate"},
+		{Name: "sample rate ignored without a database", Edit: func(c *Config) { c.DB, c.Predlog.SampleRate = "", 0 }},
+		{Name: "busy timeout", Edit: func(c *Config) { c.BusyTimeout = -time.Second }, Want: "busy_timeout must not be negative, got -1s"},
+		{Name: "drift window", Edit: func(c *Config) { c.Drift.Window = 0 }, Want: "drift: window"},
+		{Name: "feedback items", Edit: func(c *Config) { c.FeedbackMaxItems = 0 }, Want: "feedback_max_items"},
+	})
 }

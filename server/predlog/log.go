@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flywheel-ml/flywheel/internal/validate"
 )
 
 // Config tunes the prediction log.
@@ -60,35 +62,17 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	var errs []error
-	if c.QueueSize < 1 {
-		errs = append(errs, fmt.Errorf("queue_size must be positive, got %d", c.QueueSize))
-	}
-	if c.BatchSize < 1 {
-		errs = append(errs, fmt.Errorf("batch_size must be positive, got %d", c.BatchSize))
-	}
-	if c.FlushInterval <= 0 {
-		errs = append(errs, fmt.Errorf("flush_interval must be positive, got %s", c.FlushInterval))
-	}
-	if !(c.SampleRate > 0 && c.SampleRate <= 1) {
-		errs = append(errs, fmt.Errorf("sample_rate must be in (0, 1], got %g", c.SampleRate))
-	}
-	if c.MaxAge < 0 {
-		errs = append(errs, fmt.Errorf("max_age must not be negative, got %s", c.MaxAge))
-	}
-	if c.MaxRows < 0 {
-		errs = append(errs, fmt.Errorf("max_rows must not be negative, got %d", c.MaxRows))
-	}
-	if c.LabelMaxAge < 0 {
-		errs = append(errs, fmt.Errorf("label_max_age must not be negative, got %s", c.LabelMaxAge))
-	}
-	if c.RetentionInterval <= 0 {
-		errs = append(errs, fmt.Errorf("retention_interval must be positive, got %s", c.RetentionInterval))
-	}
-	if c.WriteTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("write_timeout must be positive, got %s", c.WriteTimeout))
-	}
-	return errors.Join(errs...)
+	var v validate.Errors
+	v.If(c.QueueSize < 1, "queue_size must be positive, got %d", c.QueueSize)
+	v.If(c.BatchSize < 1, "batch_size must be positive, got %d", c.BatchSize)
+	v.If(c.FlushInterval <= 0, "flush_interval must be positive, got %s", c.FlushInterval)
+	v.If(!(c.SampleRate > 0 && c.SampleRate <= 1), "sample_rate must be in (0, 1], got %g", c.SampleRate)
+	v.If(c.MaxAge < 0, "max_age must not be negative, got %s", c.MaxAge)
+	v.If(c.MaxRows < 0, "max_rows must not be negative, got %d", c.MaxRows)
+	v.If(c.LabelMaxAge < 0, "label_max_age must not be negative, got %s", c.LabelMaxAge)
+	v.If(c.RetentionInterval <= 0, "retention_interval must be positive, got %s", c.RetentionInterval)
+	v.If(c.WriteTimeout <= 0, "write_timeout must be positive, got %s", c.WriteTimeout)
+	return v.Err("")
 }
 
 // Entry is one predicted row. The log keeps the slices and maps it is given:

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flywheel-ml/flywheel/internal/configtest"
 	"github.com/flywheel-ml/flywheel/internal/database"
 	"github.com/flywheel-ml/flywheel/internal/harness"
 )
@@ -313,31 +314,19 @@ func (storeContract) TestRetention(t *testing.T, newURL func(testing.TB) string)
 }
 
 func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		name string
-		edit func(*Config)
-		want string
-	}{
-		{"default", func(*Config) {}, ""},
-		{"queue", func(c *Config) { c.QueueSize = 0 }, "queue_size"},
-		{"batch", func(c *Config) { c.BatchSize = -1 }, "batch_size"},
-		{"flush", func(c *Config) { c.FlushInterval = 0 }, "flush_interval"},
-		{"sample zero", func(c *Config) { c.SampleRate = 0 }, "sample_rate"},
-		{"sample above one", func(c *Config) { c.SampleRate = 1.5 }, "sample_rate"},
-		{"max age", func(c *Config) { c.MaxAge = -time.Second }, "max_age"},
-		{"max rows", func(c *Config) { c.MaxRows = -1 }, "max_rows"},
-		{"retention", func(c *Config) { c.RetentionInterval = 0 }, "retention_interval"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultConfig()
-			tt.edit(&c)
-			err := c.Validate()
-			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
-				t.Fatalf("Validate() = %v, want %q", err, tt.want)
-			}
-		})
-	}
+	configtest.Check(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{Name: "default", Edit: func(*Config) {}},
+		{Name: "queue", Edit: func(c *Config) { c.QueueSize = 0 }, Want: "queue_size"},
+		{Name: "batch", Edit: func(c *Config) { c.BatchSize = -1 }, Want: "batch_size"},
+		{Name: "flush", Edit: func(c *Config) { c.FlushInterval = 0 }, Want: "flush_interval"},
+		{Name: "sample zero", Edit: func(c *Config) { c.SampleRate = 0 }, Want: "sample_rate"},
+		{Name: "sample above one", Edit: func(c *Config) { c.SampleRate = 1.5 }, Want: "sample_rate"},
+		{Name: "max age", Edit: func(c *Config) { c.MaxAge = -time.Second }, Want: "max_age"},
+		{Name: "max rows", Edit: func(c *Config) { c.MaxRows = -1 }, Want: "max_rows"},
+		{Name: "label max age", Edit: func(c *Config) { c.LabelMaxAge = -time.Second }, Want: "label_max_age must not be negative, got -1s"},
+		{Name: "retention", Edit: func(c *Config) { c.RetentionInterval = 0 }, Want: "retention_interval"},
+		{Name: "write timeout", Edit: func(c *Config) { c.WriteTimeout = 0 }, Want: "write_timeout"},
+	})
 }
 
 func (storeContract) TestWriteGroupCommitIsolatesFailures(t *testing.T, newURL func(testing.TB) string) {

@@ -17,6 +17,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+
+	"github.com/flywheel-ml/flywheel/internal/validate"
 )
 
 // Config holds the hyper-parameters.
@@ -45,40 +47,19 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration; errors name the parameter.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Iterations < 1 {
-		errs = append(errs, fmt.Errorf("iterations %d must be ≥ 1", c.Iterations))
-	}
-	if !(c.LearningRate > 0 && c.LearningRate <= 1) {
-		errs = append(errs, fmt.Errorf("learning_rate %v must be in (0, 1]", c.LearningRate))
-	}
-	if c.MaxLeaves < 2 {
-		errs = append(errs, fmt.Errorf("max_leaves %d must be ≥ 2", c.MaxLeaves))
-	}
-	if c.MaxDepth < 0 {
-		errs = append(errs, fmt.Errorf("max_depth %d must be ≥ 0 (0 = unlimited)", c.MaxDepth))
-	}
-	if c.MinSamplesLeaf < 1 {
-		errs = append(errs, fmt.Errorf("min_samples_leaf %d must be ≥ 1", c.MinSamplesLeaf))
-	}
-	if c.L2 < 0 {
-		errs = append(errs, fmt.Errorf("l2 %v must be ≥ 0", c.L2))
-	}
-	if c.MaxBins < 2 || c.MaxBins > 255 {
-		errs = append(errs, fmt.Errorf("max_bins %d must be in [2, 255]", c.MaxBins))
-	}
+	var v validate.Errors
+	v.If(c.Iterations < 1, "iterations %d must be ≥ 1", c.Iterations)
+	v.If(!(c.LearningRate > 0 && c.LearningRate <= 1), "learning_rate %v must be in (0, 1]", c.LearningRate)
+	v.If(c.MaxLeaves < 2, "max_leaves %d must be ≥ 2", c.MaxLeaves)
+	v.If(c.MaxDepth < 0, "max_depth %d must be ≥ 0 (0 = unlimited)", c.MaxDepth)
+	v.If(c.MinSamplesLeaf < 1, "min_samples_leaf %d must be ≥ 1", c.MinSamplesLeaf)
+	v.If(c.L2 < 0, "l2 %v must be ≥ 0", c.L2)
+	v.If(c.MaxBins < 2 || c.MaxBins > 255, "max_bins %d must be in [2, 255]", c.MaxBins)
 	if c.EarlyStopping {
-		if !(c.ValidationFraction > 0 && c.ValidationFraction < 1) {
-			errs = append(errs, fmt.Errorf("validation_fraction %v must be in (0, 1)", c.ValidationFraction))
-		}
-		if c.Patience < 1 {
-			errs = append(errs, fmt.Errorf("patience %d must be ≥ 1", c.Patience))
-		}
+		v.If(!(c.ValidationFraction > 0 && c.ValidationFraction < 1), "validation_fraction %v must be in (0, 1)", c.ValidationFraction)
+		v.If(c.Patience < 1, "patience %d must be ≥ 1", c.Patience)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("gbdt: %w", err)
-	}
-	return nil
+	return v.Err("gbdt")
 }
 
 // Node is one tree node. A leaf has Leaf set and Value; a branch sends

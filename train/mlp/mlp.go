@@ -12,6 +12,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/flywheel-ml/flywheel/internal/validate"
 	"github.com/flywheel-ml/flywheel/train/preprocess"
 )
 
@@ -39,40 +40,19 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration; errors name the parameter.
 func (c Config) Validate() error {
-	var errs []error
-	if len(c.Hidden) == 0 {
-		errs = append(errs, errors.New("hidden must list at least one layer size"))
-	}
+	var v validate.Errors
+	v.If(len(c.Hidden) == 0, "hidden must list at least one layer size")
 	for i, h := range c.Hidden {
-		if h < 1 {
-			errs = append(errs, fmt.Errorf("hidden[%d] %d must be ≥ 1", i, h))
-		}
+		v.If(h < 1, "hidden[%d] %d must be ≥ 1", i, h)
 	}
-	if !(c.LearningRate > 0) {
-		errs = append(errs, fmt.Errorf("learning_rate %v must be > 0", c.LearningRate))
-	}
-	if c.BatchSize < 1 {
-		errs = append(errs, fmt.Errorf("batch_size %d must be ≥ 1", c.BatchSize))
-	}
-	if c.Epochs < 1 {
-		errs = append(errs, fmt.Errorf("epochs %d must be ≥ 1", c.Epochs))
-	}
-	if c.L2 < 0 {
-		errs = append(errs, fmt.Errorf("l2 %v must be ≥ 0", c.L2))
-	}
-	if !(c.ValidationFraction > 0 && c.ValidationFraction < 1) {
-		errs = append(errs, fmt.Errorf("validation_fraction %v must be in (0, 1)", c.ValidationFraction))
-	}
-	if c.Patience < 1 {
-		errs = append(errs, fmt.Errorf("patience %d must be ≥ 1", c.Patience))
-	}
-	if !(c.Beta1 >= 0 && c.Beta1 < 1) || !(c.Beta2 >= 0 && c.Beta2 < 1) || !(c.Epsilon > 0) {
-		errs = append(errs, fmt.Errorf("adam: beta1 %v and beta2 %v must be in [0, 1), epsilon %v > 0", c.Beta1, c.Beta2, c.Epsilon))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("mlp: %w", err)
-	}
-	return nil
+	v.If(!(c.LearningRate > 0), "learning_rate %v must be > 0", c.LearningRate)
+	v.If(c.BatchSize < 1, "batch_size %d must be ≥ 1", c.BatchSize)
+	v.If(c.Epochs < 1, "epochs %d must be ≥ 1", c.Epochs)
+	v.If(c.L2 < 0, "l2 %v must be ≥ 0", c.L2)
+	v.If(!(c.ValidationFraction > 0 && c.ValidationFraction < 1), "validation_fraction %v must be in (0, 1)", c.ValidationFraction)
+	v.If(c.Patience < 1, "patience %d must be ≥ 1", c.Patience)
+	v.If(!(c.Beta1 >= 0 && c.Beta1 < 1) || !(c.Beta2 >= 0 && c.Beta2 < 1) || !(c.Epsilon > 0), "adam: beta1 %v and beta2 %v must be in [0, 1), epsilon %v > 0", c.Beta1, c.Beta2, c.Epsilon)
+	return v.Err("mlp")
 }
 
 // Layer is a dense layer: out = W·in + B with W stored row-major [Out][In].

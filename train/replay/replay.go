@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flywheel-ml/flywheel/internal/validate"
 	"github.com/flywheel-ml/flywheel/server/oip"
 )
 
@@ -130,29 +131,15 @@ func DefaultConfig() Config {
 
 // Validate checks the config.
 func (c Config) Validate() error {
-	var errs []error
-	if c.ServeURL == "" {
-		errs = append(errs, errors.New("serve URL is empty"))
-	}
-	if c.Model == "" {
-		errs = append(errs, errors.New("model is empty"))
-	}
-	if c.DaysPerSecond <= 0 || math.IsInf(c.DaysPerSecond, 0) || math.IsNaN(c.DaysPerSecond) {
-		errs = append(errs, fmt.Errorf("days per second %v must be positive", c.DaysPerSecond))
-	}
-	if c.LabelDelay < 0 {
-		errs = append(errs, fmt.Errorf("label delay %d is negative", c.LabelDelay))
-	}
-	if c.MaxRequests < 0 {
-		errs = append(errs, fmt.Errorf("max requests %d is negative", c.MaxRequests))
-	}
-	if !c.Until.IsZero() && c.Until.Before(c.From) {
-		errs = append(errs, fmt.Errorf("until %s is before from %s", c.Until.Format(DateLayout), c.From.Format(DateLayout)))
-	}
-	if c.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("timeout %s must be positive", c.Timeout))
-	}
-	return errors.Join(errs...)
+	var v validate.Errors
+	v.If(c.ServeURL == "", "serve URL is empty")
+	v.If(c.Model == "", "model is empty")
+	v.If(c.DaysPerSecond <= 0 || math.IsInf(c.DaysPerSecond, 0) || math.IsNaN(c.DaysPerSecond), "days per second %v must be positive", c.DaysPerSecond)
+	v.If(c.LabelDelay < 0, "label delay %d is negative", c.LabelDelay)
+	v.If(c.MaxRequests < 0, "max requests %d is negative", c.MaxRequests)
+	v.If(!c.Until.IsZero() && c.Until.Before(c.From), "until %s is before from %s", c.Until.Format(DateLayout), c.From.Format(DateLayout))
+	v.If(c.Timeout <= 0, "timeout %s must be positive", c.Timeout)
+	return v.Err("")
 }
 
 // VersionStats is the live quality of one model version on the replay.
