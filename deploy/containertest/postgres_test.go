@@ -150,13 +150,22 @@ func TestComposePostgres(t *testing.T) {
 	})
 	rep.add("job %s: %s %.1fs after the alert %s", job.ID, job.State, time.Since(start).Seconds(), job.Reason)
 	var full jobs.Job
-	if code, _, _ := httpGet(ctx, s.url("trainer")+"/v1/jobs/"+job.ID, s.tokens["trainer"], &full); code == http.StatusOK {
-		for _, st := range full.Steps {
-			if st.Name == "gate" {
-				rep.add("gate: %s", st.Detail)
-			}
+	if code, b, err := httpGet(ctx, s.url("trainer")+"/v1/jobs/"+job.ID, s.tokens["trainer"], &full); code != http.StatusOK {
+		t.Fatalf("GET job %s through the trainer load balancer: %d %v %s", job.ID, code, err, b)
+	}
+	for _, st := range full.Steps {
+		if st.Name == "gate" {
+			rep.add("gate: %s", st.Detail)
 		}
 	}
+	// The trainers' tracker store is the shared database too (no
+	// --tracking-db): the job's run is recorded there once.
+	runID, _ := full.Result["run_id"].(string)
+	var runs int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM runs r LEFT JOIN outbox_runs o ON o.run_id = r.id WHERE r.id = $1 OR o.remote_id = $1`, runID).Scan(&runs); err != nil || runs != 1 || runID == "" {
+		t.Errorf("the job's run %q in PostgreSQL's tracker store: %d rows (%v), want 1", runID, runs, err)
+	}
+	rep.add("run %s: in PostgreSQL's tracker store", runID)
 	if job.State != jobs.StateSucceeded {
 		t.Fatalf("alert job %s: %s: %s", job.ID, job.State, job.Reason)
 	}
