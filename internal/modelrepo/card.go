@@ -2,10 +2,11 @@ package modelrepo
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/flywheel-ml/flywheel/internal/validate"
 )
 
 // Card is the model card, model.json, that travels with every model
@@ -115,37 +116,23 @@ func (c *Card) FeatureNames() []string {
 
 // Validate checks the card's internal consistency.
 func (c *Card) Validate() error {
-	var errs []error
-	if c.Name == "" {
-		errs = append(errs, errors.New("name is empty"))
-	}
-	if c.Version < 0 {
-		errs = append(errs, fmt.Errorf("version %d is negative", c.Version))
-	}
-	if len(c.Inputs) == 0 {
-		errs = append(errs, errors.New("inputs is empty"))
-	}
-	if len(c.Outputs) == 0 {
-		errs = append(errs, errors.New("outputs is empty"))
-	}
+	var v validate.Errors
+	v.If(c.Name == "", "name is empty")
+	v.If(c.Version < 0, "version %d is negative", c.Version)
+	v.If(len(c.Inputs) == 0, "inputs is empty")
+	v.If(len(c.Outputs) == 0, "outputs is empty")
 	for _, in := range c.Inputs {
-		if len(in.Features) > 0 && (len(in.Shape) != 2 || (in.Shape[1] != -1 && int(in.Shape[1]) != len(in.Features))) {
-			errs = append(errs, fmt.Errorf("input %q: %d features do not match shape %v", in.Name, len(in.Features), in.Shape))
-		}
+		v.If(len(in.Features) > 0 && (len(in.Shape) != 2 || (in.Shape[1] != -1 && int(in.Shape[1]) != len(in.Features))), "input %q: %d features do not match shape %v", in.Name, len(in.Features), in.Shape)
 	}
 	if c.Reference != nil {
 		for name, h := range c.Reference.Features {
-			if err := h.Validate(); err != nil {
-				errs = append(errs, fmt.Errorf("reference of feature %q: %w", name, err))
-			}
+			v.Add(fmt.Sprintf("reference of feature %q", name), h.Validate())
 		}
 		if c.Reference.Prediction != nil {
-			if err := c.Reference.Prediction.Validate(); err != nil {
-				errs = append(errs, fmt.Errorf("reference of prediction: %w", err))
-			}
+			v.Add("reference of prediction", c.Reference.Prediction.Validate())
 		}
 	}
-	return errors.Join(errs...)
+	return v.Err("")
 }
 
 // LoadCard reads and validates a model card file.

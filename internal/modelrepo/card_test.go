@@ -42,7 +42,7 @@ func TestRoundTripAndValidate(t *testing.T) {
 		{Name: "feature count", Edit: func(c *Card) { c.Inputs[0].Features = []string{"a"} }, Want: "do not match shape"},
 		{Name: "bad histogram", Edit: func(c *Card) {
 			c.Reference.Features["a"] = Histogram{Edges: []float64{0}, Proportions: []float64{1}}
-		}, Want: "edges"},
+		}, Want: `reference of feature "a": 1 edges for 1 proportions`},
 	})
 }
 
