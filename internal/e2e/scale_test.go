@@ -25,15 +25,22 @@ import (
 	"github.com/flywheel-ml/flywheel/train/replay"
 )
 
-// TestScaledLoop replays scaledReplayFrom..replayUntil; the trainers'
-// base dataset ends the day before (labels carry the rest). Not 2013: the
-// stale v1 still does well in early 2013 (holdout MAE 0.83 under its 1.00
-// threshold) when FeatureDrift fires there, so the gate rightly rejects the
-// candidate (1.01) and the alert group stays on that job for the cooldown:
-// no retrain in the whole 2013–2016 replay (docs/scaling.md).
+// TestScaledLoop replays scaledReplayFrom..replayUntil (2013→2016) at
+// scaledReplaySpeed; the trainers' base dataset ends the day before (labels
+// carry the rest). Its v1 is staler than TestClosedLoop's: trained up to
+// scaledV1Until (tested on the year after), so it is already poor in 2013
+// (MAE about 1.7 in 2013's first quarter, 2.3 for the rest of it) and the
+// first alert's retrain beats it at the gate. The 2008 v1 would still do
+// well in early 2013 (holdout MAE 0.83): the gate would rightly reject the
+// candidate (1.01) and the alert group would stay on that job for the
+// cooldown, so nothing would retrain (docs/scaling.md).
 const (
-	scaledReplayFrom = "2015-01-01"
-	scaledBaseUntil  = "2014-12-31"
+	scaledReplayFrom  = "2013-01-01"
+	scaledBaseUntil   = "2012-12-31"
+	scaledReplaySpeed = 25.0
+	scaledV1Until     = "2006-12-31"
+	scaledV1TestFrom  = "2007-01-01"
+	scaledV1TestUntil = "2007-12-31"
 )
 
 // scaledModel is the registry reference every replica serves and every
@@ -99,9 +106,10 @@ func startScaled(t *testing.T) *scaled {
 	var tokenFile string
 	_, tokenFile = writeLoopFiles(t, s.dir)
 	s.bin = flywheelBin(t)
-	// v1: the stale model, registered in MLflow by `flywheel train` (alias
-	// champion); its folder is the trainer's output only, shared with no one.
+	// v1: the stale model (trained up to scaledV1Until), registered in
+	// MLflow by `flywheel train` (alias champion); its folder is the trainer's output only, shared with no one.
 	if err := harness.TrainStaleModel(context.Background(), s.bin, filepath.Join(root, "data", "chicago", "chicago.csv"), filepath.Join(s.dir, "v1"),
+		"--train-until", scaledV1Until, "--test-from", scaledV1TestFrom, "--test-until", scaledV1TestUntil,
 		"--track", "--tracking-uri", s.mlflow.URL, "--tracking-db", filepath.Join(s.dir, "v1-tracking.db"), "--experiment", "flywheel-v1"); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +198,7 @@ func TestScaledLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := replay.DefaultConfig()
-	cfg.ServeURL, cfg.DaysPerSecond, cfg.LabelDelay, cfg.ProgressEvery = s.lb.URL("serve"), replaySpeed, 1, 0
+	cfg.ServeURL, cfg.DaysPerSecond, cfg.LabelDelay, cfg.ProgressEvery = s.lb.URL("serve"), scaledReplaySpeed, 1, 0
 	cfg.From, _ = time.Parse(replay.DateLayout, scaledReplayFrom)
 	cfg.Until, _ = time.Parse(replay.DateLayout, replayUntil)
 	var mu sync.Mutex
@@ -257,7 +265,10 @@ func TestScaledLoop(t *testing.T) {
 				p.Kill()
 				kills = append(kills, fmt.Sprintf("%s@%d/%s", owner, attempt, step))
 				lastKilled = owner
-				t.Logf("killed %s (SIGKILL) holding job %s attempt %d at step %q (registered version: %q)", owner, id, attempt, step, registeredAtKill)
+				mu.Lock()
+				n = answered
+				mu.Unlock()
+				t.Logf("killed %s (SIGKILL) holding job %s attempt %d at step %q (registered version: %q) after %d answers (one per replayed day)", owner, id, attempt, step, registeredAtKill, n)
 				if len(kills) == 1 {
 					time.Sleep(3 * time.Second)
 					s.startTrainer(owner)
@@ -498,8 +509,8 @@ func TestScaledLoop(t *testing.T) {
 	if rolledBack != "0" {
 		t.Errorf("the watch rolled back version 2 (flywheel_trainer_rollbacks_total %s), which is better on live labels", rolledBack)
 	}
-	t.Logf("scaled loop (replay %s..%s): %d requests, %d failed, %d labels stored once each (%d failed, %d counted twice); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved (%s); live MAE %v (store %v); job runs in the shared tracker store = in MLflow: %s; watch: version 2 kept on %s live requests; test %.0fs",
-		scaledReplayFrom, replayUntil, st.Sent, st.Failed, labels, st.LabelsFailed, revised, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, promotedFrom, got, want, runs, watchedRows, time.Since(began).Seconds())
+	t.Logf("scaled loop (replay %s..%s at %g days/s, v1 trained up to %s): %d requests, %d failed, %d labels stored once each (%d failed, %d counted twice); registry versions %v, alias champion on %s (job %s attempt 3 by %s; kills %v, version registered before the second kill: %s); replicas serve it %v after the alias moved (%s); live MAE %v (store %v); job runs in the shared tracker store = in MLflow: %s; watch: version 2 kept on %s live requests; test %.0fs",
+		scaledReplayFrom, replayUntil, scaledReplaySpeed, scaledV1Until, st.Sent, st.Failed, labels, st.LabelsFailed, revised, versions, champ.Version, j.ID, survivor, kills, registeredAtKill, toServe, promotedFrom, got, want, runs, watchedRows, time.Since(began).Seconds())
 }
 
 // checkSharedRuns checks that the job's tracker runs are in the trainers'
