@@ -1,8 +1,7 @@
 package pipeline
 
 import (
-	"errors"
-	"fmt"
+	"github.com/flywheel-ml/flywheel/internal/validate"
 	"time"
 )
 
@@ -55,46 +54,23 @@ func DefaultConfig() Config {
 
 // Validate checks the config and names the bad key.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Model == "" {
-		errs = append(errs, errors.New("model is empty"))
-	}
-	if c.Alias == "" {
-		errs = append(errs, errors.New("alias is empty"))
-	}
-	if c.WorkDir == "" {
-		errs = append(errs, errors.New("work_dir is empty"))
-	}
-	if c.WindowDays < 0 {
-		errs = append(errs, fmt.Errorf("window_days %d is negative", c.WindowDays))
-	}
-	if c.HoldoutDays < 1 {
-		errs = append(errs, fmt.Errorf("holdout_days %d must be at least 1", c.HoldoutDays))
-	}
-	if c.MinHoldout < 1 {
-		errs = append(errs, fmt.Errorf("min_holdout %d must be at least 1", c.MinHoldout))
-	}
-	if c.Metric != "mae" && c.Metric != "rmse" {
-		errs = append(errs, fmt.Errorf("metric %q is not one of mae, rmse", c.Metric))
-	}
-	if c.Margin < 0 || c.Margin >= 1 {
-		errs = append(errs, fmt.Errorf("margin %v must be in [0, 1)", c.Margin))
-	}
-	if c.Threshold < 0 {
-		errs = append(errs, fmt.Errorf("threshold %v is negative", c.Threshold))
-	}
-	if c.ThresholdMargin != 0 && c.ThresholdMargin < 1 {
-		errs = append(errs, fmt.Errorf("threshold_margin %v must be 0 or at least 1", c.ThresholdMargin))
-	}
+	var v validate.Errors
+	v.If(c.Model == "", "model is empty")
+	v.If(c.Alias == "", "alias is empty")
+	v.If(c.WorkDir == "", "work_dir is empty")
+	v.If(c.WindowDays < 0, "window_days %d is negative", c.WindowDays)
+	v.If(c.HoldoutDays < 1, "holdout_days %d must be at least 1", c.HoldoutDays)
+	v.If(c.MinHoldout < 1, "min_holdout %d must be at least 1", c.MinHoldout)
+	v.If(c.Metric != "mae" && c.Metric != "rmse", "metric %q is not one of mae, rmse", c.Metric)
+	v.If(c.Margin < 0 || c.Margin >= 1, "margin %v must be in [0, 1)", c.Margin)
+	v.If(c.Threshold < 0, "threshold %v is negative", c.Threshold)
+	v.If(c.ThresholdMargin != 0 && c.ThresholdMargin < 1, "threshold_margin %v must be 0 or at least 1", c.ThresholdMargin)
 	if c.BaseUntil != "" {
-		if _, err := time.Parse(DateLayout, c.BaseUntil); err != nil {
-			errs = append(errs, fmt.Errorf("base_until %q is not YYYY-MM-DD", c.BaseUntil))
-		}
+		_, err := time.Parse(DateLayout, c.BaseUntil)
+		v.If(err != nil, "base_until %q is not YYYY-MM-DD", c.BaseUntil)
 	}
-	if c.ReadyWait <= 0 || c.ReadyPoll <= 0 {
-		errs = append(errs, fmt.Errorf("ready_wait %s and ready_poll %s must be positive", c.ReadyWait, c.ReadyPoll))
-	}
-	return errors.Join(errs...)
+	v.If(c.ReadyWait <= 0 || c.ReadyPoll <= 0, "ready_wait %s and ready_poll %s must be positive", c.ReadyWait, c.ReadyPoll)
+	return v.Err("")
 }
 
 // NaiveFeature is the feature holding the seasonal-naive forecast (the
@@ -116,15 +92,17 @@ type Overrides struct {
 
 // Validate checks the overrides.
 func (o Overrides) Validate() error {
-	var errs []error
-	if o.WindowDays != nil && *o.WindowDays < 0 {
-		errs = append(errs, fmt.Errorf("window_days %d is negative", *o.WindowDays))
+	// The arguments are evaluated before If looks at the condition:
+	// dereference only set pointers.
+	var v validate.Errors
+	if o.WindowDays != nil {
+		v.If(*o.WindowDays < 0, "window_days %d is negative", *o.WindowDays)
 	}
-	if o.Threshold != nil && *o.Threshold < 0 {
-		errs = append(errs, fmt.Errorf("threshold %v is negative", *o.Threshold))
+	if o.Threshold != nil {
+		v.If(*o.Threshold < 0, "threshold %v is negative", *o.Threshold)
 	}
-	if o.Margin != nil && (*o.Margin < 0 || *o.Margin >= 1) {
-		errs = append(errs, fmt.Errorf("margin %v must be in [0, 1)", *o.Margin))
+	if o.Margin != nil {
+		v.If(*o.Margin < 0 || *o.Margin >= 1, "margin %v must be in [0, 1)", *o.Margin)
 	}
-	return errors.Join(errs...)
+	return v.Err("")
 }

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flywheel-ml/flywheel/internal/validate"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -71,17 +72,11 @@ func DefaultConfig() Config {
 
 // Validate checks the config.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Model == "" || c.ModelsDir == "" {
-		errs = append(errs, errors.New("watch: model and models directory must be set"))
-	}
-	if c.Window <= 0 || c.Interval <= 0 {
-		errs = append(errs, fmt.Errorf("watch: window %s and interval %s must be positive", c.Window, c.Interval))
-	}
-	if c.MinRows < 2 {
-		errs = append(errs, fmt.Errorf("watch: min rows %d must be at least 2", c.MinRows))
-	}
-	return errors.Join(errs...)
+	var v validate.Errors
+	v.If(c.Model == "" || c.ModelsDir == "", "watch: model and models directory must be set")
+	v.If(c.Window <= 0 || c.Interval <= 0, "watch: window %s and interval %s must be positive", c.Window, c.Interval)
+	v.If(c.MinRows < 2, "watch: min rows %d must be at least 2", c.MinRows)
+	return v.Err("")
 }
 
 // Options are the watcher's dependencies.
