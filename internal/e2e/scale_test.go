@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/flywheel-ml/flywheel/tracker/mlflow"
 	"github.com/flywheel-ml/flywheel/train/jobs"
 	"github.com/flywheel-ml/flywheel/train/pipeline"
+	"github.com/flywheel-ml/flywheel/train/pipeline/pipelinetest"
 	"github.com/flywheel-ml/flywheel/train/replay"
 )
 
@@ -372,15 +372,7 @@ func TestScaledLoop(t *testing.T) {
 
 	// Exactly one new registry version, tagged with the job, with the alias;
 	// every replica serves it (and only it) from the registry.
-	vs, err := s.registry.SearchModelVersions(ctx, "name='ridership'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var versions []string
-	for _, v := range vs {
-		versions = append(versions, v.Version)
-	}
-	slices.Sort(versions)
+	versions := pipelinetest.Versions(t, s.registry, "ridership")
 	if strings.Join(versions, ",") != "1,2" {
 		t.Fatalf("registry versions %v, want exactly one new one (1,2)", versions)
 	}

@@ -169,20 +169,7 @@ func TestGuardRejectsUnparsableTarget(t *testing.T) {
 		{"absolute form", "http://y/ok", "x", 200, "ok"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(conn, "GET "+tc.target+" HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(res.Body)
+			res, b := rawRequest(t, ln.Addr().String(), "GET "+tc.target+" HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
 			if got := strings.ReplaceAll(string(b), `\"`, `"`); res.StatusCode != tc.code || !strings.Contains(got, tc.want) {
 				t.Fatalf("got %d %s, want %d %q", res.StatusCode, got, tc.code, tc.want)
 			}
@@ -213,20 +200,7 @@ func TestGuardRejectsAmbiguousLength(t *testing.T) {
 		{"with chunked", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", 400, "both Content-Length and Transfer-Encoding"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\n"+tc.headers+"\r\n"+tc.body); err != nil {
-				t.Fatal(err)
-			}
-			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(res.Body)
+			res, b := rawRequest(t, ln.Addr().String(), "POST / HTTP/1.1\r\nHost: x\r\n"+tc.headers+"\r\n"+tc.body)
 			if res.StatusCode != tc.code || !strings.Contains(string(b), tc.want) {
 				t.Fatalf("got %d %s, want %d %q", res.StatusCode, b, tc.code, tc.want)
 			}
@@ -235,4 +209,26 @@ func TestGuardRejectsAmbiguousLength(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rawRequest writes req as it is over a new connection to addr (client
+// libraries refuse to write the malformed requests these tests need) and
+// returns the response and its body.
+func rawRequest(t *testing.T, addr, req string) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	return res, b
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,16 +120,7 @@ func TestRegistryMode(t *testing.T) {
 
 	// One new version, tagged with the job and the champion it beat, READY,
 	// with the alias; its card names its registry number.
-	vs, err := client.SearchModelVersions(ctx, "name='"+model+"'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nums []string
-	for _, v := range vs {
-		nums = append(nums, v.Version)
-	}
-	slices.Sort(nums)
-	if strings.Join(nums, ",") != "1,2" {
+	if nums := pipelinetest.Versions(t, client, model); strings.Join(nums, ",") != "1,2" {
 		t.Fatalf("registry versions %v, want 1,2", nums)
 	}
 	v2, err := client.GetModelVersion(ctx, model, "2")

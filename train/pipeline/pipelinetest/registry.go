@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/flywheel-ml/flywheel/internal/harness"
@@ -68,4 +69,19 @@ func RegisterFolderVersion(t testing.TB, c *mlflow.Client, dir, name, alias stri
 		t.Fatal(err)
 	}
 	return mv
+}
+
+// Versions returns the registry's version numbers of name, sorted.
+func Versions(t testing.TB, c *mlflow.Client, name string) []string {
+	t.Helper()
+	vs, err := c.SearchModelVersions(context.Background(), "name='"+name+"'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nums := make([]string, 0, len(vs))
+	for _, v := range vs {
+		nums = append(nums, v.Version)
+	}
+	slices.Sort(nums)
+	return nums
 }
